@@ -1,0 +1,208 @@
+//! The client side: the `{Trait}Proxy` capability type and its methods.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::Attribute;
+
+use super::Gen;
+use crate::ast::{Method, Return};
+
+/// `struct {Trait}Proxy { client: Client }`, with the trait's visibility.
+pub(crate) fn proxy_struct(gen: &Gen<'_>) -> TokenStream {
+    let (vis, proxy, krate) = (gen.iface.vis, &gen.proxy, gen.krate);
+    let doc = format!(
+        " A capability for [`{name}`]: a handle on an object implementing it, in this \
+         process or behind a connection.\n\n Its methods mirror those of [`{name}`] but \
+         return at once with an eventual value: a promise, or a proxy that can be called \
+         before the call that returns it has finished (pipelining). Calls made on one \
+         capability reach the object in the order they were made.\n\n Wrap a local object \
+         with [`{proxy}::new`]. A proxy can be cloned, and sent as an argument or result of \
+         other calls.",
+        name = gen.iface.name,
+    );
+    quote! {
+        #[doc = #doc]
+        #vis struct #proxy {
+            client: #krate::Client,
+        }
+    }
+}
+
+/// Every impl of the proxy: std and serde traits, `Capability`, and the
+/// inherent `new` and call methods.
+pub(crate) fn proxy_impls(gen: &Gen<'_>) -> TokenStream {
+    let impls = [clone_impl(gen), debug_impl(gen), serialize_impl(gen), deserialize_impl(gen)];
+    let capability = capability_impl(gen);
+    let inherent = inherent_impl(gen);
+    quote!(#(#impls)* #capability #inherent)
+}
+
+/// `Clone`, copying the handle (the object is shared, not copied).
+fn clone_impl(gen: &Gen<'_>) -> TokenStream {
+    let proxy = &gen.proxy;
+    quote! {
+        impl ::core::clone::Clone for #proxy {
+            fn clone(&self) -> Self {
+                #proxy { client: ::core::clone::Clone::clone(&self.client) }
+            }
+        }
+    }
+}
+
+/// `Debug`, showing the interface name and the handle.
+fn debug_impl(gen: &Gen<'_>) -> TokenStream {
+    let (proxy, name) = (&gen.proxy, &gen.iface.name);
+    let proxy_name = proxy.to_string();
+    quote! {
+        impl ::core::fmt::Debug for #proxy {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut s = ::core::fmt::Formatter::debug_struct(f, #proxy_name);
+                ::core::fmt::DebugStruct::field(&mut s, "interface", &#name);
+                ::core::fmt::DebugStruct::field(&mut s, "client", &self.client);
+                ::core::fmt::DebugStruct::finish(&mut s)
+            }
+        }
+    }
+}
+
+/// `Serialize`, delegating to the handle (which registers the capability
+/// with the connection being written to).
+fn serialize_impl(gen: &Gen<'_>) -> TokenStream {
+    let (proxy, krate) = (&gen.proxy, gen.krate);
+    let serde = quote!(#krate::__private::serde);
+    quote! {
+        impl #serde::Serialize for #proxy {
+            fn serialize<__S>(&self, serializer: __S) -> ::core::result::Result<__S::Ok, __S::Error>
+            where
+                __S: #serde::Serializer,
+            {
+                #serde::Serialize::serialize(&self.client, serializer)
+            }
+        }
+    }
+}
+
+/// `Deserialize`, delegating to the handle.
+fn deserialize_impl(gen: &Gen<'_>) -> TokenStream {
+    let (proxy, krate) = (&gen.proxy, gen.krate);
+    let serde = quote!(#krate::__private::serde);
+    quote! {
+        impl<'de> #serde::Deserialize<'de> for #proxy {
+            fn deserialize<__D>(deserializer: __D) -> ::core::result::Result<Self, __D::Error>
+            where
+                __D: #serde::Deserializer<'de>,
+            {
+                ::core::result::Result::map(
+                    <#krate::Client as #serde::Deserialize<'de>>::deserialize(deserializer),
+                    <Self as #krate::Capability>::from_client,
+                )
+            }
+        }
+    }
+}
+
+/// `Capability`: conversion from and to the untyped handle.
+fn capability_impl(gen: &Gen<'_>) -> TokenStream {
+    let (proxy, krate) = (&gen.proxy, gen.krate);
+    quote! {
+        impl #krate::Capability for #proxy {
+            fn from_client(client: #krate::Client) -> Self {
+                #proxy { client }
+            }
+
+            fn client(&self) -> &#krate::Client {
+                &self.client
+            }
+        }
+    }
+}
+
+/// `impl {Trait}Proxy { fn new(..); fn method(..); .. }`.
+fn inherent_impl(gen: &Gen<'_>) -> TokenStream {
+    let proxy = &gen.proxy;
+    let new = new_fn(gen);
+    let methods = gen.iface.methods.iter().map(|method| call_fn(gen, method));
+    quote! {
+        #[allow(clippy::too_many_arguments)]
+        impl #proxy {
+            #new
+            #(#methods)*
+        }
+    }
+}
+
+/// `new`, which wraps a local object in the dispatcher.
+fn new_fn(gen: &Gen<'_>) -> TokenStream {
+    let (vis, krate, dispatcher) = (gen.iface.vis, gen.krate, &gen.dispatcher);
+    let trait_ident = gen.iface.ident;
+    let name = &gen.iface.name;
+    // `T` reads best in the docs, unless the trait itself is called `T`.
+    let param = if name == "T" { quote!(__T) } else { quote!(T) };
+    let doc = format!(
+        " Wraps a local object implementing [`{name}`] as a capability.\n\n \
+         Calls on the proxy and on its clones, wherever they are sent, run on `object`; \
+         they start in the order they were made."
+    );
+    quote! {
+        #[doc = #doc]
+        #vis fn new<#param: #trait_ident>(object: #param) -> Self {
+            <Self as #krate::Capability>::from_client(
+                #krate::Client::from_dispatch(#dispatcher(object)),
+            )
+        }
+    }
+}
+
+/// One proxy method: queues the call at once and returns its eventual result.
+fn call_fn(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
+    let (vis, ident) = (gen.iface.vis, method.ident);
+    let attrs = call_fn_attrs(gen, method);
+    let params = method.args.iter().map(|arg| {
+        let (name, ty) = (&arg.name, arg.ty);
+        quote!(#name: #ty)
+    });
+    let (output, body) = call_fn_output(gen, method);
+    quote! {
+        #(#attrs)*
+        #vis fn #ident(&self, #(#params),*) -> #output {
+            #body
+        }
+    }
+}
+
+/// The proxy method's attributes: the trait method's docs (or a generated
+/// line when it has none), `#[deprecated]` and lint levels.
+fn call_fn_attrs(gen: &Gen<'_>, method: &Method<'_>) -> Vec<TokenStream> {
+    let kept = method.original.attrs.iter().filter(|attr| is_kept(attr));
+    let mut attrs: Vec<TokenStream> = kept.map(|attr| quote!(#attr)).collect();
+    if method.docs().next().is_none() {
+        let doc = format!(" Calls [`{}::{}`] on the object.", gen.iface.name, method.name());
+        attrs.insert(0, quote!(#[doc = #doc]));
+    }
+    attrs
+}
+
+/// Attributes copied from a trait method to its proxy method.
+fn is_kept(attr: &Attribute) -> bool {
+    ["doc", "deprecated", "allow"].iter().any(|name| attr.path().is_ident(name))
+}
+
+/// The proxy method's return type and body, by the shape of the return.
+fn call_fn_output(gen: &Gen<'_>, method: &Method<'_>) -> (TokenStream, TokenStream) {
+    let krate = gen.krate;
+    let id = gen.method_id(method);
+    let names = method.args.iter().map(|arg| &arg.name);
+    let args = quote!(&(#(#names,)*));
+    let call = quote!(#krate::Client::call(&self.client, #id, #args));
+    match method.ret {
+        Return::Unit => (quote!(#krate::Promise<()>), call),
+        Return::Value(ty) => (quote!(#krate::Promise<#ty>), call),
+        Return::Result { ok, err, .. } => (quote!(#krate::Promise<#ok, #err>), call),
+        Return::Proxy(ty) => {
+            let call = quote! {
+                #krate::Client::call::<_, #ty, #krate::RpcError>(&self.client, #id, #args)
+            };
+            (quote!(#ty), quote!(#krate::Promise::pipeline(&#call)))
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The server side: a dispatcher that routes incoming calls to a local
+//! object implementing the trait.
+
+use proc_macro2::{Literal, Span, TokenStream};
+use quote::{format_ident, quote};
+use syn::Ident;
+
+use super::Gen;
+use crate::ast::{Method, Return};
+
+/// The dispatcher struct and its `Dispatch` impl.
+pub(crate) fn stub(gen: &Gen<'_>) -> TokenStream {
+    let dispatcher_struct = dispatcher_struct(gen);
+    let dispatch_impl = dispatch_impl(gen);
+    quote!(#dispatcher_struct #dispatch_impl)
+}
+
+/// `struct __{Trait}Dispatch<T>(T);`, private to the `const _` block.
+fn dispatcher_struct(gen: &Gen<'_>) -> TokenStream {
+    let dispatcher = &gen.dispatcher;
+    quote! {
+        struct #dispatcher<__T>(__T);
+    }
+}
+
+/// `impl Dispatch for __{Trait}Dispatch<T>`: one match arm per method.
+fn dispatch_impl(gen: &Gen<'_>) -> TokenStream {
+    let (krate, info, dispatcher) = (gen.krate, &gen.info, &gen.dispatcher);
+    let trait_ident = gen.iface.ident;
+    let call = call_ident();
+    let arms = gen.iface.methods.iter().map(|method| dispatch_arm(gen, method));
+    quote! {
+        #[allow(deprecated)]
+        impl<__T: #trait_ident> #krate::__private::Dispatch for #dispatcher<__T> {
+            fn interface(&self) -> &'static #krate::__private::InterfaceInfo {
+                #info
+            }
+
+            fn dispatch(
+                self: ::std::sync::Arc<Self>,
+                #call: #krate::__private::IncomingCall,
+            ) -> #krate::__private::DispatchFuture {
+                match #krate::__private::IncomingCall::method(&#call) {
+                    #(#arms)*
+                    _ => #krate::__private::unimplemented(#info, &#call),
+                }
+            }
+        }
+    }
+}
+
+/// The `IncomingCall` local, hygienic so no user name can capture it.
+fn call_ident() -> Ident {
+    Ident::new("call", Span::mixed_site())
+}
+
+/// The stub's name for argument `i` (hygienic: never the user's names).
+fn arg_ident(i: usize) -> Ident {
+    format_ident!("arg{}", i, span = Span::mixed_site())
+}
+
+/// One match arm: decode the arguments now, then run the method in the
+/// returned future.
+fn dispatch_arm(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
+    let index = Literal::u16_suffixed(method.index as u16);
+    let decode = decode_args(gen, method);
+    let reply = reply(gen, method);
+    quote! {
+        #index => {
+            #decode
+            ::std::boxed::Box::pin(async move { #reply })
+        }
+    }
+}
+
+/// Decodes the argument tuple; a malformed one fails the call at once,
+/// without running user code.
+fn decode_args(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
+    let (krate, call) = (gen.krate, call_ident());
+    let err = Ident::new("err", Span::mixed_site());
+    let fail = quote!(return #krate::__private::ready_err(#err));
+    if method.args.is_empty() {
+        return quote! {
+            if let ::core::result::Result::Err(#err) =
+                #krate::__private::IncomingCall::args::<()>(&#call)
+            {
+                #fail;
+            }
+        };
+    }
+    let names = (0..method.args.len()).map(arg_ident);
+    let types = method.args.iter().map(|arg| arg.ty);
+    let args = Ident::new("args", Span::mixed_site());
+    quote! {
+        let (#(#names,)*) = match #krate::__private::IncomingCall::args::<(#(#types,)*)>(&#call) {
+            ::core::result::Result::Ok(#args) => #args,
+            ::core::result::Result::Err(#err) => #fail,
+        };
+    }
+}
+
+/// Calls the user's method and encodes its result.
+fn reply(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
+    let (krate, trait_ident, ident) = (gen.krate, gen.iface.ident, method.ident);
+    let names = (0..method.args.len()).map(arg_ident);
+    let mut invoke = quote!(<__T as #trait_ident>::#ident(&self.0, #(#names),*));
+    if method.is_async {
+        invoke = quote!(#invoke.await);
+    }
+    match method.ret {
+        Return::Unit => quote! {
+            #invoke;
+            #krate::__private::reply_value(())
+        },
+        Return::Result { .. } => quote!(#krate::__private::reply_result(#invoke)),
+        Return::Value(_) | Return::Proxy(_) => quote!(#krate::__private::reply_value(#invoke)),
+    }
+}

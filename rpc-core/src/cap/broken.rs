@@ -1,0 +1,26 @@
+//! A capability that fails every call with a stored error.
+
+use super::{ClientHook, OutgoingCall};
+use crate::RpcError;
+
+/// Fails every call with `error` (used for disconnected imports, rejected
+/// promises and payload slots that hold no capability).
+pub(crate) struct BrokenClient {
+    error: RpcError,
+}
+
+impl BrokenClient {
+    pub(crate) fn new(error: RpcError) -> Self {
+        BrokenClient { error }
+    }
+}
+
+impl ClientHook for BrokenClient {
+    fn call(&self, call: OutgoingCall) {
+        call.reply.complete(Err(self.error.clone()));
+    }
+
+    fn describe(&self) -> String {
+        format!("broken: {}", self.error)
+    }
+}

@@ -1,0 +1,124 @@
+//! A local object and its ordered dispatch queue.
+//!
+//! Every call to a local object, whether made in-process or arriving from
+//! any connection, goes through one unbounded queue served by one task. The
+//! task starts handlers in queue order (E-order) and then polls them together,
+//! so handlers interleave at their await points but never start out of order.
+//! When the last handle to the object is dropped the queue closes, the task
+//! finishes the handlers still running, and the object is dropped.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures::future::{AbortHandle, Abortable};
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::mpsc;
+
+use super::dispatch::{Dispatch, IncomingCall};
+use super::{Canceller, ClientHook, OutgoingCall};
+use crate::RpcError;
+
+/// The hook for an object implemented in this process.
+pub(crate) struct LocalServer {
+    object: Arc<dyn Dispatch>,
+    queue: mpsc::UnboundedSender<OutgoingCall>,
+    /// The receiving end until the serving task is spawned on the first call.
+    idle: Mutex<Option<mpsc::UnboundedReceiver<OutgoingCall>>>,
+}
+
+impl LocalServer {
+    pub(crate) fn new(object: Arc<dyn Dispatch>) -> Self {
+        let (queue, idle) = mpsc::unbounded_channel();
+        LocalServer { object, queue, idle: Mutex::new(Some(idle)) }
+    }
+
+    /// Spawns the serving task if this is the first call.
+    fn ensure_serving(&self) -> Result<(), RpcError> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(receiver) = idle.take() {
+            let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+                RpcError::new(crate::ErrorKind::Unimplemented, "calls need a Tokio runtime")
+            })?;
+            runtime.spawn(Serve { object: self.object.clone(), queue: receiver, running: FuturesUnordered::new(), closed: false });
+        }
+        Ok(())
+    }
+}
+
+impl ClientHook for LocalServer {
+    fn call(&self, call: OutgoingCall) {
+        if let Err(err) = self.ensure_serving() {
+            return call.reply.complete(Err(err));
+        }
+        if let Err(mpsc::error::SendError(call)) = self.queue.send(call) {
+            call.reply.complete(Err(RpcError::disconnected("the object is shutting down")));
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("local {}", self.object.interface().name)
+    }
+}
+
+type Running = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The serving task of one object.
+struct Serve {
+    object: Arc<dyn Dispatch>,
+    queue: mpsc::UnboundedReceiver<OutgoingCall>,
+    running: FuturesUnordered<Running>,
+    closed: bool,
+}
+
+impl Serve {
+    /// Turns a queued call into a running handler wired for cancellation.
+    fn start(&self, call: OutgoingCall) -> Running {
+        let interface = self.object.interface();
+        let reply = call.reply;
+        if call.interface != interface.id {
+            let err = RpcError::unimplemented(format!(
+                "the target implements {}, not the interface the call names (id {:#x})",
+                interface.name, call.interface
+            ));
+            reply.complete(Err(err));
+            return Box::pin(async {});
+        }
+        let (abort, registration) = AbortHandle::new_pair();
+        reply.set_canceller(Canceller::Abort(abort));
+        let incoming = IncomingCall { method: call.method, args: call.payload };
+        let handler = Abortable::new(self.object.clone().dispatch(incoming), registration);
+        Box::pin(async move {
+            match handler.await {
+                Ok(outcome) => reply.complete(outcome),
+                Err(_aborted) => reply.complete(Err(RpcError::cancelled("the caller cancelled the call"))),
+            }
+        })
+    }
+}
+
+impl Future for Serve {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Start every queued call first, in order: FuturesUnordered polls
+        // newly pushed futures in push order, so handlers start in call order.
+        while !self.closed {
+            match self.queue.poll_recv(cx) {
+                Poll::Ready(Some(call)) => {
+                    let handler = self.start(call);
+                    self.running.push(handler);
+                }
+                Poll::Ready(None) => self.closed = true,
+                Poll::Pending => break,
+            }
+        }
+        while let Poll::Ready(Some(())) = self.running.poll_next_unpin(cx) {}
+        if self.closed && self.running.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}

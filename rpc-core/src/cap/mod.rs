@@ -1,0 +1,188 @@
+//! Capabilities: untyped handles to objects, wherever they live.
+//!
+//! A [`Client`] is a reference-counted handle to an object behind one
+//! [`ClientHook`]. There is one hook per kind of capability, each in its own file:
+//!
+//! | kind | file | calls go |
+//! |---|---|---|
+//! | local object | `local.rs` | into the object's ordered dispatch queue |
+//! | queued (local promise) | `queued.rs` | into a queue until the promise resolves |
+//! | broken | `broken.rs` | nowhere: they fail with the stored error |
+//! | import | `../conn/import.rs` | over a connection to the peer's export |
+//! | remote promise | `../conn/pipeline.rs` | over a connection, aimed at a promised answer |
+//!
+//! Generated proxies wrap a `Client`; the [`Capability`] trait converts.
+
+mod broken;
+pub(crate) mod dispatch;
+mod local;
+mod queued;
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::conn::ConnShared;
+use crate::payload::{self, CapEntry, Payload};
+use crate::promise::{CallState, Promise};
+use crate::RpcError;
+
+pub(crate) use broken::BrokenClient;
+pub(crate) use dispatch::{Dispatch, MethodId, Reply};
+pub(crate) use local::LocalServer;
+pub(crate) use queued::QueuedClient;
+
+/// A typed capability: what `#[eventual]` generates for each trait (`GameProxy`).
+///
+/// It is `Clone`, `Send`, `Sync` and serializable: it can travel as an
+/// argument, a return value, a struct field or an element of a collection.
+pub trait Capability: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {
+    /// Wraps an untyped handle. The handle is assumed to implement the interface;
+    /// if it does not, calls fail with [`crate::ErrorKind::Unimplemented`].
+    fn from_client(client: Client) -> Self;
+    /// The untyped handle.
+    fn client(&self) -> &Client;
+}
+
+/// An untyped capability: a handle to an object that may be local, remote, or
+/// the promised result of a call that has not returned yet.
+///
+/// Cloning is cheap (a reference count). When the last handle to an object
+/// exported over a connection is dropped, the exporter is told and drops its
+/// reference in turn.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) hook: Arc<dyn ClientHook>,
+}
+
+impl Client {
+    /// Wraps a local object served by `dispatcher` (used by generated `new`).
+    pub fn from_dispatch<D: Dispatch>(dispatcher: D) -> Client {
+        Client::from_hook(LocalServer::new(Arc::new(dispatcher)))
+    }
+
+    /// A capability whose every call fails with `error`.
+    pub fn broken(error: RpcError) -> Client {
+        Client::from_hook(BrokenClient::new(error))
+    }
+
+    pub(crate) fn from_hook<H: ClientHook>(hook: H) -> Client {
+        Client { hook: Arc::new(hook) }
+    }
+
+    /// Calls `method` with `args` (a tuple). The call is queued on its way at
+    /// once, before the returned promise is polled.
+    pub fn call<A, T, E>(&self, method: MethodId, args: &A) -> Promise<T, E>
+    where
+        A: Serialize,
+        T: DeserializeOwned + Send + 'static,
+        E: From<RpcError> + DeserializeOwned + Send + 'static,
+    {
+        let state = CallState::new();
+        match Payload::encode(args) {
+            Ok(payload) => self.hook.call(OutgoingCall {
+                interface: method.interface.id,
+                method: method.index,
+                payload,
+                reply: state.clone(),
+            }),
+            Err(err) => state.complete(Err(err)),
+        }
+        Promise::new(state)
+    }
+
+    /// Whether two handles name the same object through the same path.
+    pub fn same_as(&self, other: &Client) -> bool {
+        Arc::ptr_eq(&self.hook, &other.hook)
+    }
+
+    /// A key identifying the hook, for export tables.
+    pub(crate) fn identity(&self) -> usize {
+        Arc::as_ptr(&self.hook) as *const () as usize
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Client({})", self.hook.describe())
+    }
+}
+
+impl Serialize for Client {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let index = payload::push_cap(CapEntry::Object(self.clone())).map_err(serde::ser::Error::custom)?;
+        serializer.serialize_u32(index)
+    }
+}
+
+impl<'de> Deserialize<'de> for Client {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let index = u32::deserialize(deserializer)?;
+        match payload::cap_at(index).map_err(serde::de::Error::custom)? {
+            CapEntry::Object(client) => Ok(client),
+        }
+    }
+}
+
+/// A call on its way to an object.
+pub(crate) struct OutgoingCall {
+    pub interface: u64,
+    pub method: u16,
+    pub payload: Payload,
+    /// Where the answer goes (a local promise, or a connection's answer entry).
+    pub reply: Arc<dyn ReplySink>,
+}
+
+/// Where the outcome of a call is delivered.
+pub(crate) trait ReplySink: Send + Sync + 'static {
+    /// Delivers the outcome. Called at most once.
+    fn complete(&self, reply: Reply);
+    /// Records how to cancel the call where it now runs; runs it at once if
+    /// the caller already gave up.
+    fn set_canceller(&self, canceller: Canceller);
+    /// Whether the caller has stopped waiting (so forwarding it is pointless).
+    fn is_cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// How to stop a call where it runs.
+pub(crate) enum Canceller {
+    /// A local handler: abort its future.
+    Abort(futures::future::AbortHandle),
+    /// A question on a connection: tell the connection the caller is gone.
+    Question(crate::conn::QuestionRef),
+}
+
+impl Canceller {
+    pub(crate) fn cancel(self) {
+        match self {
+            Canceller::Abort(handle) => handle.abort(),
+            Canceller::Question(question) => drop(question),
+        }
+    }
+}
+
+/// One kind of capability. Implementations must deliver calls made through
+/// the same hook in the order `call` was invoked (E-order).
+pub(crate) trait ClientHook: Send + Sync + 'static {
+    /// Sends a call. Never blocks; never called with a connection lock held.
+    fn call(&self, call: OutgoingCall);
+    /// If this capability lives at the far end of `conn`, how that peer names it.
+    fn peer_ref(&self, _conn: &ConnShared) -> Option<PeerRef> {
+        None
+    }
+    /// A short description for `Debug`.
+    fn describe(&self) -> String;
+}
+
+/// A capability named from the peer's side of one connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PeerRef {
+    /// The peer's export with this id.
+    Export(u32),
+    /// A capability in the peer's answer to one of our questions.
+    Answer { question: u32, cap: u32 },
+}

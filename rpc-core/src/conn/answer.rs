@@ -1,0 +1,50 @@
+//! Where the outcome of a call from the peer goes: back over the connection.
+
+use std::sync::Arc;
+
+use super::{ConnShared, Deferred};
+use crate::cap::{Canceller, Reply, ReplySink};
+use crate::payload::CapEntry;
+
+/// The reply sink of the peer's question `id`.
+pub(crate) struct RemoteAnswer {
+    conn: Arc<ConnShared>,
+    id: u32,
+}
+
+impl RemoteAnswer {
+    pub(crate) fn new(conn: Arc<ConnShared>, id: u32) -> Self {
+        RemoteAnswer { conn, id }
+    }
+}
+
+impl ReplySink for RemoteAnswer {
+    fn complete(&self, reply: Reply) {
+        // Forward calls pipelined on this answer before the Return can reach
+        // the caller, so the caller's later direct calls cannot overtake them.
+        loop {
+            let mut state = self.conn.lock();
+            let pending = state.take_unresolved_pipes(self.id);
+            if pending.is_empty() {
+                state.finish_answer(&self.conn, self.id, reply);
+                return;
+            }
+            for (cap, queue) in pending {
+                let target = match &reply {
+                    Ok(payload) => match payload.caps.get(cap as usize) {
+                        Some(CapEntry::Object(client)) => Ok(client.clone()),
+                        None => Err(crate::RpcError::unimplemented(format!(
+                            "the result holds no capability at index {cap}"
+                        ))),
+                    },
+                    Err(err) => Err(err.clone()),
+                };
+                state.deferred.push(Deferred::Resolve(queue, target));
+            }
+        }
+    }
+
+    fn set_canceller(&self, canceller: Canceller) {
+        self.conn.lock().set_answer_canceller(self.id, canceller);
+    }
+}

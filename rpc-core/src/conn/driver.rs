@@ -1,0 +1,194 @@
+//! The tasks that own the socket: handshake, reader, writer, keepalive.
+//!
+//! The reader decodes frames and hands them to the protocol state. The writer
+//! sleeps until the state's outgoing buffer is non-empty, then swaps it out
+//! and writes it whole, so everything queued while a write was in progress
+//! leaves in the next single write (calls coalesce under load by themselves).
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{watch, Notify};
+use tokio::time::{sleep_until, timeout, Instant};
+
+use super::{ConnShared, ConnState, UserRef};
+use crate::cap::Client;
+use crate::wire::{depth, frame, Hello, Message, MAGIC, PROTOCOL_VERSION};
+use crate::{Config, RpcError};
+
+/// Exchanges `Hello`s, then starts the reader and writer tasks.
+pub(crate) async fn open<IO>(io: IO, config: Config, bootstrap: Option<Client>) -> Result<UserRef, RpcError>
+where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(io);
+    let ours = Hello { magic: MAGIC, version: PROTOCOL_VERSION, limits: config.limits, offers_bootstrap: bootstrap.is_some() };
+    let mut buf = BytesMut::new();
+    frame::encode(&mut buf, &ours, &[])?;
+    let mut incoming = BytesMut::with_capacity(8 << 10);
+    let exchange = async {
+        writer.write_all(&buf).await?;
+        writer.flush().await?;
+        read_hello(&mut reader, &mut incoming).await
+    };
+    let theirs = match timeout(config.handshake_timeout, exchange).await {
+        Ok(result) => result?,
+        Err(_) => return Err(RpcError::new(crate::ErrorKind::Timeout, "the peer did not complete the handshake in time")),
+    };
+    check_hello(&theirs)?;
+    let (closed, _) = watch::channel(None);
+    let shared = Arc::new(ConnShared {
+        state: Mutex::new(ConnState::new(config.limits, theirs.limits, bootstrap)),
+        wake_writer: Notify::new(),
+        closed,
+        users: AtomicUsize::new(0),
+        config,
+        peer_limits: theirs.limits,
+    });
+    // Taken before the tasks start, so the writer never sees a new connection as idle.
+    let user = shared.user_ref();
+    tokio::spawn(read_loop(shared.clone(), reader, incoming));
+    tokio::spawn(write_loop(shared, writer));
+    Ok(user)
+}
+
+async fn read_hello<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut BytesMut) -> Result<Hello, RpcError> {
+    // A Hello is small; anything claiming more is not our protocol.
+    const MAX_HELLO: u32 = 1024;
+    loop {
+        if let Some(frame) = frame::decode(buf, MAX_HELLO)
+            .map_err(|e| RpcError::protocol(format!("bad handshake: {}", e.message())))?
+        {
+            return postcard::from_bytes(&frame)
+                .map_err(|e| RpcError::protocol(format!("bad handshake: the peer does not speak this protocol ({e})")));
+        }
+        if reader.read_buf(buf).await? == 0 {
+            return Err(RpcError::disconnected("the peer closed the connection during the handshake"));
+        }
+    }
+}
+
+fn check_hello(theirs: &Hello) -> Result<(), RpcError> {
+    if theirs.magic != MAGIC {
+        return Err(RpcError::protocol("bad handshake: the peer does not speak this protocol"));
+    }
+    if theirs.version != PROTOCOL_VERSION {
+        return Err(RpcError::protocol(format!(
+            "protocol version mismatch: the peer speaks version {}, this side speaks version {PROTOCOL_VERSION}",
+            theirs.version
+        )));
+    }
+    Ok(())
+}
+
+async fn read_loop<R: AsyncRead>(shared: Arc<ConnShared>, mut reader: ReadHalf<R>, mut buf: BytesMut) {
+    let reason = read_frames(&shared, &mut reader, &mut buf).await;
+    let tell_peer = reason.kind() != crate::ErrorKind::Disconnected;
+    shared.close(reason, tell_peer);
+}
+
+/// Reads until the connection must close; returns why.
+async fn read_frames<R: AsyncRead>(shared: &Arc<ConnShared>, reader: &mut ReadHalf<R>, buf: &mut BytesMut) -> RpcError {
+    let max_frame = shared.config.limits.max_frame_size;
+    let mut closed = shared.closed.subscribe();
+    loop {
+        loop {
+            match frame::decode(buf, max_frame) {
+                Ok(Some(frame)) => {
+                    if let Err(violation) = handle_frame(shared, frame) {
+                        return violation;
+                    }
+                }
+                Ok(None) => break,
+                Err(violation) => return violation,
+            }
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 << 10);
+        }
+        let deadline = Instant::now() + shared.config.keepalive_timeout;
+        tokio::select! {
+            read = reader.read_buf(buf) => match read {
+                Ok(0) => return RpcError::disconnected("the peer closed the connection"),
+                Ok(_) => {}
+                Err(err) => return RpcError::disconnected(format!("I/O error: {err}")),
+            },
+            _ = sleep_until(deadline) => {
+                let timeout = shared.config.keepalive_timeout;
+                return RpcError::disconnected(format!("no sign of life from the peer for {timeout:?} (keepalive)"));
+            }
+            _ = closed.wait_for(Option::is_some) => {
+                return shared.closed_reason().unwrap_or_else(|| RpcError::disconnected("closed"));
+            }
+        }
+    }
+}
+
+/// Decodes one frame and applies it to the state.
+fn handle_frame(shared: &Arc<ConnShared>, frame: Bytes) -> Result<(), RpcError> {
+    let max_depth = shared.config.limits.max_depth;
+    let (message, rest) = depth::from_postcard_bytes::<Message>(&frame, max_depth)
+        .map_err(|e| RpcError::protocol(format!("malformed frame ({e})")))?;
+    let trailer = frame.slice(frame.len() - rest.len()..);
+    let mut state = shared.lock();
+    if state.is_closed().is_some() {
+        return Ok(());
+    }
+    match message {
+        Message::Call { question, target, interface, method, caps } => {
+            state.handle_call(shared, question, target, interface, method, &caps, trailer)
+        }
+        Message::Return { question, result } => state.handle_return(shared, question, result, trailer),
+        Message::Finish { question } => state.handle_finish(question),
+        Message::Release { export, count } => state.handle_release(export, count),
+        Message::Disembargo { target, id } => state.handle_disembargo(target, id),
+        Message::DisembargoReply { id } => state.handle_disembargo_reply(id),
+        Message::Ping(nonce) => {
+            state.handle_ping(nonce);
+            Ok(())
+        }
+        Message::Pong(_) => Ok(()),
+        Message::Abort(reason) => {
+            Err(RpcError::disconnected(format!("the peer closed the connection: {reason}")))
+        }
+    }
+}
+
+async fn write_loop<W: AsyncWrite>(shared: Arc<ConnShared>, mut writer: WriteHalf<W>) {
+    let mut spare = BytesMut::with_capacity(8 << 10);
+    let interval = shared.config.keepalive_interval;
+    let mut next_ping = Instant::now() + interval;
+    let mut nonce = 0u64;
+    loop {
+        tokio::select! {
+            _ = shared.wake_writer.notified() => {}
+            _ = sleep_until(next_ping) => {
+                nonce += 1;
+                shared.lock().send_ping(nonce);
+            }
+        }
+        let (batch, closing) = {
+            let mut state = shared.lock();
+            std::mem::swap(&mut state.out, &mut spare);
+            let idle = shared.users.load(std::sync::atomic::Ordering::Acquire) == 0 && state.is_idle();
+            (std::mem::take(&mut spare), state.is_closed().is_some() || idle)
+        };
+        if !batch.is_empty() {
+            next_ping = Instant::now() + interval;
+            if let Err(err) = writer.write_all(&batch).await {
+                shared.close(RpcError::disconnected(format!("I/O error: {err}")), false);
+                break;
+            }
+        }
+        spare = batch;
+        spare.clear();
+        if closing {
+            let _ = writer.flush().await;
+            let _ = writer.shutdown().await;
+            shared.close(RpcError::disconnected("the connection was closed"), false);
+            break;
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! An object the peer exported to us.
+
+use super::UserRef;
+use crate::cap::{ClientHook, OutgoingCall, PeerRef};
+
+/// The hook for the peer's export `id`. Dropping the last handle releases
+/// every reference we received for it.
+pub(crate) struct ImportClient {
+    user: UserRef,
+    id: u32,
+}
+
+impl ImportClient {
+    pub(crate) fn new(user: UserRef, id: u32) -> Self {
+        ImportClient { user, id }
+    }
+}
+
+impl ClientHook for ImportClient {
+    fn call(&self, call: OutgoingCall) {
+        let shared = self.user.shared();
+        shared.lock().send_call(shared, PeerRef::Export(self.id), call);
+    }
+
+    fn peer_ref(&self, conn: &super::ConnShared) -> Option<PeerRef> {
+        std::ptr::eq(&**self.user.shared(), conn).then_some(PeerRef::Export(self.id))
+    }
+
+    fn describe(&self) -> String {
+        format!("import #{}", self.id)
+    }
+}
+
+impl Drop for ImportClient {
+    fn drop(&mut self) {
+        self.user.shared().lock().drop_import(self.id, self);
+    }
+}

@@ -1,0 +1,611 @@
+//! The protocol state of one connection, free of I/O.
+//!
+//! Input: decoded frames (`handle_*`) and local requests (`send_call`,
+//! `release_question`, …). Output: bytes appended to `out`, and deferred work
+//! (calls to deliver, promises to complete) that the lock guard runs once the
+//! state is unlocked. Time and sockets live in `driver.rs`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use bytes::{Bytes, BytesMut};
+
+use super::import::ImportClient;
+use super::tables::IdTable;
+use super::{ConnShared, Deferred, QuestionRef};
+use crate::cap::{Canceller, Client, OutgoingCall, PeerRef, QueuedClient, Reply};
+use crate::payload::{CapEntry, Payload};
+use crate::wire::{frame, CapDescriptor, Message, Target};
+use crate::{Limits, RpcError};
+
+/// A call we made, awaiting or holding its answer.
+struct Question {
+    sink: Option<Arc<dyn crate::cap::ReplySink>>,
+    /// The result's capabilities (or error), kept for pipelined calls.
+    returned: Option<Result<Vec<CapEntry>, RpcError>>,
+    /// The caller no longer holds the question.
+    released: bool,
+    /// Per result-capability index: how pipelined calls are routed.
+    pipes: HashMap<u32, Pipe>,
+}
+
+#[derive(Default)]
+struct Pipe {
+    /// Calls went to the peer aimed at the promised answer.
+    sent: bool,
+    /// Once resolved to a local object: where calls go now (an embargo queue).
+    redirect: Option<Client>,
+}
+
+/// A call the peer made, running or holding its result for pipelining.
+struct Answer {
+    canceller: Option<Canceller>,
+    /// The peer sent `Finish` while the handler was running.
+    finished: bool,
+    returned: Option<Result<Vec<CapEntry>, RpcError>>,
+    /// Pipelined calls that arrived before the result, per capability index.
+    pipes: HashMap<u32, (Arc<QueuedClient>, bool)>,
+}
+
+struct Export {
+    client: Client,
+    /// References the peer holds (descriptors sent minus released).
+    refs: u32,
+    /// The bootstrap object stays exported for the connection's lifetime.
+    permanent: bool,
+}
+
+struct Import {
+    hook: Weak<ImportClient>,
+    /// Descriptors received for this id: what we release when we drop it.
+    count: u32,
+}
+
+/// Calls held back until earlier calls, travelling through the peer, arrived.
+struct Embargo {
+    queue: Arc<QueuedClient>,
+    target: Client,
+}
+
+/// Everything one connection knows; see the module docs.
+pub(crate) struct ConnState {
+    pub(crate) out: BytesMut,
+    pub(crate) deferred: Vec<Deferred>,
+    questions: IdTable<Question>,
+    answers: HashMap<u32, Answer>,
+    /// Highest question id the peer has used: a `Finish` above it is bogus.
+    max_peer_question: Option<u32>,
+    exports: IdTable<Export>,
+    export_ids: HashMap<usize, u32>,
+    imports: HashMap<u32, Import>,
+    embargoes: IdTable<Embargo>,
+    closed: Option<RpcError>,
+    serves_bootstrap: bool,
+    limits: Limits,
+    peer_limits: Limits,
+}
+
+type Violation = RpcError;
+
+impl ConnState {
+    pub(crate) fn new(limits: Limits, peer_limits: Limits, bootstrap: Option<Client>) -> Self {
+        let mut state = ConnState {
+            out: BytesMut::with_capacity(8 << 10),
+            deferred: Vec::new(),
+            questions: IdTable::default(),
+            answers: HashMap::new(),
+            max_peer_question: None,
+            exports: IdTable::default(),
+            export_ids: HashMap::new(),
+            imports: HashMap::new(),
+            embargoes: IdTable::default(),
+            closed: None,
+            serves_bootstrap: bootstrap.is_some(),
+            limits,
+            peer_limits,
+        };
+        let bootstrap = bootstrap.unwrap_or_else(|| {
+            Client::broken(RpcError::unimplemented("this peer offers no bootstrap capability"))
+        });
+        state.export_ids.insert(bootstrap.identity(), 0);
+        state.exports.insert(Export { client: bootstrap, refs: 0, permanent: true });
+        state
+    }
+
+    pub(crate) fn is_closed(&self) -> Option<&RpcError> {
+        self.closed.as_ref()
+    }
+
+    /// Whether nothing but local users could keep this connection open: we
+    /// serve no bootstrap, export nothing and owe no answers.
+    pub(crate) fn is_idle(&self) -> bool {
+        !self.serves_bootstrap && self.exports.len() <= 1 && self.answers.is_empty()
+    }
+
+    fn send(&mut self, message: &Message, trailer: &[u8]) {
+        if let Err(err) = frame::encode(&mut self.out, message, trailer) {
+            tracing::error!("dropping unencodable frame: {err}");
+        }
+    }
+
+    fn defer_drop<T: Send + 'static>(&mut self, value: T) {
+        self.deferred.push(Deferred::Drop(Box::new(value)));
+    }
+
+    // ----- calls we make -------------------------------------------------
+
+    /// Sends `call` to the peer's capability `target`.
+    pub(crate) fn send_call(&mut self, shared: &Arc<ConnShared>, target: PeerRef, call: OutgoingCall) {
+        if let Err(err) = self.check_can_call() {
+            return self.deferred.push(Deferred::Complete(call.reply, Err(err)));
+        }
+        let caps = match self.export_caps(shared, &call.payload.caps) {
+            Ok(caps) => caps,
+            Err(err) => return self.deferred.push(Deferred::Complete(call.reply, Err(err))),
+        };
+        let question = Question { sink: Some(call.reply.clone()), returned: None, released: false, pipes: HashMap::new() };
+        let id = self.questions.insert(question);
+        let target = match target {
+            PeerRef::Export(id) => Target::Export(id),
+            PeerRef::Answer { question, cap } => {
+                if let Some(q) = self.questions.get_mut(question) {
+                    q.pipes.entry(cap).or_default().sent = true;
+                }
+                Target::Answer { question, cap }
+            }
+        };
+        let header = Message::Call { question: id, target, interface: call.interface, method: call.method, caps };
+        self.send(&header, &call.payload.bytes);
+        let question_ref = QuestionRef { user: shared.user_ref(), id };
+        self.deferred.push(Deferred::SetCanceller(call.reply, Canceller::Question(question_ref)));
+        self.defer_drop(call.payload);
+    }
+
+    fn check_can_call(&self) -> Result<(), RpcError> {
+        if let Some(reason) = &self.closed {
+            return Err(reason.clone());
+        }
+        let max = self.peer_limits.max_outstanding_calls as usize;
+        if self.questions.len() >= max {
+            return Err(RpcError::limit(format!("{max} calls already in flight on this connection (the peer's limit)")));
+        }
+        Ok(())
+    }
+
+    /// Routes a call made through a pipelined capability (our question's answer).
+    pub(crate) fn pipeline_call(&mut self, shared: &Arc<ConnShared>, question: u32, cap: u32, call: OutgoingCall) {
+        let Some(q) = self.questions.get_mut(question) else {
+            let err = self.closed.clone().unwrap_or_else(|| RpcError::cancelled("the promise was dropped"));
+            return self.deferred.push(Deferred::Complete(call.reply, Err(err)));
+        };
+        if let Some(redirect) = q.pipes.get(&cap).and_then(|p| p.redirect.clone()) {
+            return self.deferred.push(Deferred::Call(redirect, call));
+        }
+        let target = match &q.returned {
+            None => return self.send_call(shared, PeerRef::Answer { question, cap }, call),
+            Some(Err(err)) => Err(err.clone()),
+            Some(Ok(caps)) => cap_at(caps, cap),
+        };
+        let target = match target {
+            Ok(target) => target,
+            Err(err) => return self.deferred.push(Deferred::Complete(call.reply, Err(err))),
+        };
+        match target.hook.peer_ref(shared) {
+            Some(peer_ref) => self.send_call(shared, peer_ref, call),
+            None => self.redirect_locally(question, cap, target, call),
+        }
+    }
+
+    /// The promise resolved to an object on our side. If calls already went
+    /// through the peer, hold new ones until those come back (an embargo).
+    fn redirect_locally(&mut self, question: u32, cap: u32, target: Client, call: OutgoingCall) {
+        let sent = self.questions.get(question).and_then(|q| q.pipes.get(&cap)).is_some_and(|p| p.sent);
+        let redirect = if sent {
+            let queue = Arc::new(QueuedClient::new());
+            let id = self.embargoes.insert(Embargo { queue: queue.clone(), target });
+            self.send(&Message::Disembargo { target: Target::Answer { question, cap }, id }, &[]);
+            Client { hook: queue }
+        } else {
+            target
+        };
+        if let Some(q) = self.questions.get_mut(question) {
+            q.pipes.entry(cap).or_default().redirect = Some(redirect.clone());
+        }
+        self.deferred.push(Deferred::Call(redirect, call));
+    }
+
+    /// The caller dropped its last hold on `id`.
+    pub(crate) fn release_question(&mut self, id: u32) {
+        let Some(q) = self.questions.get_mut(id) else { return };
+        q.released = true;
+        let finish = match &q.returned {
+            None => true,
+            Some(result) => needs_finish(result),
+        };
+        let awaiting = q.returned.is_none();
+        if self.closed.is_none() && finish {
+            self.send(&Message::Finish { question: id }, &[]);
+        }
+        if !awaiting || self.closed.is_some() {
+            let q = self.questions.remove(id);
+            self.defer_drop(q.map(|q| q.returned));
+        }
+    }
+
+    pub(crate) fn handle_return(
+        &mut self,
+        shared: &Arc<ConnShared>,
+        id: u32,
+        result: Result<Vec<CapDescriptor>, RpcError>,
+        trailer: Bytes,
+    ) -> Result<(), Violation> {
+        if !self.questions.get(id).is_some_and(|q| q.returned.is_none()) {
+            return Err(RpcError::protocol(format!("Return for question {id}, which is not awaiting an answer")));
+        }
+        let reply = match result {
+            Ok(descriptors) => {
+                let caps = self.import_caps(shared, &descriptors)?;
+                Ok(Payload { bytes: trailer, caps, max_depth: self.limits.max_depth })
+            }
+            Err(err) => Err(err),
+        };
+        let q = self.questions.get_mut(id).expect("checked above");
+        q.returned = Some(reply.as_ref().map(|p| p.caps.clone()).map_err(Clone::clone));
+        let sink = q.sink.take();
+        if q.released {
+            if needs_finish(q.returned.as_ref().expect("just set")) {
+                self.send(&Message::Finish { question: id }, &[]);
+            }
+            let q = self.questions.remove(id);
+            self.defer_drop(q.map(|q| q.returned));
+        }
+        match sink {
+            Some(sink) => self.deferred.push(Deferred::Complete(sink, reply)),
+            None => self.defer_drop(reply),
+        }
+        Ok(())
+    }
+
+    pub(crate) fn handle_disembargo_reply(&mut self, id: u32) -> Result<(), Violation> {
+        let embargo = self
+            .embargoes
+            .remove(id)
+            .ok_or_else(|| RpcError::protocol(format!("DisembargoReply for unknown embargo {id}")))?;
+        self.deferred.push(Deferred::Resolve(embargo.queue, Ok(embargo.target)));
+        Ok(())
+    }
+
+    // ----- calls the peer makes ------------------------------------------
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn handle_call(
+        &mut self,
+        shared: &Arc<ConnShared>,
+        id: u32,
+        target: Target,
+        interface: u64,
+        method: u16,
+        descriptors: &[CapDescriptor],
+        trailer: Bytes,
+    ) -> Result<(), Violation> {
+        let caps = self.import_caps(shared, descriptors)?;
+        let payload = Payload { bytes: trailer, caps, max_depth: self.limits.max_depth };
+        if self.answers.contains_key(&id) {
+            return Err(RpcError::protocol(format!("question id {id} reused while its call is still active")));
+        }
+        self.max_peer_question = Some(self.max_peer_question.map_or(id, |m| m.max(id)));
+        let max = self.limits.max_outstanding_calls as usize;
+        if self.answers.len() >= max {
+            let err = RpcError::limit(format!("more than {max} calls in flight on this connection"));
+            self.defer_drop(payload);
+            self.send(&Message::Return { question: id, result: Err(err) }, &[]);
+            return Ok(());
+        }
+        let target = match self.resolve_target(target) {
+            Ok(target) => target,
+            Err(err) => {
+                self.defer_drop(payload);
+                self.send(&Message::Return { question: id, result: Err(err) }, &[]);
+                return Ok(());
+            }
+        };
+        let answer = Answer { canceller: None, finished: false, returned: None, pipes: HashMap::new() };
+        self.answers.insert(id, answer);
+        let reply = Arc::new(super::answer::RemoteAnswer::new(shared.clone(), id));
+        self.deferred.push(Deferred::Call(target, OutgoingCall { interface, method, payload, reply }));
+        Ok(())
+    }
+
+    /// The object a call or descriptor from the peer names.
+    fn resolve_target(&mut self, target: Target) -> Result<Client, RpcError> {
+        match target {
+            Target::Export(id) => self
+                .exports
+                .get(id)
+                .map(|e| e.client.clone())
+                .ok_or_else(|| RpcError::unimplemented(format!("no capability with id {id} on this connection"))),
+            Target::Answer { question, cap } => self.answer_target(question, cap),
+        }
+    }
+
+    fn answer_target(&mut self, question: u32, cap: u32) -> Result<Client, RpcError> {
+        let answer = self.answers.get_mut(&question).ok_or_else(|| {
+            RpcError::unimplemented(format!("no answer {question} to pipeline on (it returned no capabilities, or never existed)"))
+        })?;
+        if let Some((queue, _)) = answer.pipes.get(&cap) {
+            return Ok(Client { hook: queue.clone() });
+        }
+        match &answer.returned {
+            Some(Ok(caps)) => cap_at(caps, cap),
+            Some(Err(err)) => Err(err.clone()),
+            None => {
+                let queue = Arc::new(QueuedClient::new());
+                answer.pipes.insert(cap, (queue.clone(), false));
+                Ok(Client { hook: queue })
+            }
+        }
+    }
+
+    pub(crate) fn set_answer_canceller(&mut self, id: u32, canceller: Canceller) {
+        match self.answers.get_mut(&id) {
+            Some(answer) if !answer.finished && answer.returned.is_none() => answer.canceller = Some(canceller),
+            _ => self.deferred.push(Deferred::Cancel(canceller)),
+        }
+    }
+
+    /// Pipelined queues of answer `id` not yet resolved, marked resolved now.
+    /// The caller resolves them before calling [`Self::finish_answer`].
+    pub(crate) fn take_unresolved_pipes(&mut self, id: u32) -> Vec<(u32, Arc<QueuedClient>)> {
+        let Some(answer) = self.answers.get_mut(&id) else { return Vec::new() };
+        let mut pending = Vec::new();
+        for (cap, (queue, resolved)) in answer.pipes.iter_mut() {
+            if !*resolved {
+                *resolved = true;
+                pending.push((*cap, queue.clone()));
+            }
+        }
+        pending
+    }
+
+    /// Writes the `Return` for answer `id` and keeps what pipelining needs.
+    pub(crate) fn finish_answer(&mut self, shared: &Arc<ConnShared>, id: u32, reply: Reply) {
+        let Some(answer) = self.answers.get_mut(&id) else { return self.defer_drop(reply) };
+        if answer.finished || self.closed.is_some() {
+            self.answers.remove(&id);
+            self.send(&Message::Return { question: id, result: Err(RpcError::cancelled("the caller cancelled the call")) }, &[]);
+            return self.defer_drop(reply);
+        }
+        let result = match reply {
+            Ok(payload) => match self.export_caps(shared, &payload.caps) {
+                Ok(descriptors) => {
+                    self.send(&Message::Return { question: id, result: Ok(descriptors) }, &payload.bytes);
+                    Ok(payload.caps)
+                }
+                Err(err) => {
+                    self.send(&Message::Return { question: id, result: Err(err.clone()) }, &[]);
+                    self.defer_drop(payload);
+                    Err(err)
+                }
+            },
+            Err(err) => {
+                self.send(&Message::Return { question: id, result: Err(err.clone()) }, &[]);
+                Err(err)
+            }
+        };
+        if needs_finish(&result) {
+            if let Some(answer) = self.answers.get_mut(&id) {
+                answer.returned = Some(result);
+                answer.canceller = None;
+            }
+        } else {
+            let answer = self.answers.remove(&id);
+            self.defer_drop(answer.map(|a| a.pipes));
+        }
+    }
+
+    pub(crate) fn handle_finish(&mut self, id: u32) -> Result<(), Violation> {
+        match self.answers.get_mut(&id) {
+            Some(answer) if answer.returned.is_none() => {
+                answer.finished = true;
+                if let Some(canceller) = answer.canceller.take() {
+                    self.deferred.push(Deferred::Cancel(canceller));
+                }
+            }
+            Some(_) => {
+                let answer = self.answers.remove(&id);
+                self.defer_drop(answer.map(|a| (a.returned, a.pipes)));
+            }
+            // An answer that returned without capabilities is gone already: a
+            // Finish sent before the caller saw the Return is a harmless race.
+            None if self.max_peer_question.is_some_and(|max| id <= max) => {}
+            None => return Err(RpcError::protocol(format!("Finish for question {id}, which the peer never asked"))),
+        }
+        Ok(())
+    }
+
+    pub(crate) fn handle_release(&mut self, id: u32, count: u32) -> Result<(), Violation> {
+        let export = self
+            .exports
+            .get_mut(id)
+            .ok_or_else(|| RpcError::protocol(format!("Release of export {id}, which does not exist")))?;
+        if count > export.refs {
+            let held = export.refs;
+            return Err(RpcError::protocol(format!("Release of {count} references to export {id}, which the peer holds {held} of")));
+        }
+        export.refs -= count;
+        if export.refs == 0 && !export.permanent {
+            let export = self.exports.remove(id).expect("present");
+            self.export_ids.remove(&export.client.identity());
+            self.defer_drop(export.client);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn handle_disembargo(&mut self, target: Target, id: u32) -> Result<(), Violation> {
+        let Target::Answer { question, .. } = target else {
+            return Err(RpcError::protocol("Disembargo must aim at a promised answer"));
+        };
+        if !self.answers.get(&question).is_some_and(|a| a.returned.is_some()) {
+            return Err(RpcError::protocol(format!("Disembargo for answer {question}, which has not returned")));
+        }
+        // Every call the peer pipelined on that answer was forwarded before this
+        // frame was read, so the echo travels behind them.
+        self.send(&Message::DisembargoReply { id }, &[]);
+        Ok(())
+    }
+
+    pub(crate) fn handle_ping(&mut self, nonce: u64) {
+        self.send(&Message::Pong(nonce), &[]);
+    }
+
+    pub(crate) fn send_ping(&mut self, nonce: u64) {
+        self.send(&Message::Ping(nonce), &[]);
+    }
+
+    // ----- capabilities in payloads --------------------------------------
+
+    /// Names each capability of an outgoing payload for the peer, exporting as needed.
+    fn export_caps(&mut self, shared: &Arc<ConnShared>, caps: &[CapEntry]) -> Result<Vec<CapDescriptor>, RpcError> {
+        caps.iter().map(|CapEntry::Object(client)| self.describe(shared, client)).collect()
+    }
+
+    fn describe(&mut self, shared: &Arc<ConnShared>, client: &Client) -> Result<CapDescriptor, RpcError> {
+        match client.hook.peer_ref(shared) {
+            Some(PeerRef::Export(id)) => return Ok(CapDescriptor::ReceiverHosted(id)),
+            Some(PeerRef::Answer { question, cap }) => match self.questions.get(question).map(|q| &q.returned) {
+                Some(None) => return Ok(CapDescriptor::ReceiverAnswer { question, cap }),
+                Some(Some(Ok(caps))) => {
+                    if let Ok(resolved) = cap_at(caps, cap) {
+                        return self.describe(shared, &resolved);
+                    }
+                }
+                _ => {}
+            },
+            None => {}
+        }
+        Ok(CapDescriptor::SenderHosted(self.export(client)?))
+    }
+
+    fn export(&mut self, client: &Client) -> Result<u32, RpcError> {
+        if let Some(&id) = self.export_ids.get(&client.identity()) {
+            self.exports.get_mut(id).expect("indexed export exists").refs += 1;
+            return Ok(id);
+        }
+        let max = self.peer_limits.max_exports as usize;
+        if self.exports.len() >= max {
+            return Err(RpcError::limit(format!("cannot export more than {max} capabilities to this peer")));
+        }
+        let id = self.exports.insert(Export { client: client.clone(), refs: 1, permanent: false });
+        self.export_ids.insert(client.identity(), id);
+        Ok(id)
+    }
+
+    /// Turns the descriptors of an incoming payload into live capabilities.
+    fn import_caps(&mut self, shared: &Arc<ConnShared>, descriptors: &[CapDescriptor]) -> Result<Vec<CapEntry>, Violation> {
+        let mut caps = Vec::with_capacity(descriptors.len());
+        for descriptor in descriptors {
+            let client = match *descriptor {
+                CapDescriptor::SenderHosted(id) => self.import(shared, id)?,
+                CapDescriptor::ReceiverHosted(id) => self.exports.get(id).map(|e| e.client.clone()).ok_or_else(|| {
+                    RpcError::protocol(format!("the peer named our export {id}, which does not exist"))
+                })?,
+                CapDescriptor::ReceiverAnswer { question, cap } => self
+                    .answer_target(question, cap)
+                    .map_err(|e| RpcError::protocol(format!("the peer named a capability in answer {question}: {}", e.message())))?,
+            };
+            caps.push(CapEntry::Object(client));
+        }
+        Ok(caps)
+    }
+
+    /// The import for the peer's export `id`, counting one more reference.
+    pub(crate) fn import(&mut self, shared: &Arc<ConnShared>, id: u32) -> Result<Client, Violation> {
+        self.import_counted(shared, id, 1)
+    }
+
+    pub(crate) fn import_counted(&mut self, shared: &Arc<ConnShared>, id: u32, count: u32) -> Result<Client, Violation> {
+        if let Some(entry) = self.imports.get_mut(&id) {
+            if let Some(hook) = entry.hook.upgrade() {
+                entry.count = entry.count.saturating_add(count);
+                return Ok(Client { hook });
+            }
+            // The old import is being dropped: release its references now.
+            let stale = entry.count;
+            if stale > 0 {
+                self.send(&Message::Release { export: id, count: stale }, &[]);
+            }
+            self.imports.remove(&id);
+        }
+        let max = self.limits.max_exports as usize;
+        if self.imports.len() >= max {
+            return Err(RpcError::limit(format!("the peer exported more than {max} capabilities to us")));
+        }
+        let hook = Arc::new(ImportClient::new(shared.user_ref(), id));
+        self.imports.insert(id, Import { hook: Arc::downgrade(&hook), count });
+        Ok(Client { hook })
+    }
+
+    /// An import was dropped: release every reference we got for it.
+    pub(crate) fn drop_import(&mut self, id: u32, hook: *const ImportClient) {
+        let Some(entry) = self.imports.get(&id) else { return };
+        if !std::ptr::eq(entry.hook.as_ptr(), hook) {
+            return;
+        }
+        let count = entry.count;
+        self.imports.remove(&id);
+        if count > 0 && self.closed.is_none() {
+            self.send(&Message::Release { export: id, count }, &[]);
+        }
+    }
+
+    // ----- shutdown ------------------------------------------------------
+
+    /// Fails everything pending. Returns false if already closed.
+    pub(crate) fn close(&mut self, reason: RpcError, tell_peer: bool) -> bool {
+        if self.closed.is_some() {
+            return false;
+        }
+        if tell_peer {
+            self.send(&Message::Abort(reason.clone()), &[]);
+        }
+        self.closed = Some(reason.clone());
+        for question in self.questions.drain() {
+            if let Some(sink) = question.sink {
+                self.deferred.push(Deferred::Complete(sink, Err(reason.clone())));
+            }
+            self.defer_drop(question.returned);
+        }
+        for (_, answer) in self.answers.drain().collect::<Vec<_>>() {
+            if let Some(canceller) = answer.canceller {
+                self.deferred.push(Deferred::Cancel(canceller));
+            }
+            for (_, (queue, _)) in answer.pipes {
+                self.deferred.push(Deferred::Resolve(queue, Err(reason.clone())));
+            }
+            self.defer_drop(answer.returned);
+        }
+        for embargo in self.embargoes.drain() {
+            self.deferred.push(Deferred::Resolve(embargo.queue, Err(reason.clone())));
+        }
+        let exports: Vec<Client> = self.exports.drain().into_iter().map(|e| e.client).collect();
+        self.export_ids.clear();
+        self.imports.clear();
+        self.defer_drop(exports);
+        true
+    }
+}
+
+/// Whether the callee keeps an answer (and the caller must `Finish` it).
+fn needs_finish(result: &Result<Vec<CapEntry>, RpcError>) -> bool {
+    match result {
+        Ok(caps) => !caps.is_empty(),
+        Err(_) => true,
+    }
+}
+
+fn cap_at(caps: &[CapEntry], index: u32) -> Result<Client, RpcError> {
+    match caps.get(index as usize) {
+        Some(CapEntry::Object(client)) => Ok(client.clone()),
+        None => Err(RpcError::unimplemented(format!("the result holds no capability at index {index}"))),
+    }
+}

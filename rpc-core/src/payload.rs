@@ -1,0 +1,87 @@
+//! Payloads: serialized values plus the capabilities they carry.
+//!
+//! A value is encoded with postcard. When a capability (a proxy, later a
+//! stream end) is serialized, it is not turned into bytes: it is pushed onto
+//! the payload's capability table and only its index is written. Decoding does
+//! the reverse. The table is handed to serde through a thread-local context set
+//! around each encode and decode, which is why [`crate::Client`] can implement
+//! `Serialize` without knowing which connection it is being sent on.
+
+use std::cell::RefCell;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::cap::Client;
+use crate::wire::depth;
+use crate::RpcError;
+
+/// Default nesting limit for payloads decoded without a connection's limit.
+pub(crate) const DEFAULT_MAX_DEPTH: u32 = 64;
+
+/// One entry of a payload's capability table.
+#[derive(Clone, Debug)]
+pub(crate) enum CapEntry {
+    /// An object reference.
+    Object(Client),
+}
+
+/// A serialized value together with its capability table.
+///
+/// Payloads are what calls carry as arguments and results; they are produced
+/// and consumed by generated code and never need to be built by hand.
+#[derive(Debug, Default)]
+pub struct Payload {
+    pub(crate) bytes: Bytes,
+    pub(crate) caps: Vec<CapEntry>,
+    pub(crate) max_depth: u32,
+}
+
+thread_local! {
+    static ENCODING: RefCell<Option<Vec<CapEntry>>> = const { RefCell::new(None) };
+    static DECODING: RefCell<Option<Vec<CapEntry>>> = const { RefCell::new(None) };
+}
+
+impl Payload {
+    /// Serializes `value`, collecting the capabilities it holds.
+    pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload, RpcError> {
+        let outer = ENCODING.with(|c| c.replace(Some(Vec::new())));
+        let bytes = postcard::to_stdvec(value);
+        let caps = ENCODING.with(|c| c.replace(outer)).unwrap_or_default();
+        let bytes = bytes.map_err(|e| RpcError::serialization(format!("cannot encode value: {e}")))?;
+        Ok(Payload { bytes: Bytes::from(bytes), caps, max_depth: DEFAULT_MAX_DEPTH })
+    }
+
+    /// Deserializes a `T`, turning capability indexes back into live handles.
+    pub(crate) fn decode<T: DeserializeOwned>(&self) -> Result<T, RpcError> {
+        let outer = DECODING.with(|c| c.replace(Some(self.caps.clone())));
+        let result = depth::from_postcard_bytes::<T>(&self.bytes, self.max_depth);
+        DECODING.with(|c| c.replace(outer));
+        result
+            .map(|(value, _rest)| value)
+            .map_err(|e| RpcError::serialization(format!("cannot decode value: {e}")))
+    }
+}
+
+/// Adds `entry` to the table of the payload being encoded; returns its index.
+pub(crate) fn push_cap(entry: CapEntry) -> Result<u32, String> {
+    ENCODING.with(|c| match c.borrow_mut().as_mut() {
+        Some(caps) => {
+            caps.push(entry);
+            Ok((caps.len() - 1) as u32)
+        }
+        None => Err("capabilities can only be serialized as part of an RPC payload".into()),
+    })
+}
+
+/// Looks up entry `index` of the payload being decoded.
+pub(crate) fn cap_at(index: u32) -> Result<CapEntry, String> {
+    DECODING.with(|c| match c.borrow().as_ref() {
+        Some(caps) => caps
+            .get(index as usize)
+            .cloned()
+            .ok_or_else(|| format!("capability index {index} out of range ({} in payload)", caps.len())),
+        None => Err("capabilities can only be deserialized as part of an RPC payload".into()),
+    })
+}

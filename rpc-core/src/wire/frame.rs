@@ -1,0 +1,104 @@
+//! Length-prefixed framing as pure functions over byte buffers.
+//!
+//! The length is checked against the limit before a single byte of the frame
+//! is buffered beyond what the socket already delivered, so a hostile length
+//! prefix cannot make us allocate.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::Serialize;
+
+use crate::RpcError;
+
+/// Bytes of the length prefix.
+pub(crate) const PREFIX: usize = 4;
+
+/// Appends one frame holding `header` followed by `trailer`.
+pub(crate) fn encode<H: Serialize>(out: &mut BytesMut, header: &H, trailer: &[u8]) -> Result<(), RpcError> {
+    let start = out.len();
+    out.put_u32_le(0);
+    let mut writer = ExtendBuf(out);
+    if let Err(e) = postcard::to_extend(header, &mut writer) {
+        out.truncate(start);
+        return Err(RpcError::serialization(format!("cannot encode frame header: {e}")));
+    }
+    out.extend_from_slice(trailer);
+    let len = (out.len() - start - PREFIX) as u32;
+    out[start..start + PREFIX].copy_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
+/// Adapter so postcard can append to a `BytesMut` in place.
+struct ExtendBuf<'a>(&'a mut BytesMut);
+
+impl Extend<u8> for &mut ExtendBuf<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+        for b in iter {
+            self.0.put_u8(b);
+        }
+    }
+}
+
+/// Takes one complete frame off the front of `buf`, if there is one.
+///
+/// # Errors
+///
+/// A protocol error when the announced length exceeds `max_frame`; nothing is
+/// reserved for it.
+pub(crate) fn decode(buf: &mut BytesMut, max_frame: u32) -> Result<Option<Bytes>, RpcError> {
+    if buf.len() < PREFIX {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    if len > max_frame {
+        return Err(RpcError::protocol(format!(
+            "frame of {len} bytes exceeds the limit of {max_frame} bytes"
+        )));
+    }
+    let total = PREFIX + len as usize;
+    if buf.len() < total {
+        // Room for the rest of this frame only: `len` is now known to be within the limit.
+        buf.reserve(total - buf.len());
+        return Ok(None);
+    }
+    buf.advance(PREFIX);
+    Ok(Some(buf.split_to(len as usize).freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_header_and_trailer() {
+        let mut out = BytesMut::new();
+        encode(&mut out, &(7u32, "hi"), b"tail").unwrap();
+        encode(&mut out, &1u8, b"").unwrap();
+        let first = decode(&mut out, 1024).unwrap().unwrap();
+        let (header, rest): ((u32, String), _) = postcard::take_from_bytes(&first).unwrap();
+        assert_eq!(header, (7, "hi".to_string()));
+        assert_eq!(rest, b"tail");
+        assert_eq!(&decode(&mut out, 1024).unwrap().unwrap()[..], &[1]);
+        assert!(decode(&mut out, 1024).unwrap().is_none());
+    }
+
+    #[test]
+    fn waits_for_a_partial_frame() {
+        let mut whole = BytesMut::new();
+        encode(&mut whole, &"hello", b"").unwrap();
+        let mut buf = BytesMut::from(&whole[..whole.len() - 1]);
+        assert!(decode(&mut buf, 1024).unwrap().is_none());
+        buf.extend_from_slice(&whole[whole.len() - 1..]);
+        assert!(decode(&mut buf, 1024).unwrap().is_some());
+    }
+
+    #[test]
+    fn rejects_oversized_length_before_reserving() {
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
+        let err = decode(&mut buf, 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("exceeds the limit"), "{err}");
+        assert!(buf.capacity() < 1024, "reserved {} bytes for a hostile length", buf.capacity());
+        let mut buf = BytesMut::new();
+        buf.put_u32_le(1025);
+        assert!(decode(&mut buf, 1024).is_err());
+    }
+}

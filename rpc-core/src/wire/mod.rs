@@ -1,0 +1,75 @@
+//! The wire protocol: message types and framing.
+//!
+//! A connection is a sequence of frames, each a little-endian `u32` length
+//! followed by that many bytes. The first frame each way is a [`Hello`]; every
+//! later frame is a postcard-encoded [`Message`] header, followed, for calls
+//! and returns, by the postcard bytes of the payload up to the end of the frame.
+//!
+//! Capabilities inside a payload are written as indexes into the header's
+//! `caps` list of [`CapDescriptor`]s, so the payload bytes never hold ids.
+
+pub(crate) mod depth;
+pub(crate) mod frame;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Limits, RpcError};
+
+/// Protocol version spoken by this build; peers must match exactly.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Four bytes that open every `Hello`, so garbage is told apart from a peer.
+pub(crate) const MAGIC: [u8; 4] = *b"EVRP";
+
+/// The first frame each way: who we are and what we accept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Hello {
+    pub magic: [u8; 4],
+    pub version: u32,
+    pub limits: Limits,
+    pub offers_bootstrap: bool,
+}
+
+/// Which object a call is aimed at, named from the receiver's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Target {
+    /// An object the receiver exported under this id (id 0 is the bootstrap).
+    Export(u32),
+    /// The capability at index `cap` of the (maybe not yet known) result of
+    /// the receiver's answer to `question`: promise pipelining.
+    Answer { question: u32, cap: u32 },
+}
+
+/// How a capability inside a payload is named on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum CapDescriptor {
+    /// The sender exports it under this id; the receiver imports it.
+    SenderHosted(u32),
+    /// It is the receiver's own export: hand back the original object.
+    ReceiverHosted(u32),
+    /// It is a capability in the receiver's answer to `question` (pipelined).
+    ReceiverAnswer { question: u32, cap: u32 },
+}
+
+/// Every frame after the handshake.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Message {
+    /// A method call; the payload follows the header.
+    Call { question: u32, target: Target, interface: u64, method: u16, caps: Vec<CapDescriptor> },
+    /// The answer to a call: `Ok(caps)` with the payload following, or an error.
+    Return { question: u32, result: Result<Vec<CapDescriptor>, RpcError> },
+    /// The caller no longer needs the answer (cancel it, drop its capabilities).
+    Finish { question: u32 },
+    /// The sender dropped `count` references to the receiver's export `export`.
+    Release { export: u32, count: u32 },
+    /// Echo `id` back once every call sent earlier to `target` has been forwarded.
+    Disembargo { target: Target, id: u32 },
+    /// The echo of a [`Message::Disembargo`].
+    DisembargoReply { id: u32 },
+    /// Keepalive probe; the peer answers with `Pong` carrying the same value.
+    Ping(u64),
+    /// Keepalive answer.
+    Pong(u64),
+    /// The sender is closing the connection, with a reason.
+    Abort(RpcError),
+}
