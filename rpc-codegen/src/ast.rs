@@ -60,8 +60,6 @@ pub(crate) enum Return<'a> {
     Unit,
     /// `Result<T, E>`: the proxy returns `Promise<T, E>`.
     Result {
-        /// The whole `Result<T, E>` type.
-        ty: &'a Type,
         /// `T`.
         ok: &'a Type,
         /// `E`.
@@ -170,20 +168,11 @@ impl<'a> Return<'a> {
             return Return::Unit;
         };
         if let Some((ok, err)) = result_args(ty) {
-            Return::Result { ty, ok, err }
+            Return::Result { ok, err }
         } else if is_proxy(ty) {
             Return::Proxy(ty)
         } else {
             Return::Value(ty)
-        }
-    }
-
-    /// The types that travel back to the caller (the `E` of a `Result` too).
-    pub(crate) fn types(&self) -> Vec<&'a Type> {
-        match *self {
-            Return::Unit => Vec::new(),
-            Return::Result { ok, err, .. } => vec![ok, err],
-            Return::Proxy(ty) | Return::Value(ty) => vec![ty],
         }
     }
 }
@@ -281,7 +270,7 @@ mod tests {
             .iter()
             .map(|m| match &m.ret {
                 Return::Unit => "unit".to_string(),
-                Return::Result { ok, err, .. } => format!("result {} {}", tokens(ok), tokens(err)),
+                Return::Result { ok, err } => format!("result {} {}", tokens(ok), tokens(err)),
                 Return::Proxy(ty) => format!("proxy {}", tokens(ty)),
                 Return::Value(ty) => format!("value {}", tokens(ty)),
             })

@@ -165,6 +165,8 @@ mod tests {
         let (_, _, errors) = parse(quote!(id = 0x1_0000_0000_0000_0000));
         assert!(errors[0].contains("invalid interface id"), "{errors:?}");
         let (_, _, errors) = parse(quote!(id = -1));
+        assert!(errors[0].contains("invalid interface id"), "{errors:?}");
+        let (_, _, errors) = parse(quote!(id = GAME_ID));
         assert!(errors[0].contains("expected an integer literal"), "{errors:?}");
         let (_, _, errors) = parse(quote!(id));
         assert!(errors[0].contains("expected `id = 0x...u64`"), "{errors:?}");

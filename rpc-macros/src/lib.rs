@@ -1,3 +1,65 @@
+//! The `#[eventual]` attribute, re-exported by `rpc_core` as
+//! `rpc_core::eventual`.
+//!
+//! This crate is a thin shim: all the work happens in `rpc-codegen`, a
+//! plain library that can be tested on its own.
+
 use proc_macro::TokenStream;
+
+/// Turns a trait into a remote interface: generates a capability type
+/// `{Trait}Proxy` that calls it, and a server stub that serves it.
+///
+/// ```
+/// use rpc_core::{eventual, Promise};
+///
+/// #[eventual]
+/// pub trait Counter {
+///     /// Adds `n` and returns the new total.
+///     async fn add(&self, n: u64) -> u64;
+///     /// The current total, without waiting.
+///     fn get(&self) -> u64;
+/// }
+///
+/// struct Local(std::sync::atomic::AtomicU64);
+///
+/// impl Counter for Local {
+///     async fn add(&self, n: u64) -> u64 {
+///         self.0.fetch_add(n, std::sync::atomic::Ordering::SeqCst) + n
+///     }
+///     fn get(&self) -> u64 {
+///         self.0.load(std::sync::atomic::Ordering::SeqCst)
+///     }
+/// }
+///
+/// // The same proxy type wraps a local object or a remote one.
+/// let counter = CounterProxy::new(Local(Default::default()));
+/// let total: Promise<u64> = counter.add(2);
+/// # drop(total);
+/// ```
+///
+/// # What is generated
+///
+/// - The trait itself, with `Send + Sync + 'static` supertraits and every
+///   `async fn m(..) -> R` turned into `fn m(..) -> impl Future<Output = R> + Send`
+///   (implement it with `async fn` as usual).
+/// - `{Trait}Proxy`, the capability: `Clone`, `Debug`, `Serialize`,
+///   `Deserialize` and `rpc_core::Capability`, with `new(object)` to wrap a
+///   local object and one method per trait method. A method returning
+///   `Result<T, E>` returns `Promise<T, E>`; one returning a `...Proxy`
+///   returns that proxy at once, pipelined; any other `T` gives `Promise<T>`.
+///
+/// # Arguments
+///
+/// - `id = 0x...u64`: the interface id on the wire (by default, a hash of
+///   the trait name).
+/// - `crate = path`: where the runtime is, if not at `::rpc_core`.
+///
+/// # Restrictions
+///
+/// Methods take `&self` and owned, serializable arguments (at most 16); the
+/// trait has no generics, associated items or default bodies. Every
+/// violation is reported at once, pointing at the offending tokens.
 #[proc_macro_attribute]
-pub fn eventual(_a: TokenStream, i: TokenStream) -> TokenStream { i }
+pub fn eventual(attr: TokenStream, item: TokenStream) -> TokenStream {
+    rpc_codegen::expand(attr.into(), item.into()).into()
+}

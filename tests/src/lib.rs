@@ -1,1 +1,205 @@
+//! Test support for the integration tests: transports with injected latency
+//! (for exact round-trip counts under tokio's paused clock), connection pairs,
+//! and small helpers.
 
+use std::collections::VecDeque;
+use std::io;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use rpc_core::{Capability, Config, Connection, RpcError};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// One direction of a [`latency_pipe`]: bytes written become readable
+/// `delay` later (by tokio's clock, so paused time makes it exact).
+#[derive(Default)]
+struct Lane {
+    chunks: VecDeque<(Instant, Vec<u8>)>,
+    reader: Option<Waker>,
+    closed: bool,
+}
+
+/// An in-memory, full-duplex byte stream whose every write arrives after `delay`.
+pub struct LatencyStream {
+    incoming: Arc<Mutex<Lane>>,
+    outgoing: Arc<Mutex<Lane>>,
+    delay: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    writes: Arc<AtomicUsize>,
+}
+
+/// A pair of connected [`LatencyStream`]s; a round trip costs `2 * one_way`.
+pub fn latency_pipe(one_way: Duration) -> (LatencyStream, LatencyStream) {
+    let a = Arc::new(Mutex::new(Lane::default()));
+    let b = Arc::new(Mutex::new(Lane::default()));
+    let end = |incoming: &Arc<Mutex<Lane>>, outgoing: &Arc<Mutex<Lane>>| LatencyStream {
+        incoming: incoming.clone(),
+        outgoing: outgoing.clone(),
+        delay: one_way,
+        sleep: None,
+        writes: Arc::new(AtomicUsize::new(0)),
+    };
+    (end(&a, &b), end(&b, &a))
+}
+
+impl LatencyStream {
+    /// A counter of `poll_write` calls that delivered bytes (socket writes).
+    pub fn write_counter(&self) -> Arc<AtomicUsize> {
+        self.writes.clone()
+    }
+}
+
+impl AsyncRead for LatencyStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let due = {
+                let mut lane = self.incoming.lock().unwrap();
+                let now = Instant::now();
+                let closed = lane.closed;
+                match lane.chunks.front_mut() {
+                    Some((at, bytes)) if *at <= now => {
+                        let n = bytes.len().min(buf.remaining());
+                        buf.put_slice(&bytes[..n]);
+                        bytes.drain(..n);
+                        if bytes.is_empty() {
+                            lane.chunks.pop_front();
+                        }
+                        return Poll::Ready(Ok(()));
+                    }
+                    Some((at, _)) => *at,
+                    None if closed => return Poll::Ready(Ok(())),
+                    None => {
+                        lane.reader = Some(cx.waker().clone());
+                        return Poll::Pending;
+                    }
+                }
+            };
+            let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+            sleep.as_mut().reset(due);
+            if sleep.as_mut().poll(cx).is_pending() {
+                // Also wake if an earlier chunk arrives (it cannot: FIFO with a fixed delay).
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+impl AsyncWrite for LatencyStream {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let mut lane = self.outgoing.lock().unwrap();
+        if lane.closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        lane.chunks.push_back((Instant::now() + self.delay, data.to_vec()));
+        if let Some(waker) = lane.reader.take() {
+            waker.wake();
+        }
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut lane = self.outgoing.lock().unwrap();
+        lane.closed = true;
+        if let Some(waker) = lane.reader.take() {
+            waker.wake();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for LatencyStream {
+    fn drop(&mut self) {
+        for lane in [&self.outgoing, &self.incoming] {
+            let mut lane = lane.lock().unwrap();
+            lane.closed = true;
+            if let Some(waker) = lane.reader.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// Opens a connection pair over `a`/`b`; the first side serves `bootstrap`.
+pub async fn connect_pair<IO, C>(a: IO, b: IO, bootstrap: C, config: Config) -> Result<(Connection, Connection, C), RpcError>
+where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+    C: Capability,
+{
+    let server = Connection::builder().config(config.clone()).bootstrap(bootstrap).open(a);
+    let client = Connection::builder().config(config).open(b);
+    let (server, client) = tokio::try_join!(server, client)?;
+    let cap = client.bootstrap();
+    Ok((server, client, cap))
+}
+
+/// How a capability test reaches its object: directly, or through a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// The proxy wraps the local object.
+    Local,
+    /// The proxy is a bootstrap import over an in-memory connection.
+    Remote,
+}
+
+impl Via {
+    /// Both ways, for running one test body against each.
+    pub const BOTH: [Via; 2] = [Via::Local, Via::Remote];
+
+    /// Returns `cap` as seen through this path, plus the connections to keep alive.
+    pub async fn reach<C: Capability>(self, cap: C) -> (C, Option<(Connection, Connection)>) {
+        match self {
+            Via::Local => (cap, None),
+            Via::Remote => {
+                let (a, b) = tokio::io::duplex(1 << 20);
+                let (server, client, remote) = connect_pair(a, b, cap, Config::default()).await.expect("connect");
+                (remote, Some((server, client)))
+            }
+        }
+    }
+}
+
+/// Counts drops of a value: put one in an object and watch the counter.
+#[derive(Clone, Default)]
+pub struct DropCounter(Arc<AtomicUsize>);
+
+impl DropCounter {
+    /// A token that bumps the counter when dropped.
+    pub fn token(&self) -> DropToken {
+        DropToken(self.0.clone())
+    }
+
+    /// How many tokens were dropped.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Waits (bounded, 5 s of tokio time) until `n` tokens were dropped.
+    pub async fn wait_for(&self, n: usize) -> bool {
+        for _ in 0..500 {
+            if self.count() >= n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.count() >= n
+    }
+}
+
+/// See [`DropCounter`].
+pub struct DropToken(Arc<AtomicUsize>);
+
+impl Drop for DropToken {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}

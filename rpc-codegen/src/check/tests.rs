@@ -141,5 +141,5 @@ fn reports_every_error_of_a_trait() {
             fn b<B>(self) {}
         }
     };
-    assert_eq!(errors(item).len(), 9);
+    assert_eq!(errors(item).len(), 10);
 }

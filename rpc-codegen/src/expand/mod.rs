@@ -175,7 +175,7 @@ fn method_assertions(method: &Method<'_>) -> Vec<TokenStream> {
         Return::Unit => {}
         Return::Value(ty) => checks.push(assert(ty, "value")),
         Return::Proxy(ty) => checks.push(assert(ty, "capability")),
-        Return::Result { ok, err, .. } => {
+        Return::Result { ok, err } => {
             checks.push(assert(ok, "value"));
             checks.push(assert(err, "error"));
         }

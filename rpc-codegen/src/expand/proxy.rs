@@ -159,12 +159,12 @@ fn call_fn(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
     let attrs = call_fn_attrs(gen, method);
     let params = method.args.iter().map(|arg| {
         let (name, ty) = (&arg.name, arg.ty);
-        quote!(#name: #ty)
+        quote!(, #name: #ty)
     });
     let (output, body) = call_fn_output(gen, method);
     quote! {
         #(#attrs)*
-        #vis fn #ident(&self, #(#params),*) -> #output {
+        #vis fn #ident(&self #(#params)*) -> #output {
             #body
         }
     }
@@ -197,7 +197,7 @@ fn call_fn_output(gen: &Gen<'_>, method: &Method<'_>) -> (TokenStream, TokenStre
     match method.ret {
         Return::Unit => (quote!(#krate::Promise<()>), call),
         Return::Value(ty) => (quote!(#krate::Promise<#ty>), call),
-        Return::Result { ok, err, .. } => (quote!(#krate::Promise<#ok, #err>), call),
+        Return::Result { ok, err } => (quote!(#krate::Promise<#ok, #err>), call),
         Return::Proxy(ty) => {
             let call = quote! {
                 #krate::Client::call::<_, #ty, #krate::RpcError>(&self.client, #id, #args)

@@ -103,7 +103,7 @@ fn decode_args(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
 fn reply(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
     let (krate, trait_ident, ident) = (gen.krate, gen.iface.ident, method.ident);
     let names = (0..method.args.len()).map(arg_ident);
-    let mut invoke = quote!(<__T as #trait_ident>::#ident(&self.0, #(#names),*));
+    let mut invoke = quote!(<__T as #trait_ident>::#ident(&self.0 #(, #names)*));
     if method.is_async {
         invoke = quote!(#invoke.await);
     }
