@@ -165,10 +165,7 @@ impl fmt::Display for RpcError {
 
 impl fmt::Debug for RpcError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RpcError")
-            .field("kind", &self.kind)
-            .field("message", &self.message)
-            .finish()
+        f.debug_struct("RpcError").field("kind", &self.kind).field("message", &self.message).finish()
     }
 }
 

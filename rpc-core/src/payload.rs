@@ -58,9 +58,7 @@ impl Payload {
         let outer = DECODING.with(|c| c.replace(Some(self.caps.clone())));
         let result = depth::from_postcard_bytes::<T>(&self.bytes, self.max_depth);
         DECODING.with(|c| c.replace(outer));
-        result
-            .map(|(value, _rest)| value)
-            .map_err(|e| RpcError::serialization(format!("cannot decode value: {e}")))
+        result.map(|(value, _rest)| value).map_err(|e| RpcError::serialization(format!("cannot decode value: {e}")))
     }
 }
 

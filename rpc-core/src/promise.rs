@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Waker};
 
 use serde::de::DeserializeOwned;
 
-use crate::cap::{Canceller, Capability, Client, QueuedClient, Reply, ReplySink};
+use crate::cap::{Canceller, Capability, Client, ClientHook, QueuedClient, Reply, ReplySink};
 use crate::conn::ConnShared;
 use crate::payload::{CapEntry, DEFAULT_MAX_DEPTH};
 use crate::RpcError;
@@ -68,9 +68,9 @@ impl CallState {
             },
             Some(Err(err)) => Client::broken(err.clone()),
             None => {
-                let queue = Arc::new(QueuedClient::new());
+                let queue = Arc::new(QueuedClient::holding(Box::new(handle.clone())));
                 inner.waiting_pipes.push((cap, queue.clone()));
-                Client { hook: queue }
+                Client::from_hook(LocalPipeline { queue, _handle: handle.clone() })
             }
         }
     }
@@ -86,6 +86,24 @@ impl CallState {
         if let Some(canceller) = canceller {
             canceller.cancel();
         }
+    }
+}
+
+/// A capability promised by a call to a local object: calls queue until the
+/// call returns. Holding the caller's handle keeps the call from being
+/// cancelled while calls depend on its result.
+struct LocalPipeline {
+    queue: Arc<QueuedClient>,
+    _handle: CallHandle,
+}
+
+impl ClientHook for LocalPipeline {
+    fn call(&self, call: crate::cap::OutgoingCall) {
+        self.queue.call(call);
+    }
+
+    fn describe(&self) -> String {
+        self.queue.describe()
     }
 }
 

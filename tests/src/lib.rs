@@ -3,8 +3,8 @@
 //! and small helpers.
 
 use std::collections::VecDeque;
-use std::io;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -130,7 +130,12 @@ impl Drop for LatencyStream {
 }
 
 /// Opens a connection pair over `a`/`b`; the first side serves `bootstrap`.
-pub async fn connect_pair<IO, C>(a: IO, b: IO, bootstrap: C, config: Config) -> Result<(Connection, Connection, C), RpcError>
+pub async fn connect_pair<IO, C>(
+    a: IO,
+    b: IO,
+    bootstrap: C,
+    config: Config,
+) -> Result<(Connection, Connection, C), RpcError>
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
     C: Capability,

@@ -111,10 +111,7 @@ pub fn ready_err(err: RpcError) -> DispatchFuture {
 
 /// The reply to a method index the interface does not have.
 pub fn unimplemented(interface: &'static InterfaceInfo, call: &IncomingCall) -> DispatchFuture {
-    ready_err(RpcError::unimplemented(format!(
-        "interface {} has no method #{}",
-        interface.name, call.method
-    )))
+    ready_err(RpcError::unimplemented(format!("interface {} has no method #{}", interface.name, call.method)))
 }
 
 /// FNV-1a, used by generated code for interface ids (const so ids are fixed at compile time).

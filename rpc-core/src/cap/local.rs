@@ -38,10 +38,14 @@ impl LocalServer {
     fn ensure_serving(&self) -> Result<(), RpcError> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(receiver) = idle.take() {
-            let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-                RpcError::new(crate::ErrorKind::Unimplemented, "calls need a Tokio runtime")
-            })?;
-            runtime.spawn(Serve { object: self.object.clone(), queue: receiver, running: FuturesUnordered::new(), closed: false });
+            let runtime = tokio::runtime::Handle::try_current()
+                .map_err(|_| RpcError::new(crate::ErrorKind::Unimplemented, "calls need a Tokio runtime"))?;
+            runtime.spawn(Serve {
+                object: self.object.clone(),
+                queue: receiver,
+                running: FuturesUnordered::new(),
+                closed: false,
+            });
         }
         Ok(())
     }

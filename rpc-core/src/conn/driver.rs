@@ -24,7 +24,8 @@ where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut reader, mut writer) = tokio::io::split(io);
-    let ours = Hello { magic: MAGIC, version: PROTOCOL_VERSION, limits: config.limits, offers_bootstrap: bootstrap.is_some() };
+    let ours =
+        Hello { magic: MAGIC, version: PROTOCOL_VERSION, limits: config.limits, offers_bootstrap: bootstrap.is_some() };
     let mut buf = BytesMut::new();
     frame::encode(&mut buf, &ours, &[])?;
     let mut incoming = BytesMut::with_capacity(8 << 10);
@@ -35,7 +36,9 @@ where
     };
     let theirs = match timeout(config.handshake_timeout, exchange).await {
         Ok(result) => result?,
-        Err(_) => return Err(RpcError::new(crate::ErrorKind::Timeout, "the peer did not complete the handshake in time")),
+        Err(_) => {
+            return Err(RpcError::new(crate::ErrorKind::Timeout, "the peer did not complete the handshake in time"))
+        }
     };
     check_hello(&theirs)?;
     let (closed, _) = watch::channel(None);
@@ -58,11 +61,12 @@ async fn read_hello<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut BytesMut) ->
     // A Hello is small; anything claiming more is not our protocol.
     const MAX_HELLO: u32 = 1024;
     loop {
-        if let Some(frame) = frame::decode(buf, MAX_HELLO)
-            .map_err(|e| RpcError::protocol(format!("bad handshake: {}", e.message())))?
+        if let Some(frame) =
+            frame::decode(buf, MAX_HELLO).map_err(|e| RpcError::protocol(format!("bad handshake: {}", e.message())))?
         {
-            return postcard::from_bytes(&frame)
-                .map_err(|e| RpcError::protocol(format!("bad handshake: the peer does not speak this protocol ({e})")));
+            return postcard::from_bytes(&frame).map_err(|e| {
+                RpcError::protocol(format!("bad handshake: the peer does not speak this protocol ({e})"))
+            });
         }
         if reader.read_buf(buf).await? == 0 {
             return Err(RpcError::disconnected("the peer closed the connection during the handshake"));
@@ -150,9 +154,7 @@ fn handle_frame(shared: &Arc<ConnShared>, frame: Bytes) -> Result<(), RpcError> 
             Ok(())
         }
         Message::Pong(_) => Ok(()),
-        Message::Abort(reason) => {
-            Err(RpcError::disconnected(format!("the peer closed the connection: {reason}")))
-        }
+        Message::Abort(reason) => Err(RpcError::disconnected(format!("the peer closed the connection: {reason}"))),
     }
 }
 

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{watch, Notify};
 
-use crate::cap::{Canceller, Client, OutgoingCall, QueuedClient, ReplySink, Reply};
+use crate::cap::{Canceller, Client, OutgoingCall, QueuedClient, Reply, ReplySink};
 use crate::RpcError;
 
 pub use config::{Config, Limits};

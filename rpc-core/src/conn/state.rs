@@ -104,9 +104,8 @@ impl ConnState {
             limits,
             peer_limits,
         };
-        let bootstrap = bootstrap.unwrap_or_else(|| {
-            Client::broken(RpcError::unimplemented("this peer offers no bootstrap capability"))
-        });
+        let bootstrap = bootstrap
+            .unwrap_or_else(|| Client::broken(RpcError::unimplemented("this peer offers no bootstrap capability")));
         state.export_ids.insert(bootstrap.identity(), 0);
         state.exports.insert(Export { client: bootstrap, refs: 0, permanent: true });
         state
@@ -143,7 +142,8 @@ impl ConnState {
             Ok(caps) => caps,
             Err(err) => return self.deferred.push(Deferred::Complete(call.reply, Err(err))),
         };
-        let question = Question { sink: Some(call.reply.clone()), returned: None, released: false, pipes: HashMap::new() };
+        let question =
+            Question { sink: Some(call.reply.clone()), returned: None, released: false, pipes: HashMap::new() };
         let id = self.questions.insert(question);
         let target = match target {
             PeerRef::Export(id) => Target::Export(id),
@@ -167,7 +167,9 @@ impl ConnState {
         }
         let max = self.peer_limits.max_outstanding_calls as usize;
         if self.questions.len() >= max {
-            return Err(RpcError::limit(format!("{max} calls already in flight on this connection (the peer's limit)")));
+            return Err(RpcError::limit(format!(
+                "{max} calls already in flight on this connection (the peer's limit)"
+            )));
         }
         Ok(())
     }
@@ -291,6 +293,7 @@ impl ConnState {
         let caps = self.import_caps(shared, descriptors)?;
         let payload = Payload { bytes: trailer, caps, max_depth: self.limits.max_depth };
         if self.answers.contains_key(&id) {
+            self.defer_drop(payload);
             return Err(RpcError::protocol(format!("question id {id} reused while its call is still active")));
         }
         self.max_peer_question = Some(self.max_peer_question.map_or(id, |m| m.max(id)));
@@ -330,7 +333,9 @@ impl ConnState {
 
     fn answer_target(&mut self, question: u32, cap: u32) -> Result<Client, RpcError> {
         let answer = self.answers.get_mut(&question).ok_or_else(|| {
-            RpcError::unimplemented(format!("no answer {question} to pipeline on (it returned no capabilities, or never existed)"))
+            RpcError::unimplemented(format!(
+                "no answer {question} to pipeline on (it returned no capabilities, or never existed)"
+            ))
         })?;
         if let Some((queue, _)) = answer.pipes.get(&cap) {
             return Ok(Client { hook: queue.clone() });
@@ -348,7 +353,9 @@ impl ConnState {
 
     pub(crate) fn set_answer_canceller(&mut self, id: u32, canceller: Canceller) {
         match self.answers.get_mut(&id) {
-            Some(answer) if !answer.finished && answer.returned.is_none() => answer.canceller = Some(canceller),
+            Some(answer) if answer.returned.is_none() && !(answer.finished && answer.pipes.is_empty()) => {
+                answer.canceller = Some(canceller)
+            }
             _ => self.deferred.push(Deferred::Cancel(canceller)),
         }
     }
@@ -372,7 +379,10 @@ impl ConnState {
         let Some(answer) = self.answers.get_mut(&id) else { return self.defer_drop(reply) };
         if answer.finished || self.closed.is_some() {
             self.answers.remove(&id);
-            self.send(&Message::Return { question: id, result: Err(RpcError::cancelled("the caller cancelled the call")) }, &[]);
+            self.send(
+                &Message::Return { question: id, result: Err(RpcError::cancelled("the caller cancelled the call")) },
+                &[],
+            );
             return self.defer_drop(reply);
         }
         let result = match reply {
@@ -407,8 +417,12 @@ impl ConnState {
         match self.answers.get_mut(&id) {
             Some(answer) if answer.returned.is_none() => {
                 answer.finished = true;
-                if let Some(canceller) = answer.canceller.take() {
-                    self.deferred.push(Deferred::Cancel(canceller));
+                // Calls pipelined on this answer still need its result: only an
+                // answer nothing depends on is cancelled.
+                if answer.pipes.is_empty() {
+                    if let Some(canceller) = answer.canceller.take() {
+                        self.deferred.push(Deferred::Cancel(canceller));
+                    }
                 }
             }
             Some(_) => {
@@ -430,7 +444,9 @@ impl ConnState {
             .ok_or_else(|| RpcError::protocol(format!("Release of export {id}, which does not exist")))?;
         if count > export.refs {
             let held = export.refs;
-            return Err(RpcError::protocol(format!("Release of {count} references to export {id}, which the peer holds {held} of")));
+            return Err(RpcError::protocol(format!(
+                "Release of {count} references to export {id}, which the peer holds {held} of"
+            )));
         }
         export.refs -= count;
         if export.refs == 0 && !export.permanent {
@@ -501,21 +517,37 @@ impl ConnState {
     }
 
     /// Turns the descriptors of an incoming payload into live capabilities.
-    fn import_caps(&mut self, shared: &Arc<ConnShared>, descriptors: &[CapDescriptor]) -> Result<Vec<CapEntry>, Violation> {
+    fn import_caps(
+        &mut self,
+        shared: &Arc<ConnShared>,
+        descriptors: &[CapDescriptor],
+    ) -> Result<Vec<CapEntry>, Violation> {
         let mut caps = Vec::with_capacity(descriptors.len());
         for descriptor in descriptors {
-            let client = match *descriptor {
-                CapDescriptor::SenderHosted(id) => self.import(shared, id)?,
-                CapDescriptor::ReceiverHosted(id) => self.exports.get(id).map(|e| e.client.clone()).ok_or_else(|| {
-                    RpcError::protocol(format!("the peer named our export {id}, which does not exist"))
-                })?,
-                CapDescriptor::ReceiverAnswer { question, cap } => self
-                    .answer_target(question, cap)
-                    .map_err(|e| RpcError::protocol(format!("the peer named a capability in answer {question}: {}", e.message())))?,
-            };
-            caps.push(CapEntry::Object(client));
+            match self.import_one(shared, descriptor) {
+                Ok(client) => caps.push(CapEntry::Object(client)),
+                Err(violation) => {
+                    // Imports made so far must not drop under the lock.
+                    self.defer_drop(caps);
+                    return Err(violation);
+                }
+            }
         }
         Ok(caps)
+    }
+
+    fn import_one(&mut self, shared: &Arc<ConnShared>, descriptor: &CapDescriptor) -> Result<Client, Violation> {
+        Ok(match *descriptor {
+            CapDescriptor::SenderHosted(id) => self.import(shared, id)?,
+            CapDescriptor::ReceiverHosted(id) => {
+                self.exports.get(id).map(|e| e.client.clone()).ok_or_else(|| {
+                    RpcError::protocol(format!("the peer named our export {id}, which does not exist"))
+                })?
+            }
+            CapDescriptor::ReceiverAnswer { question, cap } => self.answer_target(question, cap).map_err(|e| {
+                RpcError::protocol(format!("the peer named a capability in answer {question}: {}", e.message()))
+            })?,
+        })
     }
 
     /// The import for the peer's export `id`, counting one more reference.
@@ -523,7 +555,12 @@ impl ConnState {
         self.import_counted(shared, id, 1)
     }
 
-    pub(crate) fn import_counted(&mut self, shared: &Arc<ConnShared>, id: u32, count: u32) -> Result<Client, Violation> {
+    pub(crate) fn import_counted(
+        &mut self,
+        shared: &Arc<ConnShared>,
+        id: u32,
+        count: u32,
+    ) -> Result<Client, Violation> {
         if let Some(entry) = self.imports.get_mut(&id) {
             if let Some(hook) = entry.hook.upgrade() {
                 entry.count = entry.count.saturating_add(count);

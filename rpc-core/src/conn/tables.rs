@@ -4,8 +4,8 @@
 //! lowest free id keeps them dense, so a table is a `Vec` and a lookup is an
 //! index; a hostile id is just a miss.
 
-use std::collections::BinaryHeap;
 use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 /// A table mapping `u32` ids to entries.
 pub(crate) struct IdTable<T> {

@@ -5,9 +5,7 @@
 //! deserializer and counts compound values on the way down, failing with an
 //! ordinary decode error once the limit is exceeded.
 
-use serde::de::{
-    self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
-};
+use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
 use std::fmt;
 
 /// Compound levels still allowed below the current value, plus the configured
@@ -24,10 +22,7 @@ impl Depth {
     fn enter<E: de::Error>(self) -> Result<Self, E> {
         match self.remaining.checked_sub(1) {
             Some(remaining) => Ok(Self { remaining, ..self }),
-            None => Err(E::custom(format_args!(
-                "payload nests deeper than the limit of {}",
-                self.limit
-            ))),
+            None => Err(E::custom(format_args!("payload nests deeper than the limit of {}", self.limit))),
         }
     }
 }
@@ -46,10 +41,7 @@ pub(crate) struct DepthLimited<D> {
 impl<D> DepthLimited<D> {
     /// Wraps `inner`, allowing at most `max_depth` nested compound values.
     pub(crate) fn new(inner: D, max_depth: u32) -> Self {
-        let depth = Depth {
-            remaining: max_depth,
-            limit: max_depth,
-        };
+        let depth = Depth { remaining: max_depth, limit: max_depth };
         Self::at(inner, depth)
     }
 
@@ -174,17 +166,12 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for DepthVisitor<V> {
 
     fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<V::Value, D::Error> {
         let depth = self.depth.enter()?;
-        self.visitor
-            .visit_some(DepthLimited::at(deserializer, depth))
+        self.visitor.visit_some(DepthLimited::at(deserializer, depth))
     }
 
-    fn visit_newtype_struct<D: Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<V::Value, D::Error> {
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, deserializer: D) -> Result<V::Value, D::Error> {
         let depth = self.depth.enter()?;
-        self.visitor
-            .visit_newtype_struct(DepthLimited::at(deserializer, depth))
+        self.visitor.visit_newtype_struct(DepthLimited::at(deserializer, depth))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
@@ -202,10 +189,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for DepthVisitor<V> {
         // level so a tuple/struct variant's fields do not count a second time.
         self.depth.enter::<A::Error>()?;
         let level = self.depth;
-        self.visitor.visit_enum(DepthEnum {
-            access: data,
-            level,
-        })
+        self.visitor.visit_enum(DepthEnum { access: data, level })
     }
 }
 
@@ -218,10 +202,7 @@ struct DepthAccess<A> {
 impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for DepthAccess<A> {
     type Error = A::Error;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<Option<T::Value>, A::Error> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, A::Error> {
         let depth = self.depth;
         self.access.next_element_seed(DepthSeed { seed, depth })
     }
@@ -234,10 +215,7 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for DepthAccess<A> {
 impl<'de, A: MapAccess<'de>> MapAccess<'de> for DepthAccess<A> {
     type Error = A::Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, A::Error> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
         let depth = self.depth;
         self.access.next_key_seed(DepthSeed { seed, depth })
     }
@@ -273,25 +251,13 @@ impl<'de, A: EnumAccess<'de>> EnumAccess<'de> for DepthEnum<A> {
     type Error = A::Error;
     type Variant = DepthEnum<A::Variant>;
 
-    fn variant_seed<T: DeserializeSeed<'de>>(
-        self,
-        seed: T,
-    ) -> Result<(T::Value, Self::Variant), A::Error> {
+    fn variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<(T::Value, Self::Variant), A::Error> {
         // The tag is inside the enum, so a self-describing format cannot nest
         // enums through tags without using up depth.
-        let seed = DepthSeed {
-            seed,
-            depth: self.level.enter()?,
-        };
+        let seed = DepthSeed { seed, depth: self.level.enter()? };
         let (value, variant) = self.access.variant_seed(seed)?;
         let level = self.level;
-        Ok((
-            value,
-            DepthEnum {
-                access: variant,
-                level,
-            },
-        ))
+        Ok((value, DepthEnum { access: variant, level }))
     }
 }
 
@@ -310,8 +276,7 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for DepthEnum<A> {
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
         // The visitor enters the enum's level itself when handed the fields.
         let depth = self.level;
-        self.access
-            .tuple_variant(len, DepthVisitor { visitor, depth })
+        self.access.tuple_variant(len, DepthVisitor { visitor, depth })
     }
 
     fn struct_variant<V: Visitor<'de>>(
@@ -320,8 +285,7 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for DepthEnum<A> {
         visitor: V,
     ) -> Result<V::Value, A::Error> {
         let depth = self.level;
-        self.access
-            .struct_variant(fields, DepthVisitor { visitor, depth })
+        self.access.struct_variant(fields, DepthVisitor { visitor, depth })
     }
 }
 
@@ -335,8 +299,7 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for DepthSeed<S> {
     type Value = S::Value;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<S::Value, D::Error> {
-        self.seed
-            .deserialize(DepthLimited::at(deserializer, self.depth))
+        self.seed.deserialize(DepthLimited::at(deserializer, self.depth))
     }
 }
 
@@ -420,10 +383,7 @@ mod tests {
         type Error = ValueError;
         type Variant = Self;
 
-        fn variant_seed<T: DeserializeSeed<'de>>(
-            self,
-            seed: T,
-        ) -> Result<(T::Value, Self), ValueError> {
+        fn variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<(T::Value, Self), ValueError> {
             let index: U32Deserializer<ValueError> = u32::from(self.nodes > 0).into_deserializer();
             Ok((seed.deserialize(index)?, self))
         }
@@ -436,24 +396,15 @@ mod tests {
             Ok(())
         }
 
-        fn newtype_variant_seed<T: DeserializeSeed<'de>>(
-            self,
-            seed: T,
-        ) -> Result<T::Value, ValueError> {
-            seed.deserialize(TreeDe {
-                nodes: self.nodes - 1,
-            })
+        fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, ValueError> {
+            seed.deserialize(TreeDe { nodes: self.nodes - 1 })
         }
 
         fn tuple_variant<V: Visitor<'de>>(self, _: usize, _: V) -> Result<V::Value, ValueError> {
             unreachable!("Tree has no tuple variant")
         }
 
-        fn struct_variant<V: Visitor<'de>>(
-            self,
-            _: &'static [&'static str],
-            _: V,
-        ) -> Result<V::Value, ValueError> {
+        fn struct_variant<V: Visitor<'de>>(self, _: &'static [&'static str], _: V) -> Result<V::Value, ValueError> {
             unreachable!("Tree has no struct variant")
         }
     }
@@ -559,15 +510,7 @@ mod tests {
             nested_option: Some(None),
             vecs: vec![vec![], vec![1, 2], vec![3]],
             map: BTreeMap::from([("a".into(), vec![1, 2]), ("b".into(), vec![])]),
-            shapes: vec![
-                Shape::Unit,
-                Shape::Newtype(5),
-                Shape::Tuple(6, -6),
-                Shape::Struct {
-                    a: 1,
-                    b: "b".into(),
-                },
-            ],
+            shapes: vec![Shape::Unit, Shape::Newtype(5), Shape::Tuple(6, -6), Shape::Struct { a: 1, b: "b".into() }],
         }
     }
 

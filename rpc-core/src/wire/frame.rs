@@ -50,9 +50,7 @@ pub(crate) fn decode(buf: &mut BytesMut, max_frame: u32) -> Result<Option<Bytes>
     }
     let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
     if len > max_frame {
-        return Err(RpcError::protocol(format!(
-            "frame of {len} bytes exceeds the limit of {max_frame} bytes"
-        )));
+        return Err(RpcError::protocol(format!("frame of {len} bytes exceeds the limit of {max_frame} bytes")));
     }
     let total = PREFIX + len as usize;
     if buf.len() < total {

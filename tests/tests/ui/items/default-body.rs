@@ -1,0 +1,10 @@
+use rpc_core::eventual;
+
+#[eventual]
+pub trait Game {
+    fn join(&self, name: String) {
+        let _ = name;
+    }
+}
+
+fn main() {}
