@@ -9,8 +9,8 @@ use std::collections::HashSet;
 use proc_macro2::Span;
 use syn::ext::IdentExt;
 use syn::{
-    Attribute, FnArg, GenericArgument, Ident, ItemTrait, Pat, PatType, PathArguments, ReturnType,
-    TraitItem, TraitItemFn, Type, Visibility,
+    Attribute, FnArg, GenericArgument, Ident, ItemTrait, Pat, PatType, PathArguments, ReturnType, TraitItem,
+    TraitItemFn, Type, Visibility,
 };
 
 /// An `#[eventual]` trait.
@@ -84,13 +84,7 @@ impl<'a> Interface<'a> {
             .enumerate()
             .map(|(index, method)| Method::from_syn(index, method))
             .collect();
-        Interface {
-            original: item,
-            ident: &item.ident,
-            name: item.ident.unraw().to_string(),
-            vis: &item.vis,
-            methods,
-        }
+        Interface { original: item, ident: &item.ident, name: item.ident.unraw().to_string(), vis: &item.vis, methods }
     }
 }
 
@@ -119,6 +113,16 @@ impl<'a> Method<'a> {
     /// The method's name without any `r#`, as it travels in `InterfaceInfo`.
     pub(crate) fn name(&self) -> String {
         self.ident.unraw().to_string()
+    }
+
+    /// The method id on the wire: its index as a `u16`.
+    ///
+    /// # Panics
+    ///
+    /// If the trait has more methods than ids, which [`crate::check`]
+    /// rejects before any code is generated.
+    pub(crate) fn id(&self) -> u16 {
+        u16::try_from(self.index).expect("method count is checked before expansion")
     }
 
     /// The method's doc comments (`#[doc = ...]` attributes).
@@ -253,9 +257,7 @@ mod tests {
     fn names_arguments() {
         let item = game();
         let iface = Interface::from_syn(&item);
-        let names = |i: usize| -> Vec<String> {
-            iface.methods[i].args.iter().map(|a| a.name.to_string()).collect()
-        };
+        let names = |i: usize| -> Vec<String> { iface.methods[i].args.iter().map(|a| a.name.to_string()).collect() };
         assert_eq!(names(1), ["x", "__arg1", "__arg2"]);
         assert_eq!(names(5), ["__arg1", "__arg1_"]);
         assert_eq!(tokens(iface.methods[1].args[2].ty), "(u8 , u8)");
@@ -290,7 +292,11 @@ mod tests {
 
     #[test]
     fn a_type_named_just_proxy_is_a_value() {
-        let item: ItemTrait = syn::parse_quote!(trait T { fn f(&self) -> Proxy; });
+        let item: ItemTrait = syn::parse_quote!(
+            trait T {
+                fn f(&self) -> Proxy;
+            }
+        );
         let iface = Interface::from_syn(&item);
         assert!(matches!(iface.methods[0].ret, Return::Value(_)));
     }

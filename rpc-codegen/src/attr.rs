@@ -44,9 +44,7 @@ impl Args {
         let name = path.get_ident().map(ToString::to_string).unwrap_or_default();
         if name != "id" && name != "crate" {
             let shown = quote::quote!(#path).to_string().replace(' ', "");
-            let msg = format!(
-                "unknown #[eventual] argument `{shown}`; expected `id = 0x...u64` or `crate = path`"
-            );
+            let msg = format!("unknown #[eventual] argument `{shown}`; expected `id = 0x...u64` or `crate = path`");
             return cx.error_spanned_by(path, msg);
         }
         if seen.contains(&name) {
@@ -96,9 +94,7 @@ fn spanned_u64(id: u64, original: &LitInt) -> Literal {
 /// Reads `crate = path`.
 fn parse_crate(cx: &Ctxt, value: &Expr) -> Option<syn::Path> {
     match value {
-        Expr::Path(expr) if expr.qself.is_none() && expr.attrs.is_empty() => {
-            Some(expr.path.clone())
-        }
+        Expr::Path(expr) if expr.qself.is_none() && expr.attrs.is_empty() => Some(expr.path.clone()),
         _ => {
             cx.error_spanned_by(value, "expected a path, like `crate = ::rpc_core`");
             None
@@ -150,8 +146,7 @@ mod tests {
 
     #[test]
     fn reports_every_bad_argument() {
-        let (_, _, errors) =
-            parse(quote!(name = "x", id = 1u32, id = 2, crate = "rpc", version));
+        let (_, _, errors) = parse(quote!(name = "x", id = 1u32, id = 2, crate = "rpc", version));
         assert_eq!(errors.len(), 5, "{errors:?}");
         assert!(errors[0].contains("unknown #[eventual] argument `name`"));
         assert!(errors[1].contains("found suffix `u32`"));

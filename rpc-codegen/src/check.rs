@@ -3,8 +3,9 @@
 //!
 //! Checks never stop early: a trait with five problems gets five errors in
 //! one compile run. Type-level requirements that need the compiler (is this
-//! argument `Serialize`?) are not checked here but by assertions in the
-//! expansion, spanned at the user's types.
+//! argument `Serialize`?) are not checked here but by the compiler, on the
+//! checked types of the expansion (see `expand::checked`), spanned at the
+//! user's types.
 
 use std::collections::HashMap;
 
@@ -21,8 +22,7 @@ pub(crate) const MAX_METHODS: usize = u16::MAX as usize + 1;
 pub(crate) const MAX_ARGS: usize = 16;
 
 /// Names of items generated on every proxy, which a method must not shadow.
-const RESERVED: &[&str] =
-    &["new", "client", "from_client", "clone", "clone_from", "fmt", "serialize", "deserialize"];
+const RESERVED: &[&str] = &["new", "client", "from_client", "clone", "clone_from", "fmt", "serialize", "deserialize"];
 
 /// Validates the whole interface, recording every problem in `cx`.
 pub(crate) fn check(cx: &Ctxt, iface: &Interface<'_>) {
@@ -71,10 +71,14 @@ fn check_item(cx: &Ctxt, item: &TraitItem) {
 fn check_method(cx: &Ctxt, iface: &Interface<'_>, method: &Method<'_>) {
     let sig = &method.original.sig;
     check_qualifiers(cx, sig);
-    check_generics(cx, &sig.generics, "generic methods are not supported by #[eventual]: arguments and results travel over the wire and need concrete types");
+    check_generics(cx, &sig.generics, generic_method_message(&sig.generics));
     check_receiver(cx, sig);
     if let Some(body) = &method.original.default {
-        let msg = format!("default method bodies are not supported by #[eventual]; implement `{}` in each impl of `{}` instead", method.name(), iface.name);
+        let msg = format!(
+            "default method bodies are not supported by #[eventual]; implement `{}` in each impl of `{}` instead",
+            method.name(),
+            iface.name
+        );
         cx.error_spanned_by(body, msg);
     }
     method.original.attrs.iter().for_each(|attr| check_method_attr(cx, attr));
@@ -88,13 +92,26 @@ fn check_method(cx: &Ctxt, iface: &Interface<'_>, method: &Method<'_>) {
     }
 }
 
+/// Why generic parameters on a method are rejected, lifetimes or not.
+fn generic_method_message(generics: &Generics) -> &'static str {
+    let lifetimes_only = generics.params.iter().all(|param| matches!(param, syn::GenericParam::Lifetime(_)));
+    if lifetimes_only {
+        "lifetime parameters are not supported by #[eventual]: arguments travel by value and cannot borrow"
+    } else {
+        "generic methods are not supported by #[eventual]: arguments and results travel over the wire and need concrete types"
+    }
+}
+
 /// `const`, `unsafe`, `extern` and variadic methods.
 fn check_qualifiers(cx: &Ctxt, sig: &Signature) {
     if let Some(constness) = &sig.constness {
         cx.error_spanned_by(constness, "`const fn` methods are not supported by #[eventual]");
     }
     if let Some(unsafety) = &sig.unsafety {
-        cx.error_spanned_by(unsafety, "`unsafe fn` methods are not supported by #[eventual]: a remote caller cannot uphold a safety contract");
+        cx.error_spanned_by(
+            unsafety,
+            "`unsafe fn` methods are not supported by #[eventual]: a remote caller cannot uphold a safety contract",
+        );
     }
     if let Some(abi) = &sig.abi {
         cx.error_spanned_by(abi, "`extern` methods are not supported by #[eventual]");
@@ -139,7 +156,10 @@ fn check_method_attr(cx: &Ctxt, attr: &Attribute) {
 fn check_name(cx: &Ctxt, iface: &Interface<'_>, method: &Method<'_>) {
     let name = method.name();
     if RESERVED.contains(&name.as_str()) {
-        let msg = format!("method `{name}` clashes with `{name}` generated on `{}Proxy` by #[eventual]; rename the method", iface.name);
+        let msg = format!(
+            "method `{name}` clashes with `{name}` generated on `{}Proxy` by #[eventual]; rename the method",
+            iface.name
+        );
         cx.error_spanned_by(method.ident, msg);
     }
 }
@@ -167,7 +187,10 @@ fn check_duplicates(cx: &Ctxt, iface: &Interface<'_>) {
 fn check_method_count(cx: &Ctxt, iface: &Interface<'_>) {
     let count = iface.methods.len();
     if count > MAX_METHODS {
-        let msg = format!("too many methods: #[eventual] traits have at most {MAX_METHODS} (method ids are u16), `{}` has {count}", iface.name);
+        let msg = format!(
+            "too many methods: #[eventual] traits have at most {MAX_METHODS} (method ids are u16), `{}` has {count}",
+            iface.name
+        );
         cx.error_spanned_by(iface.ident, msg);
     }
 }
@@ -185,7 +208,10 @@ struct TypeChecker<'c> {
 
 impl<'ast> Visit<'ast> for TypeChecker<'_> {
     fn visit_type_reference(&mut self, ty: &'ast syn::TypeReference) {
-        self.cx.error_spanned_by(ty, "references cannot cross a connection: use an owned type (e.g. `String` for `&str`, `Vec<T>` for `&[T]`)");
+        self.cx.error_spanned_by(
+            ty,
+            "references cannot cross a connection: use an owned type (e.g. `String` for `&str`, `Vec<T>` for `&[T]`)",
+        );
     }
 
     fn visit_type_impl_trait(&mut self, ty: &'ast syn::TypeImplTrait) {
@@ -201,7 +227,10 @@ impl<'ast> Visit<'ast> for TypeChecker<'_> {
     }
 
     fn visit_type_bare_fn(&mut self, ty: &'ast syn::TypeBareFn) {
-        self.cx.error_spanned_by(ty, "function pointers cannot cross a connection: pass an #[eventual] trait's proxy instead");
+        self.cx.error_spanned_by(
+            ty,
+            "function pointers cannot cross a connection: pass an #[eventual] trait's proxy instead",
+        );
     }
 
     fn visit_type_infer(&mut self, ty: &'ast syn::TypeInfer) {
@@ -210,7 +239,10 @@ impl<'ast> Visit<'ast> for TypeChecker<'_> {
 
     fn visit_type_path(&mut self, ty: &'ast syn::TypePath) {
         if ty.qself.is_none() && ty.path.segments.first().is_some_and(|s| s.ident == "Self") {
-            return self.cx.error_spanned_by(ty, "`Self` is not supported in #[eventual] signatures: name the type, e.g. the generated proxy");
+            return self.cx.error_spanned_by(
+                ty,
+                "`Self` is not supported in #[eventual] signatures: name the type, e.g. the generated proxy",
+            );
         }
         visit::visit_type_path(self, ty);
     }

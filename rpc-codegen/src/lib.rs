@@ -1,15 +1,16 @@
 //! The expansion engine behind `#[eventual]`, as a plain library.
 //!
-//! [`expand`] takes the attribute's arguments and the annotated item and
+//! [`expand()`] takes the attribute's arguments and the annotated item and
 //! returns the code that replaces them. It works in stages, each in its own
-//! module: [`attr`] reads the attribute's arguments, [`ast`] builds a model
-//! of the trait that keeps every original span, [`check`] validates it
-//! (collecting every error in a [`ctxt::Ctxt`]), and [`expand`](mod@expand)
-//! generates the rewritten trait, the proxy and the server stub.
+//! module: `attr` reads the attribute's arguments, `ast` builds a model of
+//! the trait that keeps every original span, `check` validates it
+//! (collecting every error in a `ctxt::Ctxt`), and `expand` generates the
+//! rewritten trait, the proxy and the server stub.
 //!
 //! Because it is an ordinary library, it can be unit tested, and used from a
 //! build script. The `rpc-macros` crate is a thin shim over it.
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
 
 mod ast;
 mod attr;

@@ -117,8 +117,7 @@ async fn the_expansion_works_without_a_prelude() {
     assert_eq!(shapes.value(1, 2, 3).await.unwrap(), 123);
     shapes.unit("x".to_string()).await.unwrap();
     shapes.nothing().await.unwrap();
-    // A pipelined proxy, usable at once (calls on it are the runtime's
-    // pipelining tests' business).
-    let _player: PlayerProxy = shapes.player(vec![]);
+    let player: PlayerProxy = shapes.player(vec![]);
+    assert_eq!(player.name().await.unwrap(), "ada");
     assert_eq!(shapes.patterns(0, (1, 2), 3).await.unwrap(), (4, 2));
 }

@@ -398,3 +398,18 @@ async fn restricted_and_renamed_traits_work() {
     visibility::call_all().await;
     assert_eq!(renamed::call().await, 3);
 }
+
+#[tokio::test]
+async fn returned_proxies_are_pipelined() {
+    let returns = ReturnsProxy::new(Server);
+    assert_eq!(returns.leaf().label().await.unwrap(), "leaf");
+    assert_eq!(returns.async_leaf("x".into()).label().await.unwrap(), "leaf");
+    assert_eq!(returns.maybe_leaf().pipeline().label().await.unwrap(), "leaf");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_and_their_calls_move_across_threads() {
+    let returns = ReturnsProxy::new(Server);
+    let task = tokio::spawn(async move { returns.check(30).await });
+    assert_eq!(task.await.unwrap(), Err(ShapeError::TooBig(30)));
+}

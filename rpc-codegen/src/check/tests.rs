@@ -40,56 +40,293 @@ fn accepts_a_valid_trait() {
 
 #[test]
 fn rejects_bad_receivers() {
-    assert_one(syn::parse_quote!(trait T { fn f(&mut self); }), "not `&mut self`");
-    assert_one(syn::parse_quote!(trait T { fn f(self); }), "not `self`");
-    assert_one(syn::parse_quote!(trait T { fn f(mut self); }), "not `self`");
-    assert_one(syn::parse_quote!(trait T { fn f(x: u8); }), "has no receiver");
-    assert_one(syn::parse_quote!(trait T { fn f(self: Box<Self>); }), "typed receivers");
-    assert_one(syn::parse_quote!(trait T { fn f(&'static self); }), "elided lifetime");
+    assert_one(
+        syn::parse_quote!(
+            trait T {
+                fn f(&mut self);
+            }
+        ),
+        "not `&mut self`",
+    );
+    assert_one(
+        syn::parse_quote!(
+            trait T {
+                fn f(self);
+            }
+        ),
+        "not `self`",
+    );
+    assert_one(
+        syn::parse_quote!(
+            trait T {
+                fn f(mut self);
+            }
+        ),
+        "not `self`",
+    );
+    assert_one(
+        syn::parse_quote!(
+            trait T {
+                fn f(x: u8);
+            }
+        ),
+        "has no receiver",
+    );
+    assert_one(
+        syn::parse_quote!(
+            trait T {
+                fn f(self: Box<Self>);
+            }
+        ),
+        "typed receivers",
+    );
+    assert_one(
+        syn::parse_quote!(
+            trait T {
+                fn f(&'static self);
+            }
+        ),
+        "elided lifetime",
+    );
 }
 
 #[test]
 fn rejects_generics() {
-    assert_one(syn::parse_quote!(trait T<A> { fn f(&self); }), "generic traits");
-    assert_one(syn::parse_quote!(trait T { fn f<A>(&self, a: A); }), "generic methods");
-    assert_one(syn::parse_quote!(trait T { fn f<const N: usize>(&self); }), "generic methods");
-    assert_one(syn::parse_quote!(trait T { fn f<'a>(&self); }), "generic methods");
-    assert_one(syn::parse_quote!(trait T where Self: Sized { fn f(&self); }), "`where`");
-    assert_one(syn::parse_quote!(trait T { fn f(&self) where Self: Sized; }), "`where`");
+    assert_one(
+        syn::parse_quote!(
+            trait T<A> {
+                fn f(&self);
+            }
+        ),
+        "generic traits",
+    );
+    assert_one(
+        syn::parse_quote!(
+            trait T {
+                fn f<A>(&self, a: A);
+            }
+        ),
+        "generic methods",
+    );
+    assert_one(
+        syn::parse_quote!(
+            trait T {
+                fn f<const N: usize>(&self);
+            }
+        ),
+        "generic methods",
+    );
+    assert_one(
+        syn::parse_quote!(
+            trait T {
+                fn f<'a>(&self);
+            }
+        ),
+        "lifetime parameters",
+    );
+    assert_one(
+        syn::parse_quote!(
+            trait T {
+                fn f<'a, A>(&self);
+            }
+        ),
+        "generic methods",
+    );
+    assert_one(
+        syn::parse_quote!(
+            trait T where
+                Self: Sized,
+            {
+                fn f(&self);
+            }
+        ),
+        "`where`",
+    );
+    assert_one(
+        syn::parse_quote!(
+            trait T {
+                fn f(&self)
+                where
+                    Self: Sized;
+            }
+        ),
+        "`where`",
+    );
 }
 
 #[test]
 fn rejects_qualifiers() {
-    assert_one(syn::parse_quote!(unsafe trait T { fn f(&self); }), "cannot be `unsafe`");
+    assert_one(
+        syn::parse_quote!(
+            unsafe trait T {
+                fn f(&self);
+            }
+        ),
+        "cannot be `unsafe`",
+    );
     assert_one(syn::parse_quote!(auto trait T {}), "auto traits");
-    assert_one(syn::parse_quote!(trait T { unsafe fn f(&self); }), "`unsafe fn`");
-    assert_one(syn::parse_quote!(trait T { extern "C" fn f(&self); }), "`extern`");
-    assert_one(syn::parse_quote!(trait T { const fn f(&self); }), "`const fn`");
-    assert_one(syn::parse_quote!(trait T { fn f(&self, ...); }), "variadic");
+    assert_one(
+        syn::parse_quote!(
+            trait T {
+                unsafe fn f(&self);
+            }
+        ),
+        "`unsafe fn`",
+    );
+    assert_one(
+        syn::parse_quote!(
+            trait T {
+                extern "C" fn f(&self);
+            }
+        ),
+        "`extern`",
+    );
+    assert_one(
+        syn::parse_quote!(
+            trait T {
+                const fn f(&self);
+            }
+        ),
+        "`const fn`",
+    );
+    assert_one(
+        syn::parse_quote!(
+            trait T {
+                fn f(&self, ...);
+            }
+        ),
+        "variadic",
+    );
 }
 
 #[test]
 fn rejects_other_items_and_bodies() {
-    assert_one(syn::parse_quote!(trait T { type A; }), "associated types");
-    assert_one(syn::parse_quote!(trait T { const A: u8; }), "associated constants");
-    assert_one(syn::parse_quote!(trait T { m!(); }), "macro invocations");
-    assert_one(syn::parse_quote!(trait T { fn f(&self) {} }), "default method bodies");
-    assert_one(syn::parse_quote!(trait T { #[cfg(test)] fn f(&self); }), "#[cfg]");
+    assert_one(
+        syn::parse_quote!(
+            trait T {
+                type A;
+            }
+        ),
+        "associated types",
+    );
+    assert_one(
+        syn::parse_quote!(
+            trait T {
+                const A: u8;
+            }
+        ),
+        "associated constants",
+    );
+    assert_one(
+        syn::parse_quote!(
+            trait T {
+                m!();
+            }
+        ),
+        "macro invocations",
+    );
+    assert_one(
+        syn::parse_quote!(
+            trait T {
+                fn f(&self) {}
+            }
+        ),
+        "default method bodies",
+    );
+    assert_one(
+        syn::parse_quote!(
+            trait T {
+                #[cfg(test)]
+                fn f(&self);
+            }
+        ),
+        "#[cfg]",
+    );
 }
 
 #[test]
 fn rejects_types_that_cannot_travel() {
     let cases: Vec<(ItemTrait, &str)> = vec![
-        (syn::parse_quote!(trait T { fn f(&self, s: &str); }), "references"),
-        (syn::parse_quote!(trait T { fn f(&self, s: Vec<&'static str>); }), "references"),
-        (syn::parse_quote!(trait T { fn f(&self, s: impl Clone); }), "`impl Trait`"),
-        (syn::parse_quote!(trait T { fn f(&self) -> impl Clone; }), "`impl Trait`"),
-        (syn::parse_quote!(trait T { fn f(&self, s: Box<dyn Send>); }), "`dyn Trait`"),
-        (syn::parse_quote!(trait T { fn f(&self, p: *const u8); }), "raw pointers"),
-        (syn::parse_quote!(trait T { fn f(&self, p: fn(u8)); }), "function pointers"),
-        (syn::parse_quote!(trait T { fn f(&self, p: Vec<_>); }), "written out"),
-        (syn::parse_quote!(trait T { fn f(&self) -> Result<Self, E>; }), "`Self`"),
-        (syn::parse_quote!(trait T { fn f(&self, c: Cow<'a, str>); }), "borrowed data"),
+        (
+            syn::parse_quote!(
+                trait T {
+                    fn f(&self, s: &str);
+                }
+            ),
+            "references",
+        ),
+        (
+            syn::parse_quote!(
+                trait T {
+                    fn f(&self, s: Vec<&'static str>);
+                }
+            ),
+            "references",
+        ),
+        (
+            syn::parse_quote!(
+                trait T {
+                    fn f(&self, s: impl Clone);
+                }
+            ),
+            "`impl Trait`",
+        ),
+        (
+            syn::parse_quote!(
+                trait T {
+                    fn f(&self) -> impl Clone;
+                }
+            ),
+            "`impl Trait`",
+        ),
+        (
+            syn::parse_quote!(
+                trait T {
+                    fn f(&self, s: Box<dyn Send>);
+                }
+            ),
+            "`dyn Trait`",
+        ),
+        (
+            syn::parse_quote!(
+                trait T {
+                    fn f(&self, p: *const u8);
+                }
+            ),
+            "raw pointers",
+        ),
+        (
+            syn::parse_quote!(
+                trait T {
+                    fn f(&self, p: fn(u8));
+                }
+            ),
+            "function pointers",
+        ),
+        (
+            syn::parse_quote!(
+                trait T {
+                    fn f(&self, p: Vec<_>);
+                }
+            ),
+            "written out",
+        ),
+        (
+            syn::parse_quote!(
+                trait T {
+                    fn f(&self) -> Result<Self, E>;
+                }
+            ),
+            "`Self`",
+        ),
+        (
+            syn::parse_quote!(
+                trait T {
+                    fn f(&self, c: Cow<'a, str>);
+                }
+            ),
+            "borrowed data",
+        ),
     ];
     for (item, needle) in cases {
         assert_one(item, needle);
@@ -102,7 +339,15 @@ fn rejects_reserved_and_duplicate_names() {
         let ident = syn::Ident::new(name, proc_macro2::Span::call_site());
         assert_one(syn::parse_quote!(trait Game { fn #ident(&self); }), "clashes");
     }
-    assert_one(syn::parse_quote!(trait T { fn f(&self); fn f(&self, x: u8); }), "duplicate");
+    assert_one(
+        syn::parse_quote!(
+            trait T {
+                fn f(&self);
+                fn f(&self, x: u8);
+            }
+        ),
+        "duplicate",
+    );
 }
 
 #[test]
@@ -121,13 +366,17 @@ fn rejects_too_many_arguments() {
 
 #[test]
 fn rejects_too_many_methods() {
-    let mut item: ItemTrait = syn::parse_quote!(trait T {});
+    let mut item: ItemTrait = syn::parse_quote!(
+        trait T {}
+    );
     for i in 0..MAX_METHODS {
         let ident = quote::format_ident!("m{i}");
         item.items.push(syn::parse_quote!(fn #ident(&self);));
     }
     assert!(errors(item.clone()).is_empty());
-    item.items.push(syn::parse_quote!(fn one_too_many(&self);));
+    item.items.push(syn::parse_quote!(
+        fn one_too_many(&self);
+    ));
     assert_one(item, "too many methods");
 }
 

@@ -1,6 +1,10 @@
 //! Code generation: the rewritten trait, the proxy, the stub and the
 //! compile-time checks on the user's types.
 //!
+//! Every user type that meets the runtime goes through [`checked`], so a
+//! type lacking a trait it needs (`Serialize`, `Send`, ...) is reported once,
+//! at the user's type, without errors cascading from generated code.
+//!
 //! Everything is emitted with fully qualified paths (`::core::…`, `::std::…`
 //! and the runtime crate's path), so the expansion compiles under
 //! `#![no_implicit_prelude]` and whatever the user has in scope. Items other
@@ -10,12 +14,12 @@
 mod proxy;
 mod stub;
 
-use proc_macro2::{Literal, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use proc_macro2::{Delimiter, Group, Literal, Span, TokenStream, TokenTree};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{Ident, Pat, TraitItem, TraitItemFn, Type, TypeParamBound};
 
-use crate::ast::{Interface, Method, Return};
+use crate::ast::{Interface, Method};
 use crate::attr::Args;
 
 /// What every generator needs: the model, the runtime path and the names
@@ -51,7 +55,7 @@ impl<'a> Gen<'a> {
     /// `MethodId { interface, index }` for a method.
     pub(crate) fn method_id(&self, method: &Method<'_>) -> TokenStream {
         let (krate, info) = (self.krate, &self.info);
-        let index = Literal::u16_suffixed(method.index as u16);
+        let index = Literal::u16_suffixed(method.id());
         quote!(#krate::__private::MethodId { interface: #info, index: #index })
     }
 }
@@ -62,7 +66,7 @@ pub(crate) fn interface(args: &Args, iface: &Interface<'_>) -> TokenStream {
     let trait_def = trait_def(&gen);
     let proxy_struct = proxy::proxy_struct(&gen);
     let info = interface_info(&gen);
-    let assertions = type_assertions(&gen);
+    let checks = checked_traits(&gen);
     let proxy_impls = proxy::proxy_impls(&gen);
     let stub = stub::stub(&gen);
     quote! {
@@ -70,7 +74,7 @@ pub(crate) fn interface(args: &Args, iface: &Interface<'_>) -> TokenStream {
         #proxy_struct
         const _: () = {
             #info
-            #assertions
+            #checks
             #proxy_impls
             #stub
         };
@@ -81,11 +85,8 @@ pub(crate) fn interface(args: &Args, iface: &Interface<'_>) -> TokenStream {
 /// `async fn` turned into a `fn` returning a `Send` future.
 fn trait_def(gen: &Gen<'_>) -> TokenStream {
     let mut item = gen.iface.original.clone();
-    let bounds: [TypeParamBound; 3] = [
-        syn::parse_quote!(::core::marker::Send),
-        syn::parse_quote!(::core::marker::Sync),
-        syn::parse_quote!('static),
-    ];
+    let bounds: [TypeParamBound; 3] =
+        [syn::parse_quote!(::core::marker::Send), syn::parse_quote!(::core::marker::Sync), syn::parse_quote!('static)];
     item.colon_token.get_or_insert_with(Default::default);
     item.supertraits.extend(bounds);
     let methods = item.items.iter_mut().filter_map(|item| match item {
@@ -140,53 +141,94 @@ fn interface_info(gen: &Gen<'_>) -> TokenStream {
     }
 }
 
-/// Compile-time checks that every type crossing the connection has the
-/// traits it needs. Each check is spanned at the user's type, so a missing
-/// `Serialize` is reported there.
-fn type_assertions(gen: &Gen<'_>) -> TokenStream {
+/// The kinds of checked types, each a trait implemented for
+/// `PhantomData<T>` when `T` has what the position needs.
+#[derive(Clone, Copy)]
+pub(crate) enum Check {
+    /// An argument or a result: `Serialize + DeserializeOwned + Send + 'static`.
+    Value,
+    /// The `E` of a `Result<T, E>`: a value, `From<RpcError>` and `Debug`.
+    Error,
+}
+
+impl Check {
+    /// The helper trait that checks this kind.
+    fn trait_ident(self, span: Span) -> Ident {
+        let name = match self {
+            Check::Value => "__Transferable",
+            Check::Error => "__TransferableError",
+        };
+        Ident::new(name, span)
+    }
+}
+
+/// The helper traits behind [`checked`]. Each is implemented for
+/// `PhantomData<T>` exactly when `T` has the traits its position needs, and
+/// projects back to `T`.
+fn checked_traits(gen: &Gen<'_>) -> TokenStream {
     let krate = gen.krate;
-    let checks = gen.iface.methods.iter().flat_map(|method| method_assertions(method));
+    let serde = quote!(#krate::__private::serde);
+    let value = quote! {
+        #serde::Serialize + #serde::de::DeserializeOwned + ::core::marker::Send + 'static
+    };
+    let [transferable, error] = [Check::Value, Check::Error].map(|c| c.trait_ident(Span::call_site()));
     quote! {
-        const fn __assert_value<T>()
-        where
-            T: #krate::__private::serde::Serialize
-                + #krate::__private::serde::de::DeserializeOwned
-                + ::core::marker::Send
-                + 'static,
-        {}
-        const fn __assert_error<E>()
-        where
-            E: #krate::__private::serde::Serialize
-                + #krate::__private::serde::de::DeserializeOwned
-                + ::core::marker::Send
-                + 'static
-                + ::core::convert::From<#krate::RpcError>
-                + ::core::fmt::Debug,
-        {}
-        const fn __assert_capability<C: #krate::Capability>() {}
-        #(#checks)*
+        #[allow(dead_code)]
+        trait #transferable { type T; }
+        impl<T: #value> #transferable for ::core::marker::PhantomData<T> { type T = T; }
+        #[allow(dead_code)]
+        trait #error { type T; }
+        impl<T: #value + ::core::convert::From<#krate::RpcError> + ::core::fmt::Debug> #error
+            for ::core::marker::PhantomData<T> { type T = T; }
     }
 }
 
-/// The checks for one method's argument and return types.
-fn method_assertions(method: &Method<'_>) -> Vec<TokenStream> {
-    let mut checks: Vec<TokenStream> = method.args.iter().map(|arg| assert(arg.ty, "value")).collect();
-    match method.ret {
-        Return::Unit => {}
-        Return::Value(ty) => checks.push(assert(ty, "value")),
-        Return::Proxy(ty) => checks.push(assert(ty, "capability")),
-        Return::Result { ok, err } => {
-            checks.push(assert(ok, "value"));
-            checks.push(assert(err, "error"));
-        }
-    }
-    checks
+/// `ty`, as a projection that only resolves when `ty` has what `check`
+/// asks for: `<PhantomData<ty> as __Transferable>::T`.
+///
+/// Generated code uses this wherever a user type meets the runtime, so a
+/// missing trait is reported once, spanning the user's type, and the failed
+/// projection silences the errors that would cascade from it.
+pub(crate) fn checked(ty: &Type, check: Check) -> TokenStream {
+    let (first, last) = first_and_last_span(ty);
+    let trait_ident = check.trait_ident(last);
+    let open = quote_spanned!(first=> <::core::marker::PhantomData<);
+    let close = quote_spanned!(last=> > as #trait_ident>::T);
+    quote!(#open #ty #close)
 }
 
-/// `const _: () = __assert_{kind}::<ty>();`, spanned at `ty`.
-fn assert(ty: &Type, kind: &str) -> TokenStream {
-    let check = format_ident!("__assert_{}", kind, span = ty.span());
-    quote_spanned!(ty.span()=> const _: () = #check::<#ty>();)
+/// The spans of the first and last tokens of `tokens`: tokens generated
+/// with the first span at their start and the last at their end make rustc
+/// underline exactly the user's tokens (`Span::join` is not stable).
+pub(crate) fn first_and_last_span<T: ToTokens>(tokens: &T) -> (Span, Span) {
+    let mut tokens = tokens.to_token_stream().into_iter();
+    let first = tokens.next().map_or_else(Span::call_site, |t| t.span());
+    let last = tokens.last().map_or(first, |t| t.span());
+    (first, last)
+}
+
+/// `( stream )` with its parentheses at `span` (and the tokens inside
+/// untouched), for calls whose errors must point at user code.
+pub(crate) fn parens_at(stream: TokenStream, span: Span) -> Group {
+    let mut group = Group::new(Delimiter::Parenthesis, stream);
+    group.set_span(span);
+    group
+}
+
+/// `tokens` with every span, nested ones included, set to `span`, so that
+/// errors in generated code point at the user's tokens it stems from.
+pub(crate) fn respanned(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            if let TokenTree::Group(group) = &token {
+                let stream = respanned(group.stream(), span);
+                token = TokenTree::Group(Group::new(group.delimiter(), stream));
+            }
+            token.set_span(span);
+            token
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! The client side: the `{Trait}Proxy` capability type and its methods.
 
 use proc_macro2::TokenStream;
-use quote::quote;
-use syn::Attribute;
+use quote::{quote, quote_spanned};
+use syn::{Attribute, Ident, Type};
 
-use super::Gen;
+use super::{checked, first_and_last_span, parens_at, respanned, Check, Gen};
 use crate::ast::{Method, Return};
 
 /// `struct {Trait}Proxy { client: Client }`, with the trait's visibility.
@@ -55,11 +55,11 @@ fn debug_impl(gen: &Gen<'_>) -> TokenStream {
     let proxy_name = proxy.to_string();
     quote! {
         impl ::core::fmt::Debug for #proxy {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut s = ::core::fmt::Formatter::debug_struct(f, #proxy_name);
-                ::core::fmt::DebugStruct::field(&mut s, "interface", &#name);
-                ::core::fmt::DebugStruct::field(&mut s, "client", &self.client);
-                ::core::fmt::DebugStruct::finish(&mut s)
+            fn fmt(&self, __f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut __s = ::core::fmt::Formatter::debug_struct(__f, #proxy_name);
+                ::core::fmt::DebugStruct::field(&mut __s, "interface", &#name);
+                ::core::fmt::DebugStruct::field(&mut __s, "client", &self.client);
+                ::core::fmt::DebugStruct::finish(&mut __s)
             }
         }
     }
@@ -72,11 +72,11 @@ fn serialize_impl(gen: &Gen<'_>) -> TokenStream {
     let serde = quote!(#krate::__private::serde);
     quote! {
         impl #serde::Serialize for #proxy {
-            fn serialize<__S>(&self, serializer: __S) -> ::core::result::Result<__S::Ok, __S::Error>
+            fn serialize<__S>(&self, __serializer: __S) -> ::core::result::Result<__S::Ok, __S::Error>
             where
                 __S: #serde::Serializer,
             {
-                #serde::Serialize::serialize(&self.client, serializer)
+                #serde::Serialize::serialize(&self.client, __serializer)
             }
         }
     }
@@ -88,12 +88,12 @@ fn deserialize_impl(gen: &Gen<'_>) -> TokenStream {
     let serde = quote!(#krate::__private::serde);
     quote! {
         impl<'de> #serde::Deserialize<'de> for #proxy {
-            fn deserialize<__D>(deserializer: __D) -> ::core::result::Result<Self, __D::Error>
+            fn deserialize<__D>(__deserializer: __D) -> ::core::result::Result<Self, __D::Error>
             where
                 __D: #serde::Deserializer<'de>,
             {
                 ::core::result::Result::map(
-                    <#krate::Client as #serde::Deserialize<'de>>::deserialize(deserializer),
+                    <#krate::Client as #serde::Deserialize<'de>>::deserialize(__deserializer),
                     <Self as #krate::Capability>::from_client,
                 )
             }
@@ -106,8 +106,8 @@ fn capability_impl(gen: &Gen<'_>) -> TokenStream {
     let (proxy, krate) = (&gen.proxy, gen.krate);
     quote! {
         impl #krate::Capability for #proxy {
-            fn from_client(client: #krate::Client) -> Self {
-                #proxy { client }
+            fn from_client(__client: #krate::Client) -> Self {
+                #proxy { client: __client }
             }
 
             fn client(&self) -> &#krate::Client {
@@ -192,17 +192,38 @@ fn call_fn_output(gen: &Gen<'_>, method: &Method<'_>) -> (TokenStream, TokenStre
     let krate = gen.krate;
     let id = gen.method_id(method);
     let names = method.args.iter().map(|arg| &arg.name);
-    let args = quote!(&(#(#names,)*));
-    let call = quote!(#krate::Client::call(&self.client, #id, #args));
-    match method.ret {
-        Return::Unit => (quote!(#krate::Promise<()>), call),
-        Return::Value(ty) => (quote!(#krate::Promise<#ty>), call),
-        Return::Result { ok, err } => (quote!(#krate::Promise<#ok, #err>), call),
-        Return::Proxy(ty) => {
-            let call = quote! {
-                #krate::Client::call::<_, #ty, #krate::RpcError>(&self.client, #id, #args)
-            };
-            (quote!(#ty), quote!(#krate::Promise::pipeline(&#call)))
+    let types = method.args.iter().map(|arg| checked(arg.ty, Check::Value));
+    let rpc_error = quote!(#krate::RpcError);
+    let (output, ok, err) = match method.ret {
+        Return::Unit => (quote!(#krate::Promise<()>), quote!(()), rpc_error.clone()),
+        Return::Value(ty) => (quote!(#krate::Promise<#ty>), checked(ty, Check::Value), rpc_error),
+        Return::Result { ok, err } => {
+            (quote!(#krate::Promise<#ok, #err>), checked(ok, Check::Value), checked(err, Check::Error))
         }
+        Return::Proxy(ty) => (quote!(#ty), checked(ty, Check::Value), rpc_error),
+    };
+    let call = quote! {
+        #krate::Client::call::<(#(#types,)*), #ok, #err>(&self.client, #id, &(#(#names,)*))
+    };
+    match method.ret {
+        Return::Proxy(ty) => (output, pipelined(gen, ty, call)),
+        _ => (output, call),
+    }
+}
+
+/// `Promise::pipeline(&call)`, with the path and argument spanning the
+/// user's return type, so a `...Proxy` type that is no capability is
+/// reported there.
+fn pipelined(gen: &Gen<'_>, ty: &Type, call: TokenStream) -> TokenStream {
+    let krate = gen.krate;
+    let (first, last) = first_and_last_span(ty);
+    let path = respanned(quote!(#krate::Promise::), first);
+    let pipeline = Ident::new("pipeline", last);
+    let promise = Ident::new("__promise", last);
+    let and = quote_spanned!(first=> &);
+    let args = parens_at(quote!(#and #promise), last);
+    quote! {
+        let #promise = #call;
+        #path #pipeline #args
     }
 }

@@ -2,10 +2,10 @@
 //! object implementing the trait.
 
 use proc_macro2::{Literal, Span, TokenStream};
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
 use syn::Ident;
 
-use super::Gen;
+use super::{checked, parens_at, respanned, Check, Gen};
 use crate::ast::{Method, Return};
 
 /// The dispatcher struct and its `Dispatch` impl.
@@ -51,18 +51,23 @@ fn dispatch_impl(gen: &Gen<'_>) -> TokenStream {
 
 /// The `IncomingCall` local, hygienic so no user name can capture it.
 fn call_ident() -> Ident {
-    Ident::new("call", Span::mixed_site())
+    Ident::new("__call", Span::mixed_site())
+}
+
+/// The decoding error local, hygienic like [`call_ident`].
+fn err_ident() -> Ident {
+    Ident::new("__err", Span::mixed_site())
 }
 
 /// The stub's name for argument `i` (hygienic: never the user's names).
 fn arg_ident(i: usize) -> Ident {
-    format_ident!("arg{}", i, span = Span::mixed_site())
+    format_ident!("__arg{}", i, span = Span::mixed_site())
 }
 
 /// One match arm: decode the arguments now, then run the method in the
 /// returned future.
 fn dispatch_arm(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
-    let index = Literal::u16_suffixed(method.index as u16);
+    let index = Literal::u16_suffixed(method.id());
     let decode = decode_args(gen, method);
     let reply = reply(gen, method);
     quote! {
@@ -76,26 +81,34 @@ fn dispatch_arm(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
 /// Decodes the argument tuple; a malformed one fails the call at once,
 /// without running user code.
 fn decode_args(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
-    let (krate, call) = (gen.krate, call_ident());
-    let err = Ident::new("err", Span::mixed_site());
-    let fail = quote!(return #krate::__private::ready_err(#err));
+    let (krate, call, err) = (gen.krate, call_ident(), err_ident());
     if method.args.is_empty() {
-        return quote! {
-            if let ::core::result::Result::Err(#err) =
-                #krate::__private::IncomingCall::args::<()>(&#call)
-            {
-                #fail;
-            }
-        };
+        return decode_no_args(gen);
     }
     let names = (0..method.args.len()).map(arg_ident);
-    let types = method.args.iter().map(|arg| arg.ty);
-    let args = Ident::new("args", Span::mixed_site());
+    let types = method.args.iter().map(|arg| checked(arg.ty, Check::Value));
+    let args = Ident::new("__args", Span::mixed_site());
+    // Errors decoding the tuple point at the method's parameter list.
+    let parens = method.original.sig.paren_token.span.join();
+    let path = respanned(quote!(#krate::__private::IncomingCall::args), parens);
+    let tuple = parens_at(quote!(#(#types,)*), parens);
+    let call_args = parens_at(quote!(&#call), parens);
+    let decode = quote_spanned!(parens=> #path::<#tuple> #call_args);
     quote! {
-        let (#(#names,)*) = match #krate::__private::IncomingCall::args::<(#(#types,)*)>(&#call) {
+        let (#(#names,)*) = match #decode {
             ::core::result::Result::Ok(#args) => #args,
-            ::core::result::Result::Err(#err) => #fail,
+            ::core::result::Result::Err(#err) => return #krate::__private::ready_err(#err),
         };
+    }
+}
+
+/// Checks that a method without arguments was sent an empty tuple.
+fn decode_no_args(gen: &Gen<'_>) -> TokenStream {
+    let (krate, call, err) = (gen.krate, call_ident(), err_ident());
+    quote! {
+        if let ::core::result::Result::Err(#err) = #krate::__private::IncomingCall::args::<()>(&#call) {
+            return #krate::__private::ready_err(#err);
+        }
     }
 }
 
@@ -112,7 +125,13 @@ fn reply(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
             #invoke;
             #krate::__private::reply_value(())
         },
-        Return::Result { .. } => quote!(#krate::__private::reply_result(#invoke)),
-        Return::Value(_) | Return::Proxy(_) => quote!(#krate::__private::reply_value(#invoke)),
+        Return::Value(ty) | Return::Proxy(ty) => {
+            let ty = checked(ty, Check::Value);
+            quote!(#krate::__private::reply_value::<#ty>(#invoke))
+        }
+        Return::Result { ok, err } => {
+            let (ok, err) = (checked(ok, Check::Value), checked(err, Check::Error));
+            quote!(#krate::__private::reply_result::<#ok, #err>(#invoke))
+        }
     }
 }

@@ -127,6 +127,12 @@ impl ConnState {
         }
     }
 
+    /// Fails `call` once the lock is released (its payload may hold imports).
+    fn fail_call(&mut self, call: OutgoingCall, err: RpcError) {
+        self.deferred.push(Deferred::Complete(call.reply, Err(err)));
+        self.defer_drop(call.payload);
+    }
+
     fn defer_drop<T: Send + 'static>(&mut self, value: T) {
         self.deferred.push(Deferred::Drop(Box::new(value)));
     }
@@ -136,11 +142,11 @@ impl ConnState {
     /// Sends `call` to the peer's capability `target`.
     pub(crate) fn send_call(&mut self, shared: &Arc<ConnShared>, target: PeerRef, call: OutgoingCall) {
         if let Err(err) = self.check_can_call() {
-            return self.deferred.push(Deferred::Complete(call.reply, Err(err)));
+            return self.fail_call(call, err);
         }
         let caps = match self.export_caps(shared, &call.payload.caps) {
             Ok(caps) => caps,
-            Err(err) => return self.deferred.push(Deferred::Complete(call.reply, Err(err))),
+            Err(err) => return self.fail_call(call, err),
         };
         let question =
             Question { sink: Some(call.reply.clone()), returned: None, released: false, pipes: HashMap::new() };
@@ -178,7 +184,7 @@ impl ConnState {
     pub(crate) fn pipeline_call(&mut self, shared: &Arc<ConnShared>, question: u32, cap: u32, call: OutgoingCall) {
         let Some(q) = self.questions.get_mut(question) else {
             let err = self.closed.clone().unwrap_or_else(|| RpcError::cancelled("the promise was dropped"));
-            return self.deferred.push(Deferred::Complete(call.reply, Err(err)));
+            return self.fail_call(call, err);
         };
         if let Some(redirect) = q.pipes.get(&cap).and_then(|p| p.redirect.clone()) {
             return self.deferred.push(Deferred::Call(redirect, call));
@@ -190,7 +196,7 @@ impl ConnState {
         };
         let target = match target {
             Ok(target) => target,
-            Err(err) => return self.deferred.push(Deferred::Complete(call.reply, Err(err))),
+            Err(err) => return self.fail_call(call, err),
         };
         match target.hook.peer_ref(shared) {
             Some(peer_ref) => self.send_call(shared, peer_ref, call),
@@ -230,7 +236,7 @@ impl ConnState {
         }
         if !awaiting || self.closed.is_some() {
             let q = self.questions.remove(id);
-            self.defer_drop(q.map(|q| q.returned));
+            self.defer_drop(q);
         }
     }
 
@@ -241,7 +247,7 @@ impl ConnState {
         result: Result<Vec<CapDescriptor>, RpcError>,
         trailer: Bytes,
     ) -> Result<(), Violation> {
-        if !self.questions.get(id).is_some_and(|q| q.returned.is_none()) {
+        if self.questions.get(id).is_none_or(|q| q.returned.is_some()) {
             return Err(RpcError::protocol(format!("Return for question {id}, which is not awaiting an answer")));
         }
         let reply = match result {
@@ -259,7 +265,7 @@ impl ConnState {
                 self.send(&Message::Finish { question: id }, &[]);
             }
             let q = self.questions.remove(id);
-            self.defer_drop(q.map(|q| q.returned));
+            self.defer_drop(q);
         }
         match sink {
             Some(sink) => self.deferred.push(Deferred::Complete(sink, reply)),
@@ -378,7 +384,8 @@ impl ConnState {
     pub(crate) fn finish_answer(&mut self, shared: &Arc<ConnShared>, id: u32, reply: Reply) {
         let Some(answer) = self.answers.get_mut(&id) else { return self.defer_drop(reply) };
         if answer.finished || self.closed.is_some() {
-            self.answers.remove(&id);
+            let answer = self.answers.remove(&id);
+            self.defer_drop(answer);
             self.send(
                 &Message::Return { question: id, result: Err(RpcError::cancelled("the caller cancelled the call")) },
                 &[],
@@ -409,7 +416,7 @@ impl ConnState {
             }
         } else {
             let answer = self.answers.remove(&id);
-            self.defer_drop(answer.map(|a| a.pipes));
+            self.defer_drop(answer);
         }
     }
 
@@ -427,7 +434,7 @@ impl ConnState {
             }
             Some(_) => {
                 let answer = self.answers.remove(&id);
-                self.defer_drop(answer.map(|a| (a.returned, a.pipes)));
+                self.defer_drop(answer);
             }
             // An answer that returned without capabilities is gone already: a
             // Finish sent before the caller saw the Return is a harmless race.
@@ -461,7 +468,7 @@ impl ConnState {
         let Target::Answer { question, .. } = target else {
             return Err(RpcError::protocol("Disembargo must aim at a promised answer"));
         };
-        if !self.answers.get(&question).is_some_and(|a| a.returned.is_some()) {
+        if self.answers.get(&question).is_none_or(|a| a.returned.is_none()) {
             return Err(RpcError::protocol(format!("Disembargo for answer {question}, which has not returned")));
         }
         // Every call the peer pipelined on that answer was forwarded before this
@@ -606,20 +613,20 @@ impl ConnState {
             self.send(&Message::Abort(reason.clone()), &[]);
         }
         self.closed = Some(reason.clone());
-        for question in self.questions.drain() {
-            if let Some(sink) = question.sink {
+        for mut question in self.questions.drain() {
+            if let Some(sink) = question.sink.take() {
                 self.deferred.push(Deferred::Complete(sink, Err(reason.clone())));
             }
-            self.defer_drop(question.returned);
+            self.defer_drop(question);
         }
-        for (_, answer) in self.answers.drain().collect::<Vec<_>>() {
-            if let Some(canceller) = answer.canceller {
+        for (_, mut answer) in self.answers.drain().collect::<Vec<_>>() {
+            if let Some(canceller) = answer.canceller.take() {
                 self.deferred.push(Deferred::Cancel(canceller));
             }
-            for (_, (queue, _)) in answer.pipes {
+            for (_, (queue, _)) in answer.pipes.drain() {
                 self.deferred.push(Deferred::Resolve(queue, Err(reason.clone())));
             }
-            self.defer_drop(answer.returned);
+            self.defer_drop(answer);
         }
         for embargo in self.embargoes.drain() {
             self.deferred.push(Deferred::Resolve(embargo.queue, Err(reason.clone())));
