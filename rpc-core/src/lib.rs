@@ -1,4 +1,221 @@
 //! rpc-core: the runtime of a capability-based eventual RPC framework.
+//!
+//! You write a plain Rust trait and annotate it with [`eventual`]. The macro
+//! generates a *proxy* (`{Trait}Proxy`, the capability) and a server stub.
+//! Calls on a proxy return at once with an eventual value; the call is already
+//! on its way. Proxies are ordinary serde values, so object references travel
+//! as arguments, results, struct fields and collection elements, in both
+//! directions over one connection.
+//!
+//! # A tour
+//!
+//! ## The interface
+//!
+//! ```
+//! use rpc_core::{eventual, RpcError};
+//! use serde::{Deserialize, Serialize};
+//!
+//! /// Errors are plain serde types; they come back to the caller as themselves.
+//! #[derive(Debug, PartialEq, Serialize, Deserialize)]
+//! pub enum BankError {
+//!     Insufficient { balance: u64 },
+//!     Rpc(String),
+//! }
+//!
+//! // Framework failures (disconnection, limits, ...) convert into your error.
+//! impl From<RpcError> for BankError {
+//!     fn from(err: RpcError) -> Self {
+//!         BankError::Rpc(err.to_string())
+//!     }
+//! }
+//!
+//! #[eventual]
+//! pub trait Bank {
+//!     /// Opens an account: the result is a capability.
+//!     fn open(&self, owner: String) -> AccountProxy;
+//!     /// Moves money between two accounts the caller holds.
+//!     async fn transfer(&self, from: AccountProxy, to: AccountProxy, amount: u64) -> Result<(), BankError>;
+//! }
+//!
+//! #[eventual]
+//! pub trait Account {
+//!     async fn deposit(&self, amount: u64) -> u64;
+//!     async fn withdraw(&self, amount: u64) -> Result<u64, BankError>;
+//!     fn balance(&self) -> u64;
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! ## The server
+//!
+//! Implement the trait (methods may be `async fn` or plain `fn`) and serve it.
+//! `serve` hands every TCP connection its own bootstrap object:
+//!
+//! ```
+//! # use rpc_core::{eventual, RpcError};
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Debug, PartialEq, Serialize, Deserialize)]
+//! # pub enum BankError { Insufficient { balance: u64 }, Rpc(String) }
+//! # impl From<RpcError> for BankError { fn from(e: RpcError) -> Self { BankError::Rpc(e.to_string()) } }
+//! # #[eventual]
+//! # pub trait Bank {
+//! #     fn open(&self, owner: String) -> AccountProxy;
+//! #     async fn transfer(&self, from: AccountProxy, to: AccountProxy, amount: u64) -> Result<(), BankError>;
+//! # }
+//! # #[eventual]
+//! # pub trait Account {
+//! #     async fn deposit(&self, amount: u64) -> u64;
+//! #     async fn withdraw(&self, amount: u64) -> Result<u64, BankError>;
+//! #     fn balance(&self) -> u64;
+//! # }
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//!
+//! struct Teller;
+//!
+//! impl Bank for Teller {
+//!     fn open(&self, _owner: String) -> AccountProxy {
+//!         AccountProxy::new(Ledger(AtomicU64::new(0)))
+//!     }
+//!     async fn transfer(&self, from: AccountProxy, to: AccountProxy, amount: u64) -> Result<(), BankError> {
+//!         from.withdraw(amount).await?;
+//!         to.deposit(amount).await?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! struct Ledger(AtomicU64);
+//!
+//! impl Account for Ledger {
+//!     async fn deposit(&self, amount: u64) -> u64 {
+//!         self.0.fetch_add(amount, Ordering::SeqCst) + amount
+//!     }
+//!     async fn withdraw(&self, amount: u64) -> Result<u64, BankError> {
+//!         let balance = self.0.load(Ordering::SeqCst);
+//!         if balance < amount {
+//!             return Err(BankError::Insufficient { balance });
+//!         }
+//!         Ok(self.0.fetch_sub(amount, Ordering::SeqCst) - amount)
+//!     }
+//!     fn balance(&self) -> u64 {
+//!         self.0.load(Ordering::SeqCst)
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! tokio::spawn(rpc_core::serve(listener, || BankProxy::new(Teller)));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## The client, pipelining, and passing capabilities
+//!
+//! `connect` returns the server's bootstrap capability. `open` returns an
+//! `AccountProxy` at once, before the server has answered: calls on it are
+//! sent immediately, aimed at the promised answer (*promise pipelining*), so
+//! the whole sequence below costs one round trip until the first `await`.
+//! The accounts are then passed back to the server as arguments, and the
+//! server calls them.
+//!
+//! ```
+//! # use rpc_core::{eventual, RpcError};
+//! # use serde::{Deserialize, Serialize};
+//! # use std::sync::atomic::{AtomicU64, Ordering};
+//! # #[derive(Debug, PartialEq, Serialize, Deserialize)]
+//! # pub enum BankError { Insufficient { balance: u64 }, Rpc(String) }
+//! # impl From<RpcError> for BankError { fn from(e: RpcError) -> Self { BankError::Rpc(e.to_string()) } }
+//! # #[eventual]
+//! # pub trait Bank {
+//! #     fn open(&self, owner: String) -> AccountProxy;
+//! #     async fn transfer(&self, from: AccountProxy, to: AccountProxy, amount: u64) -> Result<(), BankError>;
+//! # }
+//! # #[eventual]
+//! # pub trait Account {
+//! #     async fn deposit(&self, amount: u64) -> u64;
+//! #     async fn withdraw(&self, amount: u64) -> Result<u64, BankError>;
+//! #     fn balance(&self) -> u64;
+//! # }
+//! # struct Teller;
+//! # impl Bank for Teller {
+//! #     fn open(&self, _owner: String) -> AccountProxy { AccountProxy::new(Ledger(AtomicU64::new(0))) }
+//! #     async fn transfer(&self, from: AccountProxy, to: AccountProxy, amount: u64) -> Result<(), BankError> {
+//! #         from.withdraw(amount).await?; to.deposit(amount).await?; Ok(())
+//! #     }
+//! # }
+//! # struct Ledger(AtomicU64);
+//! # impl Account for Ledger {
+//! #     async fn deposit(&self, amount: u64) -> u64 { self.0.fetch_add(amount, Ordering::SeqCst) + amount }
+//! #     async fn withdraw(&self, amount: u64) -> Result<u64, BankError> {
+//! #         let balance = self.0.load(Ordering::SeqCst);
+//! #         if balance < amount { return Err(BankError::Insufficient { balance }); }
+//! #         Ok(self.0.fetch_sub(amount, Ordering::SeqCst) - amount)
+//! #     }
+//! #     fn balance(&self) -> u64 { self.0.load(Ordering::SeqCst) }
+//! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let addr = listener.local_addr()?;
+//! # tokio::spawn(rpc_core::serve(listener, || BankProxy::new(Teller)));
+//! let bank: BankProxy = rpc_core::connect(addr).await?;
+//!
+//! let alice = bank.open("alice".into()); // a capability, usable at once
+//! let bob = bank.open("bob".into());
+//! let deposited = alice.deposit(100); // pipelined on the unresolved `open`
+//! assert_eq!(deposited.await?, 100);
+//!
+//! // Capabilities as arguments: the server calls both accounts.
+//! bank.transfer(alice.clone(), bob.clone(), 30).await.map_err(|e| format!("{e:?}"))?;
+//! assert_eq!(bob.balance().await?, 30);
+//!
+//! // Application errors come back as their own type.
+//! let refused = bank.transfer(bob.clone(), alice.clone(), 1_000).await;
+//! assert_eq!(refused, Err(BankError::Insufficient { balance: 30 }));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Local objects behave the same
+//!
+//! A proxy may wrap a local object; calls go through the same ordered queue
+//! and the same serialization, so code does not care where an object lives:
+//!
+//! ```
+//! # use rpc_core::{eventual, RpcError};
+//! #[eventual]
+//! pub trait Counter {
+//!     async fn add(&self, n: u64) -> u64;
+//! }
+//! struct Tally(std::sync::atomic::AtomicU64);
+//! impl Counter for Tally {
+//!     async fn add(&self, n: u64) -> u64 {
+//!         self.0.fetch_add(n, std::sync::atomic::Ordering::SeqCst) + n
+//!     }
+//! }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), RpcError> {
+//! let counter = CounterProxy::new(Tally(Default::default()));
+//! let first = counter.add(1); // calls start in the order they are made
+//! let second = counter.add(2);
+//! assert_eq!((first.await?, second.await?), (1, 3));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Guarantees
+//!
+//! * A call is sent when it is made, not when its promise is polled.
+//! * Calls on one capability start in the order they were made (E-order),
+//!   through pipelined proxies too, before and after they resolve.
+//! * Dropping a promise (and everything pipelined on it) cancels the call on
+//!   the callee.
+//! * Capabilities are reference counted across connections; an object is
+//!   dropped when the last remote reference goes, or when the connection does.
+//! * Connection loss fails every pending call with [`ErrorKind::Disconnected`];
+//!   a silent peer is detected by keepalive ([`Config`]).
+//! * Hostile input gets an error reply or closes the connection with a reason;
+//!   [`Limits`] bound frame size, calls in flight, exports and nesting depth.
 #![warn(missing_docs, unreachable_pub)]
 
 extern crate self as rpc_core;
