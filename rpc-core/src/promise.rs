@@ -34,6 +34,8 @@ struct Inner {
     /// Local pipelines waiting for the outcome.
     waiting_pipes: Vec<(u32, Arc<QueuedClient>)>,
     canceller: Option<Canceller>,
+    /// The call whose promised result this call was made on (see `depend_on`).
+    parent: Option<CallHandle>,
     /// Every caller handle is gone.
     abandoned: bool,
 }
@@ -68,21 +70,21 @@ impl CallState {
             },
             Some(Err(err)) => Client::broken(err.clone()),
             None => {
-                let queue = Arc::new(QueuedClient::holding(Box::new(handle.clone())));
+                let queue = Arc::new(QueuedClient::new());
                 inner.waiting_pipes.push((cap, queue.clone()));
-                Client::from_hook(LocalPipeline { queue, _handle: handle.clone() })
+                Client::from_hook(LocalPipeline { queue, handle: handle.clone() })
             }
         }
     }
 
     /// Every caller handle is gone: cancel the call where it runs.
     fn abandon(&self) {
-        let (canceller, outcome) = {
+        let (canceller, outcome, parent) = {
             let mut inner = self.lock();
             inner.abandoned = true;
-            (inner.canceller.take(), inner.outcome.take())
+            (inner.canceller.take(), inner.outcome.take(), inner.parent.take())
         };
-        drop(outcome);
+        drop((outcome, parent));
         if let Some(canceller) = canceller {
             canceller.cancel();
         }
@@ -94,12 +96,17 @@ impl CallState {
 /// cancelled while calls depend on its result.
 struct LocalPipeline {
     queue: Arc<QueuedClient>,
-    _handle: CallHandle,
+    handle: CallHandle,
 }
 
 impl ClientHook for LocalPipeline {
     fn call(&self, call: crate::cap::OutgoingCall) {
+        call.reply.depend_on(self.handle.clone());
         self.queue.call(call);
+    }
+
+    fn resolved(&self) -> Option<Client> {
+        self.queue.resolved()
     }
 
     fn describe(&self) -> String {
@@ -124,8 +131,9 @@ impl ReplySink for CallState {
         let abandoned = inner.abandoned;
         inner.result_caps = Some(caps.clone());
         let leftover = if abandoned { Some(reply) } else { inner.outcome.replace(reply) };
+        let parent = inner.parent.take();
         drop(inner);
-        drop(leftover);
+        drop((leftover, parent));
         for (cap, queue) in pipes {
             let target = match &caps {
                 Ok(caps) => match caps.get(cap as usize) {
@@ -153,6 +161,13 @@ impl ReplySink for CallState {
 
     fn is_cancelled(&self) -> bool {
         self.lock().abandoned
+    }
+
+    fn depend_on(&self, parent: CallHandle) {
+        let mut inner = self.lock();
+        if !inner.done && !inner.abandoned {
+            inner.parent = Some(parent);
+        }
     }
 }
 

@@ -98,6 +98,15 @@ impl Client {
         Arc::ptr_eq(&self.hook, &other.hook)
     }
 
+    /// The capability with resolved promises replaced by what they resolved to.
+    pub(crate) fn shortened(&self) -> Client {
+        let mut client = self.clone();
+        while let Some(next) = client.hook.resolved() {
+            client = next;
+        }
+        client
+    }
+
     /// A key identifying the hook, for export tables.
     pub(crate) fn identity(&self) -> usize {
         Arc::as_ptr(&self.hook) as *const () as usize
@@ -112,7 +121,9 @@ impl fmt::Debug for Client {
 
 impl Serialize for Client {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let index = payload::push_cap(CapEntry::Object(self.clone())).map_err(serde::ser::Error::custom)?;
+        // A resolved promise travels as what it resolved to, so an object sent
+        // home comes back as itself.
+        let index = payload::push_cap(CapEntry::Object(self.shortened())).map_err(serde::ser::Error::custom)?;
         serializer.serialize_u32(index)
     }
 }
@@ -146,6 +157,9 @@ pub(crate) trait ReplySink: Send + Sync + 'static {
     fn is_cancelled(&self) -> bool {
         false
     }
+    /// This call was made on the promised result of `parent`: keep `parent`
+    /// from being cancelled until this call completes or is given up.
+    fn depend_on(&self, _parent: crate::promise::CallHandle) {}
 }
 
 /// How to stop a call where it runs.
@@ -176,6 +190,10 @@ pub(crate) trait ClientHook: Send + Sync + 'static {
     }
     /// A short description for `Debug`.
     fn describe(&self) -> String;
+    /// What this capability has resolved to, if it was a promise that did.
+    fn resolved(&self) -> Option<Client> {
+        None
+    }
 }
 
 /// A capability named from the peer's side of one connection.

@@ -13,9 +13,7 @@ use super::{Client, ClientHook, OutgoingCall};
 use crate::RpcError;
 
 enum State {
-    /// Queued calls, and whatever must live while they wait (the call whose
-    /// result they wait for must not be cancelled under them).
-    Waiting(VecDeque<OutgoingCall>, Option<Box<dyn Send + Sync>>),
+    Waiting(VecDeque<OutgoingCall>),
     Resolved(Client),
 }
 
@@ -26,12 +24,7 @@ pub(crate) struct QueuedClient {
 
 impl QueuedClient {
     pub(crate) fn new() -> Self {
-        QueuedClient { state: Mutex::new(State::Waiting(VecDeque::new(), None)) }
-    }
-
-    /// A queue that keeps `keep` alive until it resolves.
-    pub(crate) fn holding(keep: Box<dyn Send + Sync>) -> Self {
-        QueuedClient { state: Mutex::new(State::Waiting(VecDeque::new(), Some(keep))) }
+        QueuedClient { state: Mutex::new(State::Waiting(VecDeque::new())) }
     }
 
     /// Resolves to `target` (or to a broken capability), forwarding queued calls in order.
@@ -42,7 +35,7 @@ impl QueuedClient {
         let target = target.unwrap_or_else(Client::broken);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let previous = std::mem::replace(&mut *state, State::Resolved(target.clone()));
-        if let State::Waiting(queue, _keep) = previous {
+        if let State::Waiting(queue) = previous {
             // A call whose caller gave up while it waited is not worth sending.
             for call in queue.into_iter().filter(|call| !call.reply.is_cancelled()) {
                 target.hook.call(call);
@@ -55,14 +48,21 @@ impl ClientHook for QueuedClient {
     fn call(&self, call: OutgoingCall) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match &mut *state {
-            State::Waiting(queue, _) => queue.push_back(call),
+            State::Waiting(queue) => queue.push_back(call),
             State::Resolved(target) => target.hook.call(call),
+        }
+    }
+
+    fn resolved(&self) -> Option<Client> {
+        match &*self.state.lock().unwrap_or_else(|e| e.into_inner()) {
+            State::Resolved(target) => Some(target.clone()),
+            State::Waiting(_) => None,
         }
     }
 
     fn describe(&self) -> String {
         match &*self.state.lock().unwrap_or_else(|e| e.into_inner()) {
-            State::Waiting(queue, _) => format!("promise ({} calls queued)", queue.len()),
+            State::Waiting(queue) => format!("promise ({} calls queued)", queue.len()),
             State::Resolved(target) => format!("resolved to {}", target.hook.describe()),
         }
     }

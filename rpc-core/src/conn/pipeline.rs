@@ -28,6 +28,7 @@ impl ClientHook for PipelineClient {
         let Some(conn) = self.handle.conn() else {
             return call.reply.complete(Err(crate::RpcError::cancelled("the promise was dropped")));
         };
+        call.reply.depend_on(self.handle.clone());
         conn.lock().pipeline_call(&conn, self.question, self.cap, call);
     }
 

@@ -359,9 +359,7 @@ impl ConnState {
 
     pub(crate) fn set_answer_canceller(&mut self, id: u32, canceller: Canceller) {
         match self.answers.get_mut(&id) {
-            Some(answer) if answer.returned.is_none() && !(answer.finished && answer.pipes.is_empty()) => {
-                answer.canceller = Some(canceller)
-            }
+            Some(answer) if answer.returned.is_none() && !answer.finished => answer.canceller = Some(canceller),
             _ => self.deferred.push(Deferred::Cancel(canceller)),
         }
     }
@@ -423,13 +421,11 @@ impl ConnState {
     pub(crate) fn handle_finish(&mut self, id: u32) -> Result<(), Violation> {
         match self.answers.get_mut(&id) {
             Some(answer) if answer.returned.is_none() => {
+                // The caller finishes a question only once nothing it pipelined
+                // on it is still wanted (see `ReplySink::depend_on`).
                 answer.finished = true;
-                // Calls pipelined on this answer still need its result: only an
-                // answer nothing depends on is cancelled.
-                if answer.pipes.is_empty() {
-                    if let Some(canceller) = answer.canceller.take() {
-                        self.deferred.push(Deferred::Cancel(canceller));
-                    }
+                if let Some(canceller) = answer.canceller.take() {
+                    self.deferred.push(Deferred::Cancel(canceller));
                 }
             }
             Some(_) => {
