@@ -67,6 +67,14 @@ pub(crate) enum Return<'a> {
     },
     /// A type named `...Proxy`: the proxy returns it at once, pipelined.
     Proxy(&'a Type),
+    /// `Sequence<T>`: the proxy returns the sequence at once; the caller
+    /// sends the writer with the call, so items flow before the reply.
+    Sequence {
+        /// The whole `Sequence<T>` type.
+        ty: &'a Type,
+        /// `T`.
+        item: &'a Type,
+    },
     /// Any other `T`: the proxy returns `Promise<T>`.
     Value(&'a Type),
 }
@@ -173,6 +181,8 @@ impl<'a> Return<'a> {
         };
         if let Some((ok, err)) = result_args(ty) {
             Return::Result { ok, err }
+        } else if let Some(item) = sequence_arg(ty) {
+            Return::Sequence { ty, item }
         } else if is_proxy(ty) {
             Return::Proxy(ty)
         } else {
@@ -187,6 +197,18 @@ fn last_segment(ty: &Type) -> Option<&syn::PathSegment> {
         Type::Path(path) if path.qself.is_none() => path.path.segments.last(),
         Type::Group(group) => last_segment(&group.elem),
         Type::Paren(paren) => last_segment(&paren.elem),
+        _ => None,
+    }
+}
+
+/// `T` of a type whose last segment is `Sequence<T>`.
+fn sequence_arg(ty: &Type) -> Option<&Type> {
+    let segment = last_segment(ty).filter(|segment| segment.ident == "Sequence")?;
+    let PathArguments::AngleBracketed(generics) = &segment.arguments else {
+        return None;
+    };
+    match generics.args.iter().collect::<Vec<_>>()[..] {
+        [syn::GenericArgument::Type(item)] => Some(item),
         _ => None,
     }
 }
@@ -274,6 +296,7 @@ mod tests {
                 Return::Unit => "unit".to_string(),
                 Return::Result { ok, err } => format!("result {} {}", tokens(ok), tokens(err)),
                 Return::Proxy(ty) => format!("proxy {}", tokens(ty)),
+                Return::Sequence { item, .. } => format!("sequence {}", tokens(item)),
                 Return::Value(ty) => format!("value {}", tokens(ty)),
             })
             .collect();

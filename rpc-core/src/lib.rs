@@ -225,6 +225,7 @@ mod conn;
 mod error;
 mod payload;
 mod promise;
+mod stream;
 mod wire;
 
 pub use cap::{Capability, Client};
@@ -233,6 +234,7 @@ pub use error::{ErrorKind, RpcError};
 pub use payload::Payload;
 pub use promise::Promise;
 pub use rpc_macros::eventual;
+pub use stream::{Sequence, SequenceWriter, DEFAULT_BATCH, DEFAULT_CAPACITY};
 pub use wire::PROTOCOL_VERSION;
 
 /// Items used by code that `#[eventual]` generates. Not a stable API.
@@ -242,5 +244,6 @@ pub mod __private {
         interface_id, ready_err, reply_result, reply_value, unimplemented, Dispatch, DispatchFuture, IncomingCall,
         InterfaceInfo, MethodId, Reply,
     };
+    pub use crate::stream::{sequence_result, splice};
     pub use serde;
 }

@@ -8,12 +8,14 @@
 //! `Serialize` without knowing which connection it is being sent on.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::cap::Client;
+use crate::stream::StreamSlot;
 use crate::wire::depth;
 use crate::RpcError;
 
@@ -25,6 +27,8 @@ pub(crate) const DEFAULT_MAX_DEPTH: u32 = 64;
 pub(crate) enum CapEntry {
     /// An object reference.
     Object(Client),
+    /// A sequence end (taken out once, when decoded or sent).
+    Stream(Arc<StreamSlot>),
 }
 
 /// A serialized value together with its capability table.
@@ -59,6 +63,44 @@ impl Payload {
         let result = depth::from_postcard_bytes::<T>(&self.bytes, self.max_depth);
         DECODING.with(|c| c.replace(outer));
         result.map(|(value, _rest)| value).map_err(|e| RpcError::serialization(format!("cannot decode value: {e}")))
+    }
+}
+
+/// Serializes `value` onto the end of `out`; returns the capabilities it holds.
+pub(crate) fn encode_into<T: Serialize + ?Sized>(out: &mut BytesMut, value: &T) -> Result<Vec<CapEntry>, RpcError> {
+    let start = out.len();
+    let outer = ENCODING.with(|c| c.replace(Some(Vec::new())));
+    let result = postcard::to_extend(value, Appender(out));
+    let caps = ENCODING.with(|c| c.replace(outer)).unwrap_or_default();
+    if let Err(e) = result {
+        out.truncate(start);
+        return Err(RpcError::serialization(format!("cannot encode item: {e}")));
+    }
+    Ok(caps)
+}
+
+/// Deserializes one `T` from the front of `bytes` with capability table
+/// `caps`; returns it and the number of bytes used.
+pub(crate) fn decode_from<T: DeserializeOwned>(
+    bytes: &[u8],
+    caps: Vec<CapEntry>,
+    max_depth: u32,
+) -> Result<(T, usize), RpcError> {
+    let outer = DECODING.with(|c| c.replace(Some(caps)));
+    let result = depth::from_postcard_bytes::<T>(bytes, max_depth);
+    DECODING.with(|c| c.replace(outer));
+    let (value, rest) = result.map_err(|e| RpcError::serialization(format!("cannot decode item: {e}")))?;
+    Ok((value, bytes.len() - rest.len()))
+}
+
+/// Lets postcard append to a `BytesMut`.
+struct Appender<'a>(&'a mut BytesMut);
+
+impl Extend<u8> for Appender<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+        for byte in iter {
+            self.0.put_u8(byte);
+        }
     }
 }
 

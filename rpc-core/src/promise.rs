@@ -66,7 +66,7 @@ impl CallState {
         match &inner.result_caps {
             Some(Ok(caps)) => match caps.get(cap as usize) {
                 Some(CapEntry::Object(client)) => client.clone(),
-                None => Client::broken(no_cap(cap)),
+                Some(CapEntry::Stream(_)) | None => Client::broken(no_cap(cap)),
             },
             Some(Err(err)) => Client::broken(err.clone()),
             None => {
@@ -138,7 +138,7 @@ impl ReplySink for CallState {
             let target = match &caps {
                 Ok(caps) => match caps.get(cap as usize) {
                     Some(CapEntry::Object(client)) => Ok(client.clone()),
-                    None => Err(no_cap(cap)),
+                    Some(CapEntry::Stream(_)) | None => Err(no_cap(cap)),
                 },
                 Err(err) => Err(err.clone()),
             };

@@ -126,6 +126,8 @@ struct WireHello {
     version: u32,
     limits: WireLimits,
     offers_bootstrap: bool,
+    /// Random per connection; decides which side's stream ids are odd.
+    nonce: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,7 +293,13 @@ struct RawPeer {
 /// Connects and does the handshake by hand.
 async fn raw_client(addr: std::net::SocketAddr) -> RawPeer {
     let mut stream = raw_connect(addr).await;
-    let ours = WireHello { magic: MAGIC, version: PROTOCOL_VERSION, limits: CLIENT_LIMITS, offers_bootstrap: false };
+    let ours = WireHello {
+        magic: MAGIC,
+        version: PROTOCOL_VERSION,
+        limits: CLIENT_LIMITS,
+        offers_bootstrap: false,
+        nonce: 0x5eed,
+    };
     send_frame_on(&mut stream, &encode(&ours)).await;
     let frame = read_frame_on(&mut stream).await.expect("the server closed during the handshake");
     let server_hello: WireHello = postcard::from_bytes(&frame).expect("the server's Hello decodes");
@@ -552,8 +560,13 @@ async fn garbage_instead_of_hello_fails_the_handshake() {
     // A well-formed Hello with the wrong magic.
     let mut stream = raw_connect(server.addr).await;
     read_frame_on(&mut stream).await.expect("the server opens with its Hello");
-    let wrong =
-        WireHello { magic: *b"HTTP", version: PROTOCOL_VERSION, limits: CLIENT_LIMITS, offers_bootstrap: false };
+    let wrong = WireHello {
+        magic: *b"HTTP",
+        version: PROTOCOL_VERSION,
+        limits: CLIENT_LIMITS,
+        offers_bootstrap: false,
+        nonce: 0x5eed,
+    };
     send_frame_on(&mut stream, &encode(&wrong)).await;
     assert_handshake_refused(&mut stream, &["does not speak this protocol"]).await;
 
@@ -598,7 +611,8 @@ async fn hello_with_another_version_is_refused() {
     let theirs: WireHello = postcard::from_bytes(&theirs).expect("a Hello");
     assert_eq!(theirs.version, PROTOCOL_VERSION);
     let other = PROTOCOL_VERSION + 1;
-    let hello = WireHello { magic: MAGIC, version: other, limits: CLIENT_LIMITS, offers_bootstrap: false };
+    let hello =
+        WireHello { magic: MAGIC, version: other, limits: CLIENT_LIMITS, offers_bootstrap: false, nonce: 0x5eed };
     send_frame_on(&mut stream, &encode(&hello)).await;
     assert_handshake_refused(&mut stream, &["version", &other.to_string(), &PROTOCOL_VERSION.to_string()]).await;
 
@@ -607,7 +621,8 @@ async fn hello_with_another_version_is_refused() {
     let fake_addr = fake.local_addr().expect("addr");
     let fake_task = tokio::spawn(async move {
         let (mut stream, _) = fake.accept().await.expect("accept");
-        let hello = WireHello { magic: MAGIC, version: 999, limits: CLIENT_LIMITS, offers_bootstrap: true };
+        let hello =
+            WireHello { magic: MAGIC, version: 999, limits: CLIENT_LIMITS, offers_bootstrap: true, nonce: 0x5eed };
         send_frame_on(&mut stream, &encode(&hello)).await;
         let theirs = read_frame_on(&mut stream).await.expect("the client sends its Hello");
         let theirs: WireHello = postcard::from_bytes(&theirs).expect("a Hello");
@@ -647,20 +662,33 @@ async fn framework_advertises_version_and_limits_in_its_first_frame() {
     let opening =
         tokio::spawn(Connection::builder().config(config).bootstrap(HostileProxy::new(Server { gate })).open(ours));
 
-    // The exact first frame: length prefix and postcard bytes of the Hello.
-    let expected =
-        WireHello { magic: MAGIC, version: PROTOCOL_VERSION, limits: WireLimits::from(limits), offers_bootstrap: true };
-    let exact = framed(&encode(&expected));
-    let mut first = vec![0u8; exact.len()];
+    // The first frame: length prefix and postcard bytes of the Hello; all but
+    // the random nonce is known exactly.
+    let mut prefix = [0u8; 4];
+    timeout(READ_TIMEOUT, theirs.read_exact(&mut prefix)).await.expect("first frame timed out").expect("prefix");
+    let mut first = vec![0u8; u32::from_le_bytes(prefix) as usize];
+    assert!(first.len() < 64, "a Hello is small, got {} bytes", first.len());
     timeout(READ_TIMEOUT, theirs.read_exact(&mut first)).await.expect("first frame timed out").expect("first frame");
-    assert_eq!(first, exact, "first frame is not the expected Hello");
-    // The same bytes, decoded by hand: "EVRP", version, four limits, bootstrap flag.
-    assert_eq!(&first[4..8], b"EVRP");
-    let decoded: WireHello = postcard::from_bytes(&first[4..]).expect("Hello decodes");
+    assert_eq!(&first[..4], b"EVRP");
+    let decoded: WireHello = postcard::from_bytes(&first).expect("Hello decodes");
+    let expected = WireHello {
+        magic: MAGIC,
+        version: PROTOCOL_VERSION,
+        limits: WireLimits::from(limits),
+        offers_bootstrap: true,
+        nonce: decoded.nonce,
+    };
     assert_eq!(decoded, expected);
+    assert_eq!(framed(&encode(&expected)), [&prefix[..], &first[..]].concat(), "the Hello is exactly these bytes");
 
     // Finish the handshake by hand; the connection sees our limits.
-    let hello = WireHello { magic: MAGIC, version: PROTOCOL_VERSION, limits: CLIENT_LIMITS, offers_bootstrap: false };
+    let hello = WireHello {
+        magic: MAGIC,
+        version: PROTOCOL_VERSION,
+        limits: CLIENT_LIMITS,
+        offers_bootstrap: false,
+        nonce: 0x5eed,
+    };
     theirs.write_all(&framed(&encode(&hello))).await.expect("write Hello");
     let connection = timeout(READ_TIMEOUT, opening).await.expect("open timed out").expect("open task").expect("open");
     let peer = connection.peer_limits();

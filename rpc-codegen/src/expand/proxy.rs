@@ -201,6 +201,7 @@ fn call_fn_output(gen: &Gen<'_>, method: &Method<'_>) -> (TokenStream, TokenStre
             (quote!(#krate::Promise<#ok, #err>), checked(ok, Check::Value), checked(err, Check::Error))
         }
         Return::Proxy(ty) => (quote!(#ty), checked(ty, Check::Value), rpc_error),
+        Return::Sequence { ty, item } => return (quote!(#ty), sequence_call(gen, method, item)),
     };
     let call = quote! {
         #krate::Client::call::<(#(#types,)*), #ok, #err>(&self.client, #id, &(#(#names,)*))
@@ -208,6 +209,25 @@ fn call_fn_output(gen: &Gen<'_>, method: &Method<'_>) -> (TokenStream, TokenStre
     match method.ret {
         Return::Proxy(ty) => (output, pipelined(gen, ty, call)),
         _ => (output, call),
+    }
+}
+
+/// Makes a pair, sends the writer with the call as a last argument, and
+/// returns the reader at once (holding the call until the reader goes).
+fn sequence_call(gen: &Gen<'_>, method: &Method<'_>, item: &Type) -> TokenStream {
+    let krate = gen.krate;
+    let id = gen.method_id(method);
+    let names = method.args.iter().map(|arg| &arg.name);
+    let types = method.args.iter().map(|arg| checked(arg.ty, Check::Value));
+    let item = checked(item, Check::Value);
+    let local = |name| Ident::new(name, proc_macro2::Span::mixed_site());
+    let (writer, reader, promise) = (local("__writer"), local("__reader"), local("__promise"));
+    quote! {
+        let (#writer, #reader) = #krate::Sequence::<#item>::channel();
+        let #promise = #krate::Client::call::<(#(#types,)* #krate::SequenceWriter<#item>,), (), #krate::RpcError>(
+            &self.client, #id, &(#(#names,)* #writer,),
+        );
+        #krate::__private::sequence_result(#reader, #promise)
     }
 }
 

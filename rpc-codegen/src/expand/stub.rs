@@ -59,6 +59,11 @@ fn err_ident() -> Ident {
     Ident::new("__err", Span::mixed_site())
 }
 
+/// The stub's name for the writer of a returned sequence.
+fn writer_ident() -> Ident {
+    Ident::new("__writer", Span::mixed_site())
+}
+
 /// The stub's name for argument `i` (hygienic: never the user's names).
 fn arg_ident(i: usize) -> Ident {
     format_ident!("__arg{}", i, span = Span::mixed_site())
@@ -82,11 +87,17 @@ fn dispatch_arm(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
 /// without running user code.
 fn decode_args(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
     let (krate, call, err) = (gen.krate, call_ident(), err_ident());
-    if method.args.is_empty() {
+    if method.args.is_empty() && !matches!(method.ret, Return::Sequence { .. }) {
         return decode_no_args(gen);
     }
-    let names = (0..method.args.len()).map(arg_ident);
-    let types = method.args.iter().map(|arg| checked(arg.ty, Check::Value));
+    let mut names: Vec<Ident> = (0..method.args.len()).map(arg_ident).collect();
+    let mut types: Vec<TokenStream> = method.args.iter().map(|arg| checked(arg.ty, Check::Value)).collect();
+    if let Return::Sequence { item, .. } = method.ret {
+        // The caller sent the writer of the returned sequence as a last argument.
+        let item = checked(item, Check::Value);
+        names.push(writer_ident());
+        types.push(quote!(#krate::SequenceWriter<#item>));
+    }
     let args = Ident::new("__args", Span::mixed_site());
     // Errors decoding the tuple point at the method's parameter list.
     let parens = method.original.sig.paren_token.span.join();
@@ -125,6 +136,13 @@ fn reply(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
             #invoke;
             #krate::__private::reply_value(())
         },
+        Return::Sequence { item, .. } => {
+            let (item, writer) = (checked(item, Check::Value), writer_ident());
+            quote! {
+                #krate::__private::splice::<#item>(#invoke, #writer);
+                #krate::__private::reply_value(())
+            }
+        }
         Return::Value(ty) | Return::Proxy(ty) => {
             let ty = checked(ty, Check::Value);
             quote!(#krate::__private::reply_value::<#ty>(#invoke))

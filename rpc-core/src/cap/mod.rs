@@ -133,6 +133,7 @@ impl<'de> Deserialize<'de> for Client {
         let index = u32::deserialize(deserializer)?;
         match payload::cap_at(index).map_err(serde::de::Error::custom)? {
             CapEntry::Object(client) => Ok(client),
+            CapEntry::Stream(_) => Err(serde::de::Error::custom("expected an object capability, found a stream end")),
         }
     }
 }

@@ -33,7 +33,7 @@ impl ReplySink for RemoteAnswer {
                 let target = match &reply {
                     Ok(payload) => match payload.caps.get(cap as usize) {
                         Some(CapEntry::Object(client)) => Ok(client.clone()),
-                        None => Err(crate::RpcError::unimplemented(format!(
+                        Some(CapEntry::Stream(_)) | None => Err(crate::RpcError::unimplemented(format!(
                             "the result holds no capability at index {cap}"
                         ))),
                     },

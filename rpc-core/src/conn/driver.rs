@@ -15,6 +15,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 
 use super::{ConnShared, ConnState, UserRef};
 use crate::cap::Client;
+use crate::stream::Ending;
 use crate::wire::{depth, frame, Hello, Message, MAGIC, PROTOCOL_VERSION};
 use crate::{Config, RpcError};
 
@@ -24,8 +25,13 @@ where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut reader, mut writer) = tokio::io::split(io);
-    let ours =
-        Hello { magic: MAGIC, version: PROTOCOL_VERSION, limits: config.limits, offers_bootstrap: bootstrap.is_some() };
+    let ours = Hello {
+        magic: MAGIC,
+        version: PROTOCOL_VERSION,
+        limits: config.limits,
+        offers_bootstrap: bootstrap.is_some(),
+        nonce: random_nonce(),
+    };
     let mut buf = BytesMut::new();
     frame::encode(&mut buf, &ours, &[])?;
     let mut incoming = BytesMut::with_capacity(8 << 10);
@@ -41,9 +47,13 @@ where
         }
     };
     check_hello(&theirs)?;
+    if theirs.nonce == ours.nonce {
+        return Err(RpcError::protocol("bad handshake: the peer echoed our own nonce (connected to itself?)"));
+    }
+    let stream_parity = u32::from(ours.nonce > theirs.nonce);
     let (closed, _) = watch::channel(None);
     let shared = Arc::new(ConnShared {
-        state: Mutex::new(ConnState::new(config.limits, theirs.limits, bootstrap)),
+        state: Mutex::new(ConnState::new(config.limits, theirs.limits, bootstrap, stream_parity)),
         wake_writer: Notify::new(),
         closed,
         users: AtomicUsize::new(0),
@@ -55,6 +65,14 @@ where
     tokio::spawn(read_loop(shared.clone(), reader, incoming));
     tokio::spawn(write_loop(shared, writer));
     Ok(user)
+}
+
+/// A random 64-bit value (std's hash keys are seeded from the OS).
+fn random_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(std::process::id() as u64);
+    hasher.finish()
 }
 
 async fn read_hello<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut BytesMut) -> Result<Hello, RpcError> {
@@ -155,6 +173,15 @@ fn handle_frame(shared: &Arc<ConnShared>, frame: Bytes) -> Result<(), RpcError> 
         }
         Message::Pong(_) => Ok(()),
         Message::Abort(reason) => Err(RpcError::disconnected(format!("the peer closed the connection: {reason}"))),
+        Message::StreamData { stream, count, item_caps, caps } => {
+            state.handle_stream_data(shared, stream, count, item_caps, &caps, trailer)
+        }
+        Message::StreamWindow { stream, read, window } => state.handle_stream_window(stream, read, window),
+        Message::StreamEnd { stream, error } => {
+            state.handle_stream_end(stream, error.map_or(Ending::Closed, Ending::Failed))
+        }
+        Message::StreamAbort { stream } => state.handle_stream_end(stream, Ending::Aborted),
+        Message::StreamCancel { stream, reason } => state.handle_stream_cancel(stream, reason),
     }
 }
 
@@ -173,6 +200,7 @@ async fn write_loop<W: AsyncWrite>(shared: Arc<ConnShared>, mut writer: WriteHal
         }
         let (batch, closing) = {
             let mut state = shared.lock();
+            state.emit_streams(&shared);
             std::mem::swap(&mut state.out, &mut spare);
             let idle = shared.users.load(std::sync::atomic::Ordering::Acquire) == 0 && state.is_idle();
             (std::mem::take(&mut spare), state.is_closed().is_some() || idle)

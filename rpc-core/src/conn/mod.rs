@@ -94,7 +94,7 @@ impl Drop for StateGuard<'_> {
     fn drop(&mut self) {
         let Some(mut guard) = self.guard.take() else { return };
         let deferred = std::mem::take(&mut guard.deferred);
-        let wake = self.was_empty && !guard.out.is_empty();
+        let wake = self.was_empty && !(guard.out.is_empty() && guard.ready.is_empty());
         drop(guard);
         if wake {
             self.shared.wake_writer.notify_one();
@@ -108,7 +108,7 @@ impl Drop for StateGuard<'_> {
 impl ConnShared {
     pub(crate) fn lock(&self) -> StateGuard<'_> {
         let guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let was_empty = guard.out.is_empty();
+        let was_empty = guard.out.is_empty() && guard.ready.is_empty();
         StateGuard { guard: Some(guard), shared: self, was_empty }
     }
 

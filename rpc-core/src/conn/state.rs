@@ -15,6 +15,7 @@ use super::tables::IdTable;
 use super::{ConnShared, Deferred, QuestionRef};
 use crate::cap::{Canceller, Client, OutgoingCall, PeerRef, QueuedClient, Reply};
 use crate::payload::{CapEntry, Payload};
+use crate::stream::{Ending, ReceivedReader, ReceivedWriter, RemoteConsumer, RemoteProducer, StreamSlot, Window};
 use crate::wire::{frame, CapDescriptor, Message, Target};
 use crate::{Limits, RpcError};
 
@@ -67,6 +68,13 @@ struct Embargo {
     target: Client,
 }
 
+/// Our half of a stream on this connection.
+#[derive(Clone)]
+enum StreamHalf {
+    Producer(Arc<RemoteProducer>),
+    Consumer(Arc<RemoteConsumer>),
+}
+
 /// Everything one connection knows; see the module docs.
 pub(crate) struct ConnState {
     pub(crate) out: BytesMut,
@@ -79,6 +87,15 @@ pub(crate) struct ConnState {
     export_ids: HashMap<usize, u32>,
     imports: HashMap<u32, Import>,
     embargoes: IdTable<Embargo>,
+    streams: HashMap<u32, StreamHalf>,
+    /// Streams we have numbered so far (our ids are `n << 1 | parity`).
+    streams_opened: u32,
+    /// The low bit of stream ids we allocate (from the handshake nonces).
+    stream_parity: u32,
+    /// Highest stream id the peer has allocated.
+    max_peer_stream: Option<u32>,
+    /// Producers with something to emit.
+    pub(crate) ready: Vec<u32>,
     closed: Option<RpcError>,
     serves_bootstrap: bool,
     limits: Limits,
@@ -88,7 +105,7 @@ pub(crate) struct ConnState {
 type Violation = RpcError;
 
 impl ConnState {
-    pub(crate) fn new(limits: Limits, peer_limits: Limits, bootstrap: Option<Client>) -> Self {
+    pub(crate) fn new(limits: Limits, peer_limits: Limits, bootstrap: Option<Client>, stream_parity: u32) -> Self {
         let mut state = ConnState {
             out: BytesMut::with_capacity(8 << 10),
             deferred: Vec::new(),
@@ -99,6 +116,11 @@ impl ConnState {
             export_ids: HashMap::new(),
             imports: HashMap::new(),
             embargoes: IdTable::default(),
+            streams: HashMap::new(),
+            streams_opened: 0,
+            stream_parity,
+            max_peer_stream: None,
+            ready: Vec::new(),
             closed: None,
             serves_bootstrap: bootstrap.is_some(),
             limits,
@@ -485,7 +507,15 @@ impl ConnState {
 
     /// Names each capability of an outgoing payload for the peer, exporting as needed.
     fn export_caps(&mut self, shared: &Arc<ConnShared>, caps: &[CapEntry]) -> Result<Vec<CapDescriptor>, RpcError> {
-        caps.iter().map(|CapEntry::Object(client)| self.describe(shared, client)).collect()
+        caps.iter()
+            .map(|entry| match entry {
+                CapEntry::Object(client) => self.describe(shared, client),
+                CapEntry::Stream(slot) => match slot.take() {
+                    Some(end) => end.bind(self, shared),
+                    None => Err(RpcError::serialization("a stream end in this payload was already taken")),
+                },
+            })
+            .collect()
     }
 
     fn describe(&mut self, shared: &Arc<ConnShared>, client: &Client) -> Result<CapDescriptor, RpcError> {
@@ -528,7 +558,7 @@ impl ConnState {
         let mut caps = Vec::with_capacity(descriptors.len());
         for descriptor in descriptors {
             match self.import_one(shared, descriptor) {
-                Ok(client) => caps.push(CapEntry::Object(client)),
+                Ok(entry) => caps.push(entry),
                 Err(violation) => {
                     // Imports made so far must not drop under the lock.
                     self.defer_drop(caps);
@@ -539,8 +569,20 @@ impl ConnState {
         Ok(caps)
     }
 
-    fn import_one(&mut self, shared: &Arc<ConnShared>, descriptor: &CapDescriptor) -> Result<Client, Violation> {
-        Ok(match *descriptor {
+    fn import_one(&mut self, shared: &Arc<ConnShared>, descriptor: &CapDescriptor) -> Result<CapEntry, Violation> {
+        Ok(CapEntry::Object(match *descriptor {
+            CapDescriptor::SequenceReader { stream, window } => {
+                self.accept_peer_stream(stream)?;
+                let consumer = RemoteConsumer::new(shared, stream, window, self.limits.max_depth);
+                self.streams.insert(stream, StreamHalf::Consumer(consumer.clone()));
+                return Ok(CapEntry::Stream(StreamSlot::new(Box::new(ReceivedReader(Some(consumer))))));
+            }
+            CapDescriptor::SequenceWriter { stream, window } => {
+                self.accept_peer_stream(stream)?;
+                let producer = RemoteProducer::new(shared, stream, window);
+                self.streams.insert(stream, StreamHalf::Producer(producer.clone()));
+                return Ok(CapEntry::Stream(StreamSlot::new(Box::new(ReceivedWriter(Some(producer))))));
+            }
             CapDescriptor::SenderHosted(id) => self.import(shared, id)?,
             CapDescriptor::ReceiverHosted(id) => {
                 self.exports.get(id).map(|e| e.client.clone()).ok_or_else(|| {
@@ -550,7 +592,7 @@ impl ConnState {
             CapDescriptor::ReceiverAnswer { question, cap } => self.answer_target(question, cap).map_err(|e| {
                 RpcError::protocol(format!("the peer named a capability in answer {question}: {}", e.message()))
             })?,
-        })
+        }))
     }
 
     /// The import for the peer's export `id`, counting one more reference.
@@ -598,6 +640,192 @@ impl ConnState {
         }
     }
 
+    // ----- streams -------------------------------------------------------
+
+    fn open_stream_id(&mut self) -> Result<u32, RpcError> {
+        if let Some(reason) = &self.closed {
+            return Err(reason.clone());
+        }
+        let max = self.peer_limits.max_exports as usize;
+        if self.streams.len() >= max || self.streams_opened >= u32::MAX >> 1 {
+            return Err(RpcError::limit(format!("cannot open more than {max} streams to this peer")));
+        }
+        let id = self.streams_opened << 1 | self.stream_parity;
+        self.streams_opened += 1;
+        Ok(id)
+    }
+
+    /// A new stream we produce and the peer consumes.
+    pub(crate) fn open_producer(
+        &mut self,
+        shared: &Arc<ConnShared>,
+        window: Window,
+    ) -> Result<Arc<RemoteProducer>, RpcError> {
+        let producer = RemoteProducer::new(shared, self.open_stream_id()?, window);
+        self.streams.insert(producer.id(), StreamHalf::Producer(producer.clone()));
+        Ok(producer)
+    }
+
+    /// A new stream the peer produces and we consume.
+    pub(crate) fn open_consumer(
+        &mut self,
+        shared: &Arc<ConnShared>,
+        window: Window,
+    ) -> Result<Arc<RemoteConsumer>, RpcError> {
+        let consumer = RemoteConsumer::new(shared, self.open_stream_id()?, window, self.limits.max_depth);
+        self.streams.insert(consumer.id(), StreamHalf::Consumer(consumer.clone()));
+        Ok(consumer)
+    }
+
+    /// Checks a stream id the peer allocated for a new stream.
+    fn accept_peer_stream(&mut self, id: u32) -> Result<(), Violation> {
+        if id & 1 == self.stream_parity || self.streams.contains_key(&id) {
+            return Err(RpcError::protocol(format!("the peer named stream {id} as new, but it is not")));
+        }
+        if self.streams.len() >= self.limits.max_exports as usize {
+            return Err(RpcError::limit(format!("the peer opened more than {} streams", self.limits.max_exports)));
+        }
+        self.max_peer_stream = Some(self.max_peer_stream.map_or(id, |m| m.max(id)));
+        Ok(())
+    }
+
+    /// Whether `id` named a stream once (late messages for it are harmless).
+    fn stream_existed(&self, id: u32) -> bool {
+        if id & 1 == self.stream_parity {
+            (id >> 1) < self.streams_opened
+        } else {
+            self.max_peer_stream.is_some_and(|max| id <= max)
+        }
+    }
+
+    fn unknown_stream(&self, id: u32, what: &str) -> Result<(), Violation> {
+        if self.stream_existed(id) {
+            Ok(())
+        } else {
+            Err(RpcError::protocol(format!("{what} for stream {id}, which does not exist")))
+        }
+    }
+
+    /// Queues producer `id` for the writer task to emit.
+    pub(crate) fn schedule_stream(&mut self, id: u32) {
+        self.ready.push(id);
+    }
+
+    /// Our half of stream `id` is done: forget it, telling the peer `message`.
+    pub(crate) fn end_stream(&mut self, id: u32, message: Option<Message>) {
+        let half = self.streams.remove(&id);
+        self.defer_drop(half);
+        if let (Some(message), None) = (message, &self.closed) {
+            self.send(&message, &[]);
+        }
+    }
+
+    pub(crate) fn send_message(&mut self, message: &Message) {
+        if self.closed.is_none() {
+            self.send(message, &[]);
+        }
+    }
+
+    /// Writes one data message; the capabilities its items hold are exported here.
+    pub(crate) fn send_stream_data(
+        &mut self,
+        shared: &Arc<ConnShared>,
+        stream: u32,
+        count: u32,
+        item_caps: Vec<u32>,
+        caps: Vec<CapEntry>,
+        data: &[u8],
+    ) -> Result<(), RpcError> {
+        let descriptors = self.export_caps(shared, &caps);
+        self.defer_drop(caps);
+        let caps = descriptors?;
+        self.send(&Message::StreamData { stream, count, item_caps, caps }, data);
+        Ok(())
+    }
+
+    /// Lets every scheduled producer emit what its window allows.
+    pub(crate) fn emit_streams(&mut self, shared: &Arc<ConnShared>) {
+        if self.closed.is_some() {
+            self.ready.clear();
+            return;
+        }
+        for id in std::mem::take(&mut self.ready) {
+            if let Some(StreamHalf::Producer(producer)) = self.streams.get(&id).cloned() {
+                if producer.emit(self, shared) {
+                    self.end_stream(id, None);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn handle_stream_data(
+        &mut self,
+        shared: &Arc<ConnShared>,
+        stream: u32,
+        count: u32,
+        item_caps: Vec<u32>,
+        descriptors: &[CapDescriptor],
+        trailer: Bytes,
+    ) -> Result<(), Violation> {
+        let caps = self.import_caps(shared, descriptors)?;
+        match self.streams.get(&stream).cloned() {
+            Some(StreamHalf::Consumer(consumer)) => consumer.on_data(count, trailer, item_caps, caps),
+            Some(StreamHalf::Producer(_)) => {
+                Err(RpcError::protocol(format!("data for stream {stream}, which we produce")))
+            }
+            None => {
+                self.defer_drop(caps);
+                self.unknown_stream(stream, "data")
+            }
+        }
+    }
+
+    pub(crate) fn handle_stream_window(&mut self, stream: u32, read: u64, window: Window) -> Result<(), Violation> {
+        match self.streams.get(&stream).cloned() {
+            Some(StreamHalf::Producer(producer)) => {
+                if producer.on_window(read, window)? {
+                    self.schedule_stream(stream);
+                }
+                Ok(())
+            }
+            Some(StreamHalf::Consumer(_)) => {
+                Err(RpcError::protocol(format!("window for stream {stream}, which we consume")))
+            }
+            None => self.unknown_stream(stream, "window"),
+        }
+    }
+
+    /// The producer ended stream `stream` (end, end with error, or abort).
+    pub(crate) fn handle_stream_end(&mut self, stream: u32, ending: Ending) -> Result<(), Violation> {
+        match self.streams.get(&stream).cloned() {
+            Some(StreamHalf::Consumer(consumer)) => {
+                let dropped = consumer.on_end(ending);
+                self.deferred.push(Deferred::Drop(dropped));
+                self.end_stream(stream, None);
+                Ok(())
+            }
+            Some(StreamHalf::Producer(_)) => {
+                Err(RpcError::protocol(format!("end of stream {stream}, which we produce")))
+            }
+            None => self.unknown_stream(stream, "end"),
+        }
+    }
+
+    pub(crate) fn handle_stream_cancel(&mut self, stream: u32, reason: Option<String>) -> Result<(), Violation> {
+        match self.streams.get(&stream).cloned() {
+            Some(StreamHalf::Producer(producer)) => {
+                let dropped = producer.on_end(Ending::Cancelled(reason));
+                self.deferred.push(Deferred::Drop(dropped));
+                self.end_stream(stream, None);
+                Ok(())
+            }
+            Some(StreamHalf::Consumer(_)) => {
+                Err(RpcError::protocol(format!("cancel of stream {stream}, which we consume")))
+            }
+            None => self.unknown_stream(stream, "cancel"),
+        }
+    }
+
     // ----- shutdown ------------------------------------------------------
 
     /// Fails everything pending. Returns false if already closed.
@@ -624,6 +852,15 @@ impl ConnState {
             }
             self.defer_drop(answer);
         }
+        for (_, half) in self.streams.drain().collect::<Vec<_>>() {
+            let dropped = match &half {
+                StreamHalf::Producer(producer) => producer.on_end(Ending::Disconnected(reason.clone())),
+                StreamHalf::Consumer(consumer) => consumer.on_end(Ending::Disconnected(reason.clone())),
+            };
+            self.deferred.push(Deferred::Drop(dropped));
+            self.defer_drop(half);
+        }
+        self.ready.clear();
         for embargo in self.embargoes.drain() {
             self.deferred.push(Deferred::Resolve(embargo.queue, Err(reason.clone())));
         }
@@ -646,6 +883,8 @@ fn needs_finish(result: &Result<Vec<CapEntry>, RpcError>) -> bool {
 fn cap_at(caps: &[CapEntry], index: u32) -> Result<Client, RpcError> {
     match caps.get(index as usize) {
         Some(CapEntry::Object(client)) => Ok(client.clone()),
-        None => Err(RpcError::unimplemented(format!("the result holds no capability at index {index}"))),
+        Some(CapEntry::Stream(_)) | None => {
+            Err(RpcError::unimplemented(format!("the result holds no capability at index {index}")))
+        }
     }
 }

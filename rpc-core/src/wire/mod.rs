@@ -13,6 +13,7 @@ pub(crate) mod frame;
 
 use serde::{Deserialize, Serialize};
 
+use crate::stream::Window;
 use crate::{Limits, RpcError};
 
 /// Protocol version spoken by this build; peers must match exactly.
@@ -28,6 +29,8 @@ pub(crate) struct Hello {
     pub version: u32,
     pub limits: Limits,
     pub offers_bootstrap: bool,
+    /// Random; the side with the larger nonce allocates odd stream ids.
+    pub nonce: u64,
 }
 
 /// Which object a call is aimed at, named from the receiver's point of view.
@@ -49,6 +52,12 @@ pub(crate) enum CapDescriptor {
     ReceiverHosted(u32),
     /// It is a capability in the receiver's answer to `question` (pipelined).
     ReceiverAnswer { question: u32, cap: u32 },
+    /// A sequence's consumer end: the sender produces stream `stream`, the
+    /// receiver consumes it with `window`.
+    SequenceReader { stream: u32, window: Window },
+    /// A sequence's producer end: the receiver produces stream `stream`, the
+    /// sender consumes it with `window`.
+    SequenceWriter { stream: u32, window: Window },
 }
 
 /// Every frame after the handshake.
@@ -72,4 +81,16 @@ pub(crate) enum Message {
     Pong(u64),
     /// The sender is closing the connection, with a reason.
     Abort(RpcError),
+    /// Items of a stream the sender produces: `count` items follow the header,
+    /// back to back; `item_caps` says how many of `caps` each holds (empty
+    /// when none holds any).
+    StreamData { stream: u32, count: u32, item_caps: Vec<u32>, caps: Vec<CapDescriptor> },
+    /// The consumer has read `read` items in all; its window is now `window`.
+    StreamWindow { stream: u32, read: u64, window: Window },
+    /// The producer closed the stream after its last item, maybe with an error.
+    StreamEnd { stream: u32, error: Option<RpcError> },
+    /// The producer aborted the stream.
+    StreamAbort { stream: u32 },
+    /// The consumer cancelled the stream, maybe saying why.
+    StreamCancel { stream: u32, reason: Option<String> },
 }

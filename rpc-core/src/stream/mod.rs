@@ -1,0 +1,165 @@
+//! Sequences: typed streams that are capabilities.
+//!
+//! A sequence is a pair: [`Sequence<T>`], the consumer end, and
+//! [`SequenceWriter<T>`], the producer end. Either end can be sent anywhere a
+//! value can go — an argument, a result, a struct field, an item of another
+//! sequence — and the pair keeps working across the connection, with the
+//! consumer's flow control:
+//!
+//! * **capacity**: how many items may be unread at once (in flight plus
+//!   buffered). The producer never sends past it; `flush` waits for room.
+//! * **batch size**: how many items travel in one network message.
+//!
+//! Items written close together travel together: a write only buffers, and
+//! the connection's writer task packs everything buffered into as few
+//! messages (and socket writes) as the window allows.
+//!
+//! # Examples
+//!
+//! ```
+//! use futures::StreamExt;
+//! use rpc_core::Sequence;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), rpc_core::RpcError> {
+//! let (mut writer, mut numbers) = Sequence::<u32>::channel();
+//! tokio::spawn(async move {
+//!     for n in 0..5 {
+//!         writer.write(n)?;
+//!         writer.flush().await?; // waits while the consumer's window is full
+//!     }
+//!     writer.close(None).await
+//! });
+//! let mut seen = Vec::new();
+//! while let Some(n) = numbers.next().await {
+//!     seen.push(n?);
+//! }
+//! assert_eq!(seen, [0, 1, 2, 3, 4]);
+//! # Ok(())
+//! # }
+//! ```
+
+mod core;
+mod end;
+mod remote;
+mod sequence;
+mod writer;
+
+pub use sequence::Sequence;
+pub use writer::SequenceWriter;
+
+pub(crate) use end::{ReceivedReader, ReceivedWriter, StreamSlot};
+pub(crate) use remote::{RemoteConsumer, RemoteProducer};
+
+use serde::{Deserialize, Serialize};
+
+use crate::RpcError;
+
+/// Default capacity of a new sequence, in items.
+pub const DEFAULT_CAPACITY: u32 = 256;
+/// Default batch size of a new sequence, in items per message.
+pub const DEFAULT_BATCH: u32 = 64;
+
+/// The consumer's flow-control settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Window {
+    /// Items that may be unread at once.
+    pub capacity: u32,
+    /// Items per network message, at most.
+    pub batch: u32,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window { capacity: DEFAULT_CAPACITY, batch: DEFAULT_BATCH }
+    }
+}
+
+impl Window {
+    /// A window with both settings at least 1.
+    pub(crate) fn sane(self) -> Window {
+        Window { capacity: self.capacity.max(1), batch: self.batch.max(1) }
+    }
+}
+
+/// How a sequence ended.
+#[derive(Clone, Debug)]
+pub(crate) enum Ending {
+    /// The producer closed it: the consumer reads what is left, then the end.
+    Closed,
+    /// The producer closed it with an error, seen after the items.
+    Failed(RpcError),
+    /// The producer aborted it: unread items are gone.
+    Aborted,
+    /// The consumer cancelled it, maybe saying why.
+    Cancelled(Option<String>),
+    /// The connection carrying it went away.
+    Disconnected(RpcError),
+}
+
+impl Ending {
+    /// What a read sees once the buffer is drained.
+    pub(crate) fn for_reader<T>(&self) -> Result<Option<T>, RpcError> {
+        match self {
+            Ending::Closed => Ok(None),
+            Ending::Failed(err) | Ending::Disconnected(err) => Err(err.clone()),
+            Ending::Aborted => Err(RpcError::new(crate::ErrorKind::Aborted, "the producer aborted the sequence")),
+            Ending::Cancelled(reason) => Err(cancelled(reason)),
+        }
+    }
+
+    /// What a write or flush sees.
+    pub(crate) fn for_writer(&self) -> RpcError {
+        match self {
+            Ending::Closed | Ending::Failed(_) => {
+                RpcError::new(crate::ErrorKind::Aborted, "the sequence was already closed by its producer")
+            }
+            Ending::Aborted => RpcError::new(crate::ErrorKind::Aborted, "the sequence was aborted"),
+            Ending::Cancelled(reason) => cancelled(reason),
+            Ending::Disconnected(err) => err.clone(),
+        }
+    }
+
+    /// Whether the consumer throws away unread items at once.
+    pub(crate) fn discards(&self) -> bool {
+        matches!(self, Ending::Aborted | Ending::Cancelled(_))
+    }
+}
+
+/// For generated code: the caller's end of a returned sequence, holding the
+/// call that fills it. If the call fails, the sequence ends with its error.
+pub fn sequence_result<T: Send + 'static>(mut reader: Sequence<T>, call: crate::Promise<()>) -> Sequence<T> {
+    reader.keep_alive(Box::new(call));
+    reader
+}
+
+/// For generated code: connects the sequence a handler returned to the
+/// writer the caller sent, so the handler's items go straight to the caller.
+pub fn splice<T: Serialize + serde::de::DeserializeOwned + Send + 'static>(from: Sequence<T>, to: SequenceWriter<T>) {
+    use sequence::ReaderBackend;
+    use writer::WriterBackend;
+    match (from.take_backend(), to.take_backend()) {
+        (Some(ReaderBackend::Local(shared)), Some(WriterBackend::Remote(producer))) => {
+            shared.redirect_to_sink(&producer);
+            producer.schedule_now();
+        }
+        (Some(reader), Some(writer)) => {
+            let (from, to) = (Sequence::from_backend(reader), SequenceWriter::from_backend(writer));
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(end::pump(from, to));
+            }
+        }
+        (None, Some(writer)) => {
+            let to = SequenceWriter::from_backend(writer);
+            to.abort();
+        }
+        _ => {}
+    }
+}
+
+fn cancelled(reason: &Option<String>) -> RpcError {
+    match reason {
+        Some(reason) => RpcError::cancelled(format!("the consumer cancelled the sequence: {reason}")),
+        None => RpcError::cancelled("the consumer cancelled the sequence"),
+    }
+}

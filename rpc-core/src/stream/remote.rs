@@ -1,0 +1,511 @@
+//! The halves of a sequence bound to a connection.
+//!
+//! [`RemoteProducer`] is our producer side of a stream whose consumer is the
+//! peer: writes encode items into a pending buffer, and the connection's
+//! writer task emits them as `StreamData` messages of at most `batch` items,
+//! never past the consumer's window. [`RemoteConsumer`] is our consumer side
+//! of a stream the peer produces: data messages append raw batches, reads
+//! decode one item at a time, and every so often a `StreamWindow` tells the
+//! producer how far we have read.
+//!
+//! Locking: methods named `on_*`, and `emit`, run with the connection state
+//! locked; every other method takes the half's own lock, releases it, and
+//! only then talks to the connection.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{Ending, Window};
+use crate::conn::{ConnShared, ConnState};
+use crate::payload::{self, CapEntry};
+use crate::wire::Message;
+use crate::RpcError;
+
+// ----- producer ------------------------------------------------------------
+
+/// Our producer side of a stream the peer consumes.
+pub(crate) struct RemoteProducer {
+    conn: Weak<ConnShared>,
+    id: u32,
+    state: Mutex<Producing>,
+}
+
+struct Producing {
+    /// Encoded items not yet sent, back to back.
+    pending: BytesMut,
+    /// Per pending item: its encoded length and how many capabilities it holds.
+    items: VecDeque<(u32, u32)>,
+    caps: VecDeque<CapEntry>,
+    sent: u64,
+    /// Items the consumer has read (from its last window message).
+    acked: u64,
+    window: Window,
+    ending: Option<Ending>,
+    /// `close` was called: send the end once `pending` is empty.
+    closing: Option<Option<RpcError>>,
+    end_sent: bool,
+    scheduled: bool,
+    flusher: Option<Waker>,
+    closer: Option<Waker>,
+}
+
+impl Producing {
+    fn unread(&self) -> u64 {
+        self.items.len() as u64 + (self.sent - self.acked)
+    }
+
+    fn credit(&self) -> u64 {
+        (self.window.capacity as u64).saturating_sub(self.sent - self.acked)
+    }
+
+    /// Whether `emit` has something to do now.
+    fn wants_emit(&self) -> bool {
+        if self.end_sent {
+            return false;
+        }
+        let data = !self.items.is_empty() && self.credit() > 0;
+        let end = self.closing.is_some() && self.items.is_empty();
+        match self.ending {
+            None => data || end,
+            Some(Ending::Aborted) => true,
+            Some(_) => false,
+        }
+    }
+
+    fn wake(&mut self) {
+        for waker in [self.flusher.take(), self.closer.take()].into_iter().flatten() {
+            waker.wake();
+        }
+    }
+}
+
+impl RemoteProducer {
+    pub(crate) fn new(conn: &Arc<ConnShared>, id: u32, window: Window) -> Arc<Self> {
+        Arc::new(RemoteProducer {
+            conn: Arc::downgrade(conn),
+            id,
+            state: Mutex::new(Producing {
+                pending: BytesMut::new(),
+                items: VecDeque::new(),
+                caps: VecDeque::new(),
+                sent: 0,
+                acked: 0,
+                window: window.sane(),
+                ending: None,
+                closing: None,
+                end_sent: false,
+                scheduled: false,
+                flusher: None,
+                closer: None,
+            }),
+        })
+    }
+
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Producing> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn window(&self) -> Window {
+        self.lock().window
+    }
+
+    /// Encodes `item` into the pending buffer; returns whether the connection
+    /// must be told there is something to emit.
+    pub(crate) fn push<T: Serialize>(&self, item: &T) -> Result<bool, RpcError> {
+        let mut state = self.lock();
+        if let Some(ending) = &state.ending {
+            return Err(ending.for_writer());
+        }
+        if state.closing.is_some() {
+            return Err(Ending::Closed.for_writer());
+        }
+        let before = state.pending.len();
+        let caps = payload::encode_into(&mut state.pending, item)?;
+        let len = (state.pending.len() - before) as u32;
+        state.items.push_back((len, caps.len() as u32));
+        state.caps.extend(caps);
+        Ok(self.claim_schedule(&mut state))
+    }
+
+    fn claim_schedule(&self, state: &mut Producing) -> bool {
+        if state.scheduled || !state.wants_emit() {
+            return false;
+        }
+        state.scheduled = true;
+        true
+    }
+
+    /// Tells the connection to emit whatever is pending (not with its lock held).
+    pub(crate) fn schedule_now(&self) {
+        let schedule = {
+            let mut state = self.lock();
+            self.claim_schedule(&mut state)
+        };
+        if schedule {
+            self.schedule();
+        }
+    }
+
+    fn schedule(&self) {
+        if let Some(conn) = self.conn.upgrade() {
+            conn.lock().schedule_stream(self.id);
+        }
+    }
+
+    pub(crate) fn write<T: Serialize>(&self, item: &T) -> Result<(), RpcError> {
+        if self.push(item)? {
+            self.schedule();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
+        let mut state = self.lock();
+        if let Some(ending) = &state.ending {
+            return Poll::Ready(Err(ending.for_writer()));
+        }
+        if state.unread() < state.window.capacity as u64 {
+            return Poll::Ready(Ok(()));
+        }
+        state.flusher = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    pub(crate) fn close(&self, error: Option<RpcError>) {
+        if self.mark_closing(error) {
+            self.schedule();
+        }
+    }
+
+    /// Records a close; returns whether the connection must be told.
+    pub(crate) fn mark_closing(&self, error: Option<RpcError>) -> bool {
+        let mut state = self.lock();
+        if state.closing.is_none() {
+            state.closing = Some(error);
+        }
+        self.claim_schedule(&mut state)
+    }
+
+    /// Ready once the end was sent (or the stream ended otherwise).
+    pub(crate) fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
+        let mut state = self.lock();
+        if state.end_sent {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(ending) = &state.ending {
+            return Poll::Ready(Err(ending.for_writer()));
+        }
+        state.closer = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    pub(crate) async fn closed(&self) -> Result<(), RpcError> {
+        std::future::poll_fn(|cx| self.poll_closed(cx)).await
+    }
+
+    pub(crate) fn abort(&self) {
+        let (schedule, dropped) = self.mark_aborted();
+        drop(dropped);
+        if schedule {
+            self.schedule();
+        }
+    }
+
+    /// Records an abort (the buffer goes at once); returns whether the
+    /// connection must be told, and what to drop outside any lock.
+    pub(crate) fn mark_aborted(&self) -> (bool, Box<dyn Send>) {
+        let mut state = self.lock();
+        if state.ending.is_some() || state.end_sent {
+            return (false, Box::new(()));
+        }
+        state.ending = Some(Ending::Aborted);
+        state.items.clear();
+        state.wake();
+        let dropped = Box::new((std::mem::take(&mut state.pending), std::mem::take(&mut state.caps)));
+        (self.claim_schedule(&mut state), dropped)
+    }
+
+    // ----- with the connection locked -----------------------------------
+
+    /// Emits what the window allows into `conn`'s output; returns true if the
+    /// stream is finished and can leave the connection's table.
+    pub(crate) fn emit(&self, conn: &mut ConnState, shared: &Arc<ConnShared>) -> bool {
+        let mut state = self.lock();
+        state.scheduled = false;
+        while state.ending.is_none() && !state.items.is_empty() && state.credit() > 0 {
+            let count = (state.window.batch as u64).min(state.credit()).min(state.items.len() as u64) as usize;
+            let batch: Vec<(u32, u32)> = state.items.drain(..count).collect();
+            let bytes: u32 = batch.iter().map(|(len, _)| len).sum();
+            let cap_total: u32 = batch.iter().map(|(_, caps)| caps).sum();
+            let data = state.pending.split_to(bytes as usize);
+            let caps: Vec<CapEntry> = state.caps.drain(..cap_total as usize).collect();
+            let item_caps = if cap_total == 0 { Vec::new() } else { batch.iter().map(|(_, c)| *c).collect() };
+            if let Err(err) = conn.send_stream_data(shared, self.id, count as u32, item_caps, caps, &data) {
+                // The items cannot be named to the peer: end the stream with why.
+                conn.send_message(&Message::StreamEnd { stream: self.id, error: Some(err.clone()) });
+                state.ending = Some(Ending::Failed(err));
+                state.end_sent = true;
+                state.wake();
+                break;
+            }
+            state.sent += count as u64;
+        }
+        if !state.end_sent {
+            let end = match (&state.ending, &state.closing) {
+                (Some(Ending::Aborted), _) => Some(Message::StreamAbort { stream: self.id }),
+                (None, Some(error)) if state.items.is_empty() => {
+                    Some(Message::StreamEnd { stream: self.id, error: error.clone() })
+                }
+                _ => None,
+            };
+            if let Some(end) = end {
+                conn.send_message(&end);
+                state.end_sent = true;
+                state.wake();
+            }
+        }
+        state.end_sent || state.ending.is_some()
+    }
+
+    /// The consumer read up to `read` and set its window; returns whether to schedule.
+    pub(crate) fn on_window(&self, read: u64, window: Window) -> Result<bool, RpcError> {
+        let mut state = self.lock();
+        if read > state.sent || read < state.acked {
+            return Err(RpcError::protocol(format!(
+                "stream {}: the consumer acknowledged {read} items, but {} were sent and {} acknowledged before",
+                self.id, state.sent, state.acked
+            )));
+        }
+        state.acked = read;
+        state.window = window.sane();
+        state.wake();
+        Ok(self.claim_schedule(&mut state))
+    }
+
+    /// The stream ended from the other side or with the connection; what
+    /// must be dropped is returned so it drops after the lock is released.
+    pub(crate) fn on_end(&self, ending: Ending) -> Box<dyn Send> {
+        let mut state = self.lock();
+        if state.ending.is_none() && !state.end_sent {
+            state.ending = Some(ending);
+        }
+        state.wake();
+        Box::new((std::mem::take(&mut state.pending), std::mem::take(&mut state.caps)))
+    }
+}
+
+// ----- consumer ------------------------------------------------------------
+
+/// Our consumer side of a stream the peer produces.
+pub(crate) struct RemoteConsumer {
+    conn: Weak<ConnShared>,
+    id: u32,
+    state: Mutex<Consuming>,
+}
+
+/// One `StreamData` message, read one item at a time.
+struct RawBatch {
+    bytes: Bytes,
+    remaining: u32,
+    /// Capabilities per item (empty when none of the items holds any).
+    item_caps: VecDeque<u32>,
+    caps: VecDeque<CapEntry>,
+}
+
+struct Consuming {
+    batches: VecDeque<RawBatch>,
+    received: u64,
+    read: u64,
+    /// The most the producer may have sent: read + capacity, as last told.
+    granted: u64,
+    /// `read` as of the last window message.
+    reported: u64,
+    window: Window,
+    ending: Option<Ending>,
+    reader: Option<Waker>,
+    max_depth: u32,
+}
+
+impl RemoteConsumer {
+    pub(crate) fn new(conn: &Arc<ConnShared>, id: u32, window: Window, max_depth: u32) -> Arc<Self> {
+        let window = window.sane();
+        Arc::new(RemoteConsumer {
+            conn: Arc::downgrade(conn),
+            id,
+            state: Mutex::new(Consuming {
+                batches: VecDeque::new(),
+                received: 0,
+                read: 0,
+                granted: window.capacity as u64,
+                reported: 0,
+                window,
+                ending: None,
+                reader: None,
+                max_depth,
+            }),
+        })
+    }
+
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Consuming> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn window(&self) -> Window {
+        self.lock().window
+    }
+
+    pub(crate) fn poll_read<T: DeserializeOwned>(&self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, RpcError>> {
+        let mut state = self.lock();
+        if let Some(ending) = state.ending.as_ref().filter(|e| e.discards()) {
+            return Poll::Ready(ending.for_reader());
+        }
+        let max_depth = state.max_depth;
+        let Some(batch) = state.batches.front_mut() else {
+            return match &state.ending {
+                Some(ending) => Poll::Ready(ending.for_reader()),
+                None => {
+                    state.reader = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            };
+        };
+        let decoded = decode_next::<T>(batch, max_depth);
+        if batch.remaining == 0 {
+            state.batches.pop_front();
+        }
+        let item = match decoded {
+            Ok(item) => item,
+            Err(err) => {
+                drop(state);
+                self.cancel(Some(format!("undecodable item: {}", err.message())));
+                return Poll::Ready(Err(err));
+            }
+        };
+        state.read += 1;
+        let report = self.due_report(&mut state);
+        drop(state);
+        if let Some((read, window)) = report {
+            self.send_window(read, window);
+        }
+        Poll::Ready(Ok(Some(item)))
+    }
+
+    /// Whether to tell the producer how far we read: after half a window, or
+    /// when the buffer runs dry (so a small window never stalls).
+    fn due_report(&self, state: &mut Consuming) -> Option<(u64, Window)> {
+        let unreported = state.read - state.reported;
+        let half = (state.window.capacity as u64).div_ceil(2);
+        if unreported == 0 || (unreported < half && !state.batches.is_empty()) || state.ending.is_some() {
+            return None;
+        }
+        state.reported = state.read;
+        state.granted = state.granted.max(state.read + state.window.capacity as u64);
+        Some((state.read, state.window))
+    }
+
+    fn send_window(&self, read: u64, window: Window) {
+        if let Some(conn) = self.conn.upgrade() {
+            conn.lock().send_message(&Message::StreamWindow { stream: self.id, read, window });
+        }
+    }
+
+    pub(crate) fn set_window(&self, window: Window) {
+        let (read, window) = {
+            let mut state = self.lock();
+            state.window = window.sane();
+            state.reported = state.read;
+            state.granted = state.granted.max(state.read + state.window.capacity as u64);
+            (state.read, state.window)
+        };
+        self.send_window(read, window);
+    }
+
+    pub(crate) fn cancel(&self, reason: Option<String>) {
+        let dropped = {
+            let mut state = self.lock();
+            if state.ending.as_ref().is_some_and(|e| !matches!(e, Ending::Closed | Ending::Failed(_))) {
+                return;
+            }
+            let finished = state.ending.is_some();
+            state.ending = Some(Ending::Cancelled(reason.clone()));
+            let batches = std::mem::take(&mut state.batches);
+            if finished {
+                return drop((state, batches));
+            }
+            batches
+        };
+        drop(dropped);
+        if let Some(conn) = self.conn.upgrade() {
+            conn.lock().end_stream(self.id, Some(Message::StreamCancel { stream: self.id, reason }));
+        }
+    }
+
+    // ----- with the connection locked -----------------------------------
+
+    /// A data message arrived.
+    pub(crate) fn on_data(
+        &self,
+        count: u32,
+        bytes: Bytes,
+        item_caps: Vec<u32>,
+        caps: Vec<CapEntry>,
+    ) -> Result<(), RpcError> {
+        let mut state = self.lock();
+        let received = state.received + count as u64;
+        if received > state.granted {
+            return Err(RpcError::protocol(format!(
+                "stream {}: the producer sent past the consumer's window ({received} items, {} allowed)",
+                self.id, state.granted
+            )));
+        }
+        if !item_caps.is_empty() && item_caps.len() != count as usize {
+            return Err(RpcError::protocol(format!("stream {}: capability counts do not match items", self.id)));
+        }
+        state.received = received;
+        if state.ending.is_some() || count == 0 {
+            return Ok(());
+        }
+        let batch = RawBatch { bytes, remaining: count, item_caps: item_caps.into(), caps: caps.into() };
+        state.batches.push_back(batch);
+        if let Some(waker) = state.reader.take() {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// The producer ended the stream (or the connection did).
+    pub(crate) fn on_end(&self, ending: Ending) -> Box<dyn Send> {
+        let mut state = self.lock();
+        if state.ending.is_none() {
+            state.ending = Some(ending);
+        }
+        if let Some(waker) = state.reader.take() {
+            waker.wake();
+        }
+        let discard = state.ending.as_ref().is_some_and(Ending::discards);
+        Box::new(if discard { std::mem::take(&mut state.batches) } else { VecDeque::new() })
+    }
+}
+
+/// Decodes the next item of `batch` and advances past it.
+fn decode_next<T: DeserializeOwned>(batch: &mut RawBatch, max_depth: u32) -> Result<T, RpcError> {
+    let cap_count = batch.item_caps.pop_front().unwrap_or(0) as usize;
+    let caps: Vec<CapEntry> = batch.caps.drain(..cap_count.min(batch.caps.len())).collect();
+    batch.remaining -= 1;
+    let (item, used) = payload::decode_from::<T>(&batch.bytes, caps, max_depth)?;
+    bytes::Buf::advance(&mut batch.bytes, used);
+    Ok(item)
+}

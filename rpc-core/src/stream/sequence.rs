@@ -1,0 +1,246 @@
+//! The consumer end of a sequence.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::core::Shared;
+use super::end::{self, ReaderEnd};
+use super::remote::RemoteConsumer;
+use super::writer::{SequenceWriter, WriterBackend};
+use super::Window;
+use crate::RpcError;
+
+/// Where a [`Sequence`] reads from.
+pub(crate) enum ReaderBackend<T> {
+    /// A pair made in this process (perhaps with its producer sent away since).
+    Local(Arc<Shared<T>>),
+    /// A consumer end received over a connection.
+    Remote(Arc<RemoteConsumer>),
+}
+
+/// The consumer end of a sequence of `T`: read items in the order written,
+/// each exactly once.
+///
+/// A `Sequence` is a capability: it can be returned from a method, passed as
+/// an argument, or held in a struct or another sequence. It is also a
+/// [`futures::Stream`] of `Result<T, RpcError>`; the stream ends (`None`)
+/// when the producer closes it, and yields an error when the producer closes
+/// with an error, aborts, or the connection is lost.
+///
+/// Dropping a `Sequence` cancels it; the producer sees that on its next write
+/// or flush.
+///
+/// # Examples
+///
+/// The game loop of seed 003: a method returns a sequence at once, the client
+/// sets its window and reads.
+///
+/// ```
+/// use futures::StreamExt;
+/// use rpc_core::{eventual, Sequence};
+///
+/// #[eventual]
+/// pub trait Game {
+///     fn events(&self) -> Sequence<String>;
+/// }
+///
+/// struct Arena;
+/// impl Game for Arena {
+///     fn events(&self) -> Sequence<String> {
+///         let (mut writer, events) = Sequence::channel();
+///         tokio::spawn(async move {
+///             for event in ["start", "goal", "end"] {
+///                 writer.write(event.to_string())?;
+///             }
+///             writer.close(None).await
+///         });
+///         events
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), rpc_core::RpcError> {
+/// let game = GameProxy::new(Arena);
+/// let mut events = game.events(); // no round trip: the sequence is here now
+/// events.set_capacity(16);
+/// let mut log = Vec::new();
+/// while let Some(event) = events.next().await {
+///     log.push(event?);
+/// }
+/// assert_eq!(log, ["start", "goal", "end"]);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Sequence<T> {
+    /// `None` once the end was sent away or consumed.
+    backend: Mutex<Option<ReaderBackend<T>>>,
+    /// Keeps alive what this sequence depends on (the call that fills it).
+    keep: Option<Box<dyn Send + Sync>>,
+}
+
+impl<T> Sequence<T> {
+    /// Creates a connected pair with the default window.
+    pub fn channel() -> (SequenceWriter<T>, Sequence<T>) {
+        let shared = Shared::new(Window::default());
+        (
+            SequenceWriter::from_backend(WriterBackend::Local(shared.clone())),
+            Sequence::from_backend(ReaderBackend::Local(shared)),
+        )
+    }
+
+    pub(crate) fn from_backend(backend: ReaderBackend<T>) -> Self {
+        Sequence { backend: Mutex::new(Some(backend)), keep: None }
+    }
+
+    pub(crate) fn keep_alive(&mut self, keep: Box<dyn Send + Sync>) {
+        self.keep = Some(keep);
+    }
+
+    pub(crate) fn take_backend(&self) -> Option<ReaderBackend<T>> {
+        self.backend.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn with_backend<R>(&self, f: impl FnOnce(&ReaderBackend<T>) -> R) -> Option<R> {
+        self.backend.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(f)
+    }
+
+    /// Sets how many items may be unread at once (at least 1). Takes effect
+    /// at once, also on a sequence whose call has not returned yet.
+    pub fn set_capacity(&self, capacity: u32) {
+        self.update_window(|w| w.capacity = capacity);
+    }
+
+    /// Sets how many items travel in one network message (at least 1).
+    pub fn set_batch_size(&self, batch: u32) {
+        self.update_window(|w| w.batch = batch);
+    }
+
+    /// The current capacity.
+    pub fn capacity(&self) -> u32 {
+        self.window().capacity
+    }
+
+    /// The current batch size.
+    pub fn batch_size(&self) -> u32 {
+        self.window().batch
+    }
+
+    fn window(&self) -> Window {
+        self.with_backend(|b| match b {
+            ReaderBackend::Local(shared) => shared.lock().window,
+            ReaderBackend::Remote(consumer) => consumer.window(),
+        })
+        .unwrap_or_default()
+    }
+
+    fn update_window(&self, change: impl FnOnce(&mut Window)) {
+        let mut window = self.window();
+        change(&mut window);
+        let window = window.sane();
+        self.with_backend(|b| match b {
+            ReaderBackend::Local(shared) => shared.set_window(window),
+            ReaderBackend::Remote(consumer) => consumer.set_window(window),
+        });
+    }
+
+    /// Ends the sequence from the consumer side; the producer sees `reason`
+    /// on its next write or flush.
+    pub fn cancel(self, reason: Option<String>) {
+        if let Some(backend) = self.take_backend() {
+            cancel_backend(backend, reason);
+        }
+    }
+}
+
+pub(crate) fn cancel_backend<T>(backend: ReaderBackend<T>, reason: Option<String>) {
+    match backend {
+        ReaderBackend::Local(shared) => shared.cancel(reason),
+        ReaderBackend::Remote(consumer) => consumer.cancel(reason),
+    }
+}
+
+impl<T: DeserializeOwned> Sequence<T> {
+    /// Reads the next item: `Ok(None)` at the end of the sequence.
+    ///
+    /// An item already buffered is returned without yielding or allocating.
+    ///
+    /// # Errors
+    ///
+    /// The producer's error when it closed with one; `Aborted` when it aborted
+    /// (or was dropped without closing); `Disconnected` when the connection
+    /// went away.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an item is taken only when the future completes.
+    pub async fn read(&mut self) -> Result<Option<T>, RpcError> {
+        std::future::poll_fn(|cx| self.poll_read(cx)).await
+    }
+
+    /// Polls for the next item; see [`Sequence::read`].
+    pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, RpcError>> {
+        match self.backend.get_mut().unwrap_or_else(|e| e.into_inner()) {
+            Some(ReaderBackend::Local(shared)) => shared.poll_read(cx),
+            Some(ReaderBackend::Remote(consumer)) => consumer.poll_read(cx),
+            None => Poll::Ready(Err(RpcError::cancelled("this sequence end was sent away"))),
+        }
+    }
+}
+
+impl<T: DeserializeOwned> futures::Stream for Sequence<T> {
+    type Item = Result<T, RpcError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.backend.get_mut().unwrap_or_else(|e| e.into_inner()).is_none() {
+            return Poll::Ready(None);
+        }
+        match this.poll_read(cx) {
+            Poll::Ready(Ok(Some(item))) => Poll::Ready(Some(Ok(item))),
+            Poll::Ready(Ok(None)) => {
+                this.take_backend();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Err(err)) => {
+                // One error, then the stream is over.
+                this.take_backend();
+                Poll::Ready(Some(Err(err)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T> Drop for Sequence<T> {
+    fn drop(&mut self) {
+        if let Some(backend) = self.take_backend() {
+            cancel_backend(backend, None);
+        }
+    }
+}
+
+impl<T> fmt::Debug for Sequence<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let here = self.with_backend(|b| matches!(b, ReaderBackend::Local(_)));
+        f.debug_struct("Sequence").field("local", &here).finish_non_exhaustive()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> Serialize for Sequence<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let backend =
+            self.take_backend().ok_or_else(|| serde::ser::Error::custom("this sequence end was already sent"))?;
+        end::serialize(Box::new(ReaderEnd(Some(backend))), serializer)
+    }
+}
+
+impl<'de, T: Serialize + DeserializeOwned + Send + 'static> Deserialize<'de> for Sequence<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        end::deserialize_reader(deserializer).map(Sequence::from_backend)
+    }
+}

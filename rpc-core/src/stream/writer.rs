@@ -1,0 +1,233 @@
+//! The producer end of a sequence.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::core::Shared;
+use super::end::{self, WriterEnd};
+use super::remote::RemoteProducer;
+use crate::RpcError;
+
+/// Where a [`SequenceWriter`] writes to.
+pub(crate) enum WriterBackend<T> {
+    Local(Arc<Shared<T>>),
+    Remote(Arc<RemoteProducer>),
+}
+
+/// The producer end of a sequence of `T`.
+///
+/// * [`write`](Self::write) buffers an item and never waits;
+/// * [`flush`](Self::flush) waits until the consumer's window has room;
+/// * [`close`](Self::close) ends the sequence after the buffered items, with
+///   or without an error for the consumer;
+/// * [`abort`](Self::abort) ends it at once and frees the buffer. Dropping a
+///   writer without closing it aborts.
+///
+/// It is also a [`futures::Sink`], so `stream.forward(writer)` pumps any
+/// stream into a sequence with backpressure.
+///
+/// # Examples
+///
+/// An upload: the client writes, the server reads.
+///
+/// ```
+/// use rpc_core::{eventual, RpcError, Sequence};
+///
+/// #[eventual]
+/// pub trait Scores {
+///     async fn total(&self, scores: Sequence<u32>) -> Result<u64, RpcError>;
+/// }
+///
+/// struct Summer;
+/// impl Scores for Summer {
+///     async fn total(&self, mut scores: Sequence<u32>) -> Result<u64, RpcError> {
+///         let mut total = 0;
+///         while let Some(score) = scores.read().await? {
+///             total += u64::from(score);
+///         }
+///         Ok(total)
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), RpcError> {
+/// let scores = ScoresProxy::new(Summer);
+/// let (mut writer, reader) = Sequence::channel();
+/// let total = scores.total(reader);
+/// for score in [3, 4, 5] {
+///     writer.write(score)?;
+///     writer.flush().await?;
+/// }
+/// writer.close(None).await?;
+/// assert_eq!(total.await?, 12);
+/// # Ok(())
+/// # }
+/// ```
+pub struct SequenceWriter<T> {
+    backend: Mutex<Option<WriterBackend<T>>>,
+}
+
+impl<T> SequenceWriter<T> {
+    pub(crate) fn from_backend(backend: WriterBackend<T>) -> Self {
+        SequenceWriter { backend: Mutex::new(Some(backend)) }
+    }
+
+    pub(crate) fn take_backend(&self) -> Option<WriterBackend<T>> {
+        self.backend.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn backend(&mut self) -> Result<&WriterBackend<T>, RpcError> {
+        self.backend
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .ok_or_else(|| RpcError::new(crate::ErrorKind::Aborted, "this writer was closed or sent away"))
+    }
+
+    /// Polls until the consumer's window has room; see [`SequenceWriter::flush`].
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
+        match self.backend() {
+            Ok(WriterBackend::Local(shared)) => shared.poll_flush(cx),
+            Ok(WriterBackend::Remote(producer)) => producer.poll_flush(cx),
+            Err(err) => Poll::Ready(Err(err)),
+        }
+    }
+
+    /// Waits until backpressure has eased: fewer than `capacity` items are
+    /// unread by the consumer.
+    ///
+    /// # Errors
+    ///
+    /// `Cancelled` (with the consumer's reason) if the consumer cancelled;
+    /// `Disconnected` if the connection went away.
+    pub async fn flush(&mut self) -> Result<(), RpcError> {
+        std::future::poll_fn(|cx| self.poll_flush(cx)).await
+    }
+
+    /// Ends the sequence once everything buffered is delivered. With
+    /// `Some(error)` the consumer reads the items, then that error.
+    ///
+    /// # Errors
+    ///
+    /// As for [`flush`](Self::flush).
+    pub async fn close(self, error: Option<RpcError>) -> Result<(), RpcError> {
+        match self.take_backend() {
+            Some(WriterBackend::Local(shared)) => {
+                shared.close(error);
+                Ok(())
+            }
+            Some(WriterBackend::Remote(producer)) => {
+                producer.close(error);
+                producer.closed().await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the sequence at once; unread items are dropped on both sides.
+    pub fn abort(self) {
+        if let Some(backend) = self.take_backend() {
+            abort_backend(backend);
+        }
+    }
+
+    /// The consumer's current capacity (items that may be unread at once).
+    pub fn capacity(&self) -> u32 {
+        match &*self.backend.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(WriterBackend::Local(shared)) => shared.window().capacity,
+            Some(WriterBackend::Remote(producer)) => producer.window().capacity,
+            None => 0,
+        }
+    }
+}
+
+impl<T: Serialize> SequenceWriter<T> {
+    /// Buffers `item` for the consumer without waiting.
+    ///
+    /// # Errors
+    ///
+    /// `Cancelled` (with the consumer's reason) once the consumer cancelled;
+    /// `Disconnected` once the connection is gone.
+    pub fn write(&mut self, item: T) -> Result<(), RpcError> {
+        match self.backend()? {
+            WriterBackend::Local(shared) => shared.write(item),
+            WriterBackend::Remote(producer) => producer.write(&item),
+        }
+    }
+}
+
+pub(crate) fn abort_backend<T>(backend: WriterBackend<T>) {
+    match backend {
+        WriterBackend::Local(shared) => shared.abort(),
+        WriterBackend::Remote(producer) => producer.abort(),
+    }
+}
+
+impl<T> Drop for SequenceWriter<T> {
+    fn drop(&mut self) {
+        if let Some(backend) = self.take_backend() {
+            abort_backend(backend);
+        }
+    }
+}
+
+impl<T> fmt::Debug for SequenceWriter<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SequenceWriter").finish_non_exhaustive()
+    }
+}
+
+impl<T: Serialize> futures::Sink<T> for SequenceWriter<T> {
+    type Error = RpcError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
+        self.get_mut().poll_flush(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: T) -> Result<(), RpcError> {
+        self.get_mut().write(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
+        self.get_mut().poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
+        let this = self.get_mut();
+        let backend = this.backend.get_mut().unwrap_or_else(|e| e.into_inner());
+        match backend {
+            Some(WriterBackend::Local(shared)) => {
+                shared.close(None);
+                *backend = None;
+                Poll::Ready(Ok(()))
+            }
+            Some(WriterBackend::Remote(producer)) => {
+                producer.close(None);
+                let done = producer.poll_closed(cx);
+                if done.is_ready() {
+                    *backend = None;
+                }
+                done
+            }
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> Serialize for SequenceWriter<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let backend = self.take_backend().ok_or_else(|| serde::ser::Error::custom("this writer was already sent"))?;
+        end::serialize(Box::new(WriterEnd(Some(backend))), serializer)
+    }
+}
+
+impl<'de, T: Serialize + DeserializeOwned + Send + 'static> Deserialize<'de> for SequenceWriter<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        end::deserialize_writer(deserializer).map(SequenceWriter::from_backend)
+    }
+}

@@ -1,0 +1,164 @@
+//! Sequences end to end: returned, uploaded, in both directions, local and remote.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use rpc_core::{eventual, ErrorKind, RpcError, Sequence, SequenceWriter};
+use rpc_tests::Via;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tick {
+    pub n: u64,
+    pub label: String,
+}
+
+#[eventual]
+pub trait Feed {
+    /// `count` ticks, then the end.
+    fn ticks(&self, count: u64) -> Sequence<Tick>;
+    /// Sums an uploaded sequence.
+    async fn sum(&self, numbers: Sequence<u64>) -> Result<u64, RpcError>;
+    /// Writes `count` numbers into a writer the caller sent, then closes it.
+    async fn fill(&self, count: u64, into: SequenceWriter<u64>) -> Result<(), RpcError>;
+    /// Ticks, then an error.
+    fn failing(&self, count: u64) -> Sequence<u64>;
+    /// Echoes each item back, doubled: full duplex.
+    fn double(&self, numbers: Sequence<u64>) -> Sequence<u64>;
+}
+
+struct Source;
+
+impl Feed for Source {
+    fn ticks(&self, count: u64) -> Sequence<Tick> {
+        let (mut writer, reader) = Sequence::channel();
+        tokio::spawn(async move {
+            for n in 0..count {
+                writer.write(Tick { n, label: format!("tick {n}") })?;
+                writer.flush().await?;
+            }
+            writer.close(None).await
+        });
+        reader
+    }
+
+    async fn sum(&self, mut numbers: Sequence<u64>) -> Result<u64, RpcError> {
+        let mut total = 0;
+        while let Some(n) = numbers.read().await? {
+            total += n;
+        }
+        Ok(total)
+    }
+
+    async fn fill(&self, count: u64, mut into: SequenceWriter<u64>) -> Result<(), RpcError> {
+        for n in 0..count {
+            into.write(n)?;
+            into.flush().await?;
+        }
+        into.close(None).await
+    }
+
+    fn failing(&self, count: u64) -> Sequence<u64> {
+        let (mut writer, reader) = Sequence::channel();
+        tokio::spawn(async move {
+            for n in 0..count {
+                writer.write(n)?;
+            }
+            writer.close(Some(RpcError::new(ErrorKind::Aborted, "the source broke"))).await
+        });
+        reader
+    }
+
+    fn double(&self, mut numbers: Sequence<u64>) -> Sequence<u64> {
+        let (mut writer, reader) = Sequence::channel();
+        tokio::spawn(async move {
+            while let Some(n) = numbers.read().await? {
+                writer.write(n * 2)?;
+                writer.flush().await?;
+            }
+            writer.close(None).await
+        });
+        reader
+    }
+}
+
+async fn bounded<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(10), future).await.unwrap_or_else(|_| panic!("{what} timed out"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returned_sequence_delivers_every_item_in_order_then_ends() {
+    for via in Via::BOTH {
+        let (feed, _conns) = via.reach(FeedProxy::new(Source)).await;
+        let mut ticks = feed.ticks(1000);
+        ticks.set_capacity(16);
+        ticks.set_batch_size(4);
+        let mut seen = 0;
+        while let Some(tick) = bounded("read", ticks.next()).await {
+            let tick = tick.unwrap();
+            assert_eq!(tick, Tick { n: seen, label: format!("tick {seen}") }, "{via:?}");
+            seen += 1;
+        }
+        assert_eq!(seen, 1000, "{via:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_sequence_is_read_by_the_server() {
+    for via in Via::BOTH {
+        let (feed, _conns) = via.reach(FeedProxy::new(Source)).await;
+        let (mut writer, numbers) = Sequence::channel();
+        let total = feed.sum(numbers);
+        for n in 1..=500u64 {
+            writer.write(n).unwrap();
+            bounded("flush", writer.flush()).await.unwrap();
+        }
+        bounded("close", writer.close(None)).await.unwrap();
+        assert_eq!(bounded("sum", total).await.unwrap(), 500 * 501 / 2, "{via:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_sent_to_the_server_fills_the_callers_sequence() {
+    for via in Via::BOTH {
+        let (feed, _conns) = via.reach(FeedProxy::new(Source)).await;
+        let (writer, mut numbers) = Sequence::channel();
+        let done = feed.fill(300, writer);
+        let mut seen = Vec::new();
+        while let Some(n) = bounded("read", numbers.read()).await.unwrap() {
+            seen.push(n);
+        }
+        assert_eq!(seen, (0..300).collect::<Vec<_>>(), "{via:?}");
+        bounded("fill", done).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn close_with_an_error_is_seen_after_the_items() {
+    for via in Via::BOTH {
+        let (feed, _conns) = via.reach(FeedProxy::new(Source)).await;
+        let mut numbers = feed.failing(5);
+        for n in 0..5 {
+            assert_eq!(bounded("read", numbers.read()).await.unwrap(), Some(n), "{via:?}");
+        }
+        let err = bounded("read", numbers.read()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Aborted, "{via:?}");
+        assert!(err.message().contains("the source broke"), "{via:?}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_duplex_a_call_takes_and_returns_a_sequence() {
+    for via in Via::BOTH {
+        let (feed, _conns) = via.reach(FeedProxy::new(Source)).await;
+        let (mut writer, numbers) = Sequence::channel();
+        let mut doubled = feed.double(numbers);
+        for n in 0..200u64 {
+            writer.write(n).unwrap();
+            bounded("flush", writer.flush()).await.unwrap();
+            assert_eq!(bounded("read", doubled.read()).await.unwrap(), Some(n * 2), "{via:?}");
+        }
+        bounded("close", writer.close(None)).await.unwrap();
+        assert_eq!(bounded("end", doubled.read()).await.unwrap(), None, "{via:?}");
+    }
+}
