@@ -254,6 +254,7 @@ mod tests {
                 fn player(&self) -> PlayerProxy;
                 fn io(&self) -> std::io::Result<u8>;
                 fn r#type(&self, __arg1: u8, _: u8) -> ::core::result::Result<(), E>;
+                fn feed(&self) -> Sequence<Tick>;
             }
         }
     }
@@ -268,9 +269,9 @@ mod tests {
         let iface = Interface::from_syn(&item);
         assert_eq!(iface.name, "Game");
         let names: Vec<String> = iface.methods.iter().map(|m| m.name()).collect();
-        assert_eq!(names, ["join", "ping", "notify", "player", "io", "type"]);
+        assert_eq!(names, ["join", "ping", "notify", "player", "io", "type", "feed"]);
         let asyncs: Vec<bool> = iface.methods.iter().map(|m| m.is_async).collect();
-        assert_eq!(asyncs, [true, false, true, false, false, false]);
+        assert_eq!(asyncs, [true, false, true, false, false, false, false]);
         assert_eq!(iface.methods[0].docs().count(), 1);
         assert_eq!(iface.methods[5].index, 5);
     }
@@ -309,6 +310,7 @@ mod tests {
                 "proxy PlayerProxy",
                 "value std :: io :: Result < u8 >",
                 "result () E",
+                "sequence Tick",
             ]
         );
     }

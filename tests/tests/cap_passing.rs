@@ -722,15 +722,11 @@ fn calls_pipelined_on_an_object_returned_to_its_origin_local() {
 }
 
 #[test]
-#[ignore = "BUG: deadlock: ConnState::finish_answer drops the answer's canceller (a QuestionRef on the same \
-            connection) with the state lock held (`answer.canceller = None`), and QuestionRef::drop locks it again"]
 fn calls_pipelined_on_an_object_returned_to_its_origin_remote() {
     run_isolated(false, || calls_pipelined_on_an_object_returned_to_its_origin(Via::Remote));
 }
 
 #[test]
-#[ignore = "BUG: deadlock: ConnState::finish_answer drops the answer's canceller (a QuestionRef on the same \
-            connection) with the state lock held (`answer.canceller = None`), and QuestionRef::drop locks it again"]
 fn calls_pipelined_on_an_object_returned_to_its_origin_remote_multi_thread() {
     run_isolated(true, || calls_pipelined_on_an_object_returned_to_its_origin(Via::Remote));
 }

@@ -224,6 +224,7 @@ fn server_config() -> Config {
         keepalive_interval: Duration::from_secs(30),
         keepalive_timeout: Duration::from_secs(60),
         handshake_timeout: Duration::from_secs(5),
+        ..Config::default()
     }
 }
 

@@ -247,3 +247,24 @@ fn rejects_items_that_are_not_traits() {
 fn print_expansion() {
     println!("{}", crate::expand(quote!(), game()));
 }
+
+#[test]
+fn a_sequence_return_is_handed_back_at_once_with_the_writer_sent_along() {
+    let out = expand(
+        quote!(),
+        quote! {
+            pub trait Feed {
+                fn events(&self, room: u32) -> Sequence<Event>;
+            }
+        },
+    );
+    // The proxy returns the sequence itself, not a promise of it ...
+    assert!(out.contains(&text(quote!(pub fn events(&self, room: u32) -> Sequence<Event>))), "{out}");
+    assert!(out.contains(":: rpc_core :: Sequence :: <"), "{out}");
+    assert!(out.contains(":: channel ()"), "{out}");
+    assert!(out.contains("__private :: sequence_result"), "{out}");
+    // ... and the stub decodes the writer as a last argument and splices into it.
+    assert!(out.contains(":: rpc_core :: SequenceWriter <"), "{out}");
+    assert!(out.contains("let (__arg0 , __writer ,)"), "{out}");
+    assert!(out.contains("__private :: splice"), "{out}");
+}

@@ -59,6 +59,10 @@ pub struct Config {
     pub keepalive_timeout: Duration,
     /// How long the opening handshake may take.
     pub handshake_timeout: Duration,
+    /// Nagle delay for sequences: wait this long before sending stream data
+    /// that has no call frames to ride along with, so items written across
+    /// several turns share a message. `None` (the default) sends at once.
+    pub stream_nagle: Option<Duration>,
 }
 
 impl Default for Config {
@@ -68,6 +72,7 @@ impl Default for Config {
             keepalive_interval: Duration::from_secs(5),
             keepalive_timeout: Duration::from_secs(15),
             handshake_timeout: Duration::from_secs(10),
+            stream_nagle: None,
         }
     }
 }

@@ -198,6 +198,15 @@ async fn write_loop<W: AsyncWrite>(shared: Arc<ConnShared>, mut writer: WriteHal
                 shared.lock().send_ping(nonce);
             }
         }
+        if let Some(delay) = shared.config.stream_nagle {
+            let only_streams = {
+                let state = shared.lock();
+                state.out.is_empty() && !state.ready.is_empty()
+            };
+            if only_streams {
+                tokio::time::sleep(delay).await;
+            }
+        }
         let (batch, closing) = {
             let mut state = shared.lock();
             state.emit_streams(&shared);

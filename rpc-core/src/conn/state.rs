@@ -381,7 +381,10 @@ impl ConnState {
 
     pub(crate) fn set_answer_canceller(&mut self, id: u32, canceller: Canceller) {
         match self.answers.get_mut(&id) {
-            Some(answer) if answer.returned.is_none() && !answer.finished => answer.canceller = Some(canceller),
+            Some(answer) if answer.returned.is_none() && !answer.finished => {
+                let previous = answer.canceller.replace(canceller);
+                self.defer_drop(previous);
+            }
             _ => self.deferred.push(Deferred::Cancel(canceller)),
         }
     }
@@ -432,7 +435,9 @@ impl ConnState {
         if needs_finish(&result) {
             if let Some(answer) = self.answers.get_mut(&id) {
                 answer.returned = Some(result);
-                answer.canceller = None;
+                // May be a question on this very connection: drop it unlocked.
+                let canceller = answer.canceller.take();
+                self.defer_drop(canceller);
             }
         } else {
             let answer = self.answers.remove(&id);
@@ -767,9 +772,13 @@ impl ConnState {
         descriptors: &[CapDescriptor],
         trailer: Bytes,
     ) -> Result<(), Violation> {
-        let caps = self.import_caps(shared, descriptors)?;
+        let mut caps = self.import_caps(shared, descriptors)?;
         match self.streams.get(&stream).cloned() {
-            Some(StreamHalf::Consumer(consumer)) => consumer.on_data(count, trailer, item_caps, caps),
+            Some(StreamHalf::Consumer(consumer)) => {
+                let delivered = consumer.on_data(count, trailer, item_caps, &mut caps);
+                self.defer_drop(caps);
+                delivered
+            }
             Some(StreamHalf::Producer(_)) => {
                 Err(RpcError::protocol(format!("data for stream {stream}, which we produce")))
             }

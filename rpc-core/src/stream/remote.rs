@@ -456,12 +456,14 @@ impl RemoteConsumer {
     // ----- with the connection locked -----------------------------------
 
     /// A data message arrived.
+    /// `caps` is taken only when the batch is kept: the caller drops what is
+    /// left once the connection is unlocked.
     pub(crate) fn on_data(
         &self,
         count: u32,
         bytes: Bytes,
         item_caps: Vec<u32>,
-        caps: Vec<CapEntry>,
+        caps: &mut Vec<CapEntry>,
     ) -> Result<(), RpcError> {
         let mut state = self.lock();
         let received = state.received + count as u64;
@@ -478,6 +480,7 @@ impl RemoteConsumer {
         if state.ending.is_some() || count == 0 {
             return Ok(());
         }
+        let caps = std::mem::take(caps);
         let batch = RawBatch { bytes, remaining: count, item_caps: item_caps.into(), caps: caps.into() };
         state.batches.push_back(batch);
         if let Some(waker) = state.reader.take() {

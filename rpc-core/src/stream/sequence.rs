@@ -1,9 +1,13 @@
 //! The consumer end of a sequence.
 
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::{Sink, SinkExt, Stream, StreamExt};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -81,6 +85,8 @@ pub struct Sequence<T> {
     backend: Mutex<Option<ReaderBackend<T>>>,
     /// Keeps alive what this sequence depends on (the call that fills it).
     keep: Option<Box<dyn Send + Sync>>,
+    /// Ends the sequence when no item arrives for this long.
+    idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 impl<T> Sequence<T> {
@@ -94,7 +100,7 @@ impl<T> Sequence<T> {
     }
 
     pub(crate) fn from_backend(backend: ReaderBackend<T>) -> Self {
-        Sequence { backend: Mutex::new(Some(backend)), keep: None }
+        Sequence { backend: Mutex::new(Some(backend)), keep: None, idle: None }
     }
 
     pub(crate) fn keep_alive(&mut self, keep: Box<dyn Send + Sync>) {
@@ -184,15 +190,97 @@ impl<T: DeserializeOwned> Sequence<T> {
 
     /// Polls for the next item; see [`Sequence::read`].
     pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, RpcError>> {
-        match self.backend.get_mut().unwrap_or_else(|e| e.into_inner()) {
+        let polled = match self.backend.get_mut().unwrap_or_else(|e| e.into_inner()) {
             Some(ReaderBackend::Local(shared)) => shared.poll_read(cx),
             Some(ReaderBackend::Remote(consumer)) => consumer.poll_read(cx),
             None => Poll::Ready(Err(RpcError::cancelled("this sequence end was sent away"))),
+        };
+        let Some((timeout, sleep)) = &mut self.idle else { return polled };
+        let timeout = *timeout;
+        if polled.is_ready() {
+            sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
+            return polled;
         }
+        if sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if let Some(backend) = self.take_backend() {
+            cancel_backend(backend, Some(format!("idle timeout: no item for {timeout:?}")));
+        }
+        Poll::Ready(Err(RpcError::new(crate::ErrorKind::Timeout, format!("no item for {timeout:?}"))))
+    }
+
+    /// Ends the sequence with a [`crate::ErrorKind::Timeout`] error when no
+    /// item arrives for `timeout` while a read is waiting; the producer sees
+    /// the sequence cancelled with the reason "idle timeout". `None` turns it off.
+    ///
+    /// Must be called within a Tokio runtime.
+    pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
+        self.idle = timeout.map(|timeout| (timeout, Box::pin(tokio::time::sleep(timeout))));
+    }
+
+    /// Sends every item into `sink` with backpressure, then closes it. The
+    /// sequence's error, if it ends with one, is returned; a sink error
+    /// cancels the sequence with the sink's message.
+    ///
+    /// # Errors
+    ///
+    /// The sequence's ending error, or the sink's error as `Cancelled`.
+    pub async fn forward_to<K>(mut self, sink: K) -> Result<(), RpcError>
+    where
+        K: Sink<T>,
+        K::Error: std::fmt::Display,
+    {
+        let mut sink = std::pin::pin!(sink);
+        let sink_error = |e: K::Error| RpcError::cancelled(format!("the sink failed: {e}"));
+        while let Some(item) = self.read().await? {
+            if let Err(e) = sink.send(item).await {
+                let err = sink_error(e);
+                self.cancel(Some(err.message().to_string()));
+                return Err(err);
+            }
+        }
+        sink.close().await.map_err(sink_error)
     }
 }
 
-impl<T: DeserializeOwned> futures::Stream for Sequence<T> {
+impl<T: Serialize + DeserializeOwned + Send + 'static> Sequence<T> {
+    /// A sequence fed from any stream: a task pumps `stream` into it,
+    /// waiting whenever the consumer's window is full, and closes it at the
+    /// stream's end. Must be called within a Tokio runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    /// use rpc_core::Sequence;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let squares = Sequence::from_stream(futures::stream::iter(1..=3u32).map(|n| n * n));
+    /// let all: Vec<u32> = squares.map(Result::unwrap).collect().await;
+    /// assert_eq!(all, [1, 4, 9]);
+    /// # }
+    /// ```
+    pub fn from_stream<S>(stream: S) -> Sequence<T>
+    where
+        S: Stream<Item = T> + Send + 'static,
+    {
+        let (mut writer, reader) = Sequence::channel();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(item) = stream.next().await {
+                if writer.write(item).is_err() || writer.flush().await.is_err() {
+                    return;
+                }
+            }
+            let _ = writer.close(None).await;
+        });
+        reader
+    }
+}
+
+impl<T: DeserializeOwned> Stream for Sequence<T> {
     type Item = Result<T, RpcError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
