@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc_core::{eventual, Config, Connection, ErrorKind, Limits, PROTOCOL_VERSION};
+use rpc_core::{eventual, Config, Connection, ErrorKind, Limits, RpcError, Sequence, SequenceWriter, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -48,6 +48,10 @@ pub trait Hostile {
     async fn slow(&self, tag: u32) -> u32;
     /// Method 3: how many `Node`s wrap the leaf.
     fn depth(&self, value: Nested) -> u32;
+    /// Method 4: reads an uploaded sequence to its end and counts the items.
+    async fn count(&self, numbers: Sequence<u64>) -> Result<u64, RpcError>;
+    /// Method 5: writes `n` numbers into the caller's writer.
+    async fn fill(&self, n: u64, into: SequenceWriter<u64>) -> Result<(), RpcError>;
 }
 
 #[eventual]
@@ -86,6 +90,22 @@ impl Hostile for Server {
 
     fn depth(&self, value: Nested) -> u32 {
         value.levels()
+    }
+
+    async fn count(&self, mut numbers: Sequence<u64>) -> Result<u64, RpcError> {
+        let mut n = 0;
+        while numbers.read().await?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn fill(&self, n: u64, mut into: SequenceWriter<u64>) -> Result<(), RpcError> {
+        for i in 0..n {
+            into.write(i)?;
+            into.flush().await?;
+        }
+        into.close(None).await
     }
 }
 
@@ -141,6 +161,15 @@ enum CapDesc {
     SenderHosted(u32),
     ReceiverHosted(u32),
     ReceiverAnswer { question: u32, cap: u32 },
+    SequenceReader { stream: u32, window: WireWindow },
+    SequenceWriter { stream: u32, window: WireWindow },
+}
+
+/// Mirror of a sequence consumer's window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct WireWindow {
+    capacity: u32,
+    batch: u32,
 }
 
 /// Mirror of `rpc_core::ErrorKind`, in declaration order.
@@ -175,6 +204,11 @@ enum Msg {
     Ping(u64),
     Pong(u64),
     Abort(WireError),
+    StreamData { stream: u32, count: u32, item_caps: Vec<u32>, caps: Vec<CapDesc> },
+    StreamWindow { stream: u32, read: u64, window: WireWindow },
+    StreamEnd { stream: u32, error: Option<WireError> },
+    StreamAbort { stream: u32 },
+    StreamCancel { stream: u32, reason: Option<String> },
 }
 
 const HOSTILE: u64 = rpc_core::__private::interface_id("Hostile");
@@ -183,6 +217,11 @@ const ADD: u16 = 0;
 const CHILD_METHOD: u16 = 1;
 const SLOW: u16 = 2;
 const DEPTH: u16 = 3;
+const COUNT: u16 = 4;
+const FILL: u16 = 5;
+/// A stream id of the raw client's parity: the server, whose random nonce is
+/// all but surely above ours, numbers its streams odd.
+const OUR_STREAM: u32 = 2;
 const PING: u16 = 0;
 
 /// The server's bootstrap export.
@@ -1120,4 +1159,104 @@ async fn many_hostile_connections_leave_the_server_serving() {
         }
         server.assert_healthy().await;
     }
+}
+
+// ----- streams -----------------------------------------------------------------
+
+/// Uploads a sequence to `count` with the given window, returning nothing.
+async fn open_upload(peer: &mut RawPeer, question: u32, capacity: u32) {
+    let window = WireWindow { capacity, batch: capacity };
+    let caps = vec![CapDesc::SequenceReader { stream: OUR_STREAM, window }];
+    let msg = Msg::Call { question, target: BOOTSTRAP, interface: HOSTILE, method: COUNT, caps };
+    // The argument tuple holds one capability: index 0 of the table.
+    peer.send(&msg, &encode(&(0u32,))).await;
+}
+
+fn numbers(n: u64) -> Vec<u8> {
+    (0..n).flat_map(|i| encode(&i)).collect()
+}
+
+#[tokio::test]
+async fn a_producer_sending_past_the_window_is_a_protocol_violation() {
+    let server = TestServer::start().await;
+    let mut peer = raw_client(server.addr).await;
+    open_upload(&mut peer, 0, 4).await;
+    // Within the window: fine.
+    peer.send(&Msg::StreamData { stream: OUR_STREAM, count: 4, item_caps: vec![], caps: vec![] }, &numbers(4)).await;
+    // The consumer has not acknowledged anything: one more item is past the window.
+    let before = vm_peak_kib();
+    peer.send(&Msg::StreamData { stream: OUR_STREAM, count: 1, item_caps: vec![], caps: vec![] }, &numbers(1)).await;
+    let reason = peer.expect_close_with("past the consumer's window").await;
+    assert_eq!(reason.kind, Kind::Protocol);
+    if let (Some(before), Some(after)) = (before, vm_peak_kib()) {
+        assert!(after < before + 64 * 1024, "memory grew from {before} KiB to {after} KiB");
+    }
+    server.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn data_for_a_stream_that_never_existed_closes() {
+    let server = TestServer::start().await;
+    let mut peer = raw_client(server.addr).await;
+    peer.send(&Msg::StreamData { stream: 1000, count: 1, item_caps: vec![], caps: vec![] }, &numbers(1)).await;
+    let reason = peer.expect_close_with("does not exist").await;
+    assert_eq!(reason.kind, Kind::Protocol);
+    server.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn a_window_acknowledging_more_than_was_sent_closes() {
+    let server = TestServer::start().await;
+    let mut peer = raw_client(server.addr).await;
+    // We consume: the server fills our writer.
+    let window = WireWindow { capacity: 2, batch: 1 };
+    let caps = vec![CapDesc::SequenceWriter { stream: OUR_STREAM, window }];
+    let msg = Msg::Call { question: 0, target: BOOTSTRAP, interface: HOSTILE, method: FILL, caps };
+    peer.send(&msg, &encode(&(10u64, 0u32))).await;
+    // Two items arrive (the window), then the server waits for us.
+    let mut seen = 0;
+    while seen < 2 {
+        match peer.next_message().await {
+            Some((Msg::StreamData { stream, count, .. }, _)) if stream == OUR_STREAM => seen += count,
+            other => panic!("expected stream data, got {other:?}"),
+        }
+    }
+    peer.send(&Msg::StreamWindow { stream: OUR_STREAM, read: u64::MAX, window }, &[]).await;
+    let reason = peer.expect_close_with("acknowledged").await;
+    assert_eq!(reason.kind, Kind::Protocol);
+    server.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn a_stream_opened_with_the_servers_parity_closes() {
+    let server = TestServer::start().await;
+    let mut peer = raw_client(server.addr).await;
+    let window = WireWindow { capacity: 4, batch: 4 };
+    let caps = vec![CapDesc::SequenceReader { stream: OUR_STREAM + 1, window }];
+    let msg = Msg::Call { question: 0, target: BOOTSTRAP, interface: HOSTILE, method: COUNT, caps };
+    peer.send(&msg, &encode(&(0u32,))).await;
+    let reason = peer.expect_close_with("not").await;
+    assert_eq!(reason.kind, Kind::Protocol);
+    server.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn a_well_behaved_raw_upload_is_counted() {
+    let server = TestServer::start().await;
+    let mut peer = raw_client(server.addr).await;
+    open_upload(&mut peer, 0, 4).await;
+    peer.send(&Msg::StreamData { stream: OUR_STREAM, count: 3, item_caps: vec![], caps: vec![] }, &numbers(3)).await;
+    peer.send(&Msg::StreamEnd { stream: OUR_STREAM, error: None }, &[]).await;
+    // Window updates may come first; then the answer.
+    for _ in 0..MAX_FRAMES {
+        match peer.next_message().await {
+            Some((Msg::StreamWindow { .. }, _)) => continue,
+            Some((Msg::Return { question: 0, result: Ok(_) }, payload)) => {
+                assert_eq!(postcard::from_bytes::<u64>(&payload).unwrap(), 3);
+                return server.assert_healthy().await;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    panic!("no answer");
 }
