@@ -70,7 +70,7 @@ impl Payload {
 pub(crate) fn encode_into<T: Serialize + ?Sized>(out: &mut BytesMut, value: &T) -> Result<Vec<CapEntry>, RpcError> {
     let start = out.len();
     let outer = ENCODING.with(|c| c.replace(Some(Vec::new())));
-    let result = postcard::to_extend(value, Appender(out));
+    let result = postcard::serialize_with_flavor(value, Appender(out));
     let caps = ENCODING.with(|c| c.replace(outer)).unwrap_or_default();
     if let Err(e) = result {
         out.truncate(start);
@@ -93,14 +93,24 @@ pub(crate) fn decode_from<T: DeserializeOwned>(
     Ok((value, bytes.len() - rest.len()))
 }
 
-/// Lets postcard append to a `BytesMut`.
+/// Lets postcard append to a `BytesMut`, slices at a time.
 struct Appender<'a>(&'a mut BytesMut);
 
-impl Extend<u8> for Appender<'_> {
-    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
-        for byte in iter {
-            self.0.put_u8(byte);
-        }
+impl postcard::ser_flavors::Flavor for Appender<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.put_u8(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 

@@ -157,6 +157,22 @@ impl<T> Shared<T> {
         }
     }
 
+    /// Where writes go, if the consumer end left.
+    pub(crate) fn sink(&self) -> Option<Arc<RemoteProducer>> {
+        self.lock().sink.clone()
+    }
+
+    /// Where reads come from, if the producer end left and nothing written
+    /// before it left is still unread.
+    pub(crate) fn drained_source(&self) -> Option<Arc<RemoteConsumer>> {
+        let core = self.lock();
+        if core.items.is_empty() {
+            core.source.clone()
+        } else {
+            None
+        }
+    }
+
     /// The window the consumer set (so a writer can report it).
     pub(crate) fn window(&self) -> Window {
         let core = self.lock();

@@ -190,7 +190,15 @@ impl<T: DeserializeOwned> Sequence<T> {
 
     /// Polls for the next item; see [`Sequence::read`].
     pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, RpcError>> {
-        let polled = match self.backend.get_mut().unwrap_or_else(|e| e.into_inner()) {
+        let backend = self.backend.get_mut().unwrap_or_else(|e| e.into_inner());
+        // Once the producer end went over a connection and the items written
+        // before are read, read from the connection directly.
+        if let Some(ReaderBackend::Local(shared)) = backend {
+            if let Some(source) = shared.drained_source() {
+                *backend = Some(ReaderBackend::Remote(source));
+            }
+        }
+        let polled = match backend {
             Some(ReaderBackend::Local(shared)) => shared.poll_read(cx),
             Some(ReaderBackend::Remote(consumer)) => consumer.poll_read(cx),
             None => Poll::Ready(Err(RpcError::cancelled("this sequence end was sent away"))),

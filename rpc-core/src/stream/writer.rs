@@ -154,9 +154,21 @@ impl<T: Serialize> SequenceWriter<T> {
     /// `Cancelled` (with the consumer's reason) once the consumer cancelled;
     /// `Disconnected` once the connection is gone.
     pub fn write(&mut self, item: T) -> Result<(), RpcError> {
+        self.follow_redirect();
         match self.backend()? {
             WriterBackend::Local(shared) => shared.write(item),
             WriterBackend::Remote(producer) => producer.write(&item),
+        }
+    }
+
+    /// Once the consumer end went over a connection, write to it directly
+    /// instead of through the local core on every item.
+    fn follow_redirect(&mut self) {
+        let backend = self.backend.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(WriterBackend::Local(shared)) = backend {
+            if let Some(sink) = shared.sink() {
+                *backend = Some(WriterBackend::Remote(sink));
+            }
         }
     }
 }
