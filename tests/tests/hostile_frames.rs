@@ -1181,11 +1181,10 @@ async fn a_producer_sending_past_the_window_is_a_protocol_violation() {
     let server = TestServer::start().await;
     let mut peer = raw_client(server.addr).await;
     open_upload(&mut peer, 0, 4).await;
-    // Within the window: fine.
-    peer.send(&Msg::StreamData { stream: OUR_STREAM, count: 4, item_caps: vec![], caps: vec![] }, &numbers(4)).await;
-    // The consumer has not acknowledged anything: one more item is past the window.
+    // Nothing read or acknowledged yet: five items in one message is past a window of four,
+    // however fast the consumer reads.
     let before = vm_peak_kib();
-    peer.send(&Msg::StreamData { stream: OUR_STREAM, count: 1, item_caps: vec![], caps: vec![] }, &numbers(1)).await;
+    peer.send(&Msg::StreamData { stream: OUR_STREAM, count: 5, item_caps: vec![], caps: vec![] }, &numbers(5)).await;
     let reason = peer.expect_close_with("past the consumer's window").await;
     assert_eq!(reason.kind, Kind::Protocol);
     if let (Some(before), Some(after)) = (before, vm_peak_kib()) {
