@@ -75,6 +75,9 @@ pub(crate) enum Return<'a> {
         /// `T`.
         item: &'a Type,
     },
+    /// `Bytes` (or `rpc_core::Bytes`; not `bytes::Bytes`, a chunk): returned
+    /// at once like a sequence.
+    Bytes(&'a Type),
     /// Any other `T`: the proxy returns `Promise<T>`.
     Value(&'a Type),
 }
@@ -183,6 +186,8 @@ impl<'a> Return<'a> {
             Return::Result { ok, err }
         } else if let Some(item) = sequence_arg(ty) {
             Return::Sequence { ty, item }
+        } else if is_byte_stream(ty) {
+            Return::Bytes(ty)
         } else if is_proxy(ty) {
             Return::Proxy(ty)
         } else {
@@ -198,6 +203,17 @@ fn last_segment(ty: &Type) -> Option<&syn::PathSegment> {
         Type::Group(group) => last_segment(&group.elem),
         Type::Paren(paren) => last_segment(&paren.elem),
         _ => None,
+    }
+}
+
+/// `Bytes` or `…rpc_core::Bytes`: our byte stream, not the `bytes` crate's chunk.
+fn is_byte_stream(ty: &Type) -> bool {
+    let Type::Path(path) = ty else { return false };
+    let names: Vec<String> = path.path.segments.iter().map(|s| s.ident.to_string()).collect();
+    match names.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["Bytes"] => true,
+        [.., "rpc_core", "Bytes"] => true,
+        _ => false,
     }
 }
 
@@ -255,6 +271,8 @@ mod tests {
                 fn io(&self) -> std::io::Result<u8>;
                 fn r#type(&self, __arg1: u8, _: u8) -> ::core::result::Result<(), E>;
                 fn feed(&self) -> Sequence<Tick>;
+                fn replay(&self) -> Bytes;
+                fn chunk(&self) -> bytes::Bytes;
             }
         }
     }
@@ -269,9 +287,9 @@ mod tests {
         let iface = Interface::from_syn(&item);
         assert_eq!(iface.name, "Game");
         let names: Vec<String> = iface.methods.iter().map(|m| m.name()).collect();
-        assert_eq!(names, ["join", "ping", "notify", "player", "io", "type", "feed"]);
+        assert_eq!(names, ["join", "ping", "notify", "player", "io", "type", "feed", "replay", "chunk"]);
         let asyncs: Vec<bool> = iface.methods.iter().map(|m| m.is_async).collect();
-        assert_eq!(asyncs, [true, false, true, false, false, false, false]);
+        assert_eq!(asyncs, [true, false, true, false, false, false, false, false, false]);
         assert_eq!(iface.methods[0].docs().count(), 1);
         assert_eq!(iface.methods[5].index, 5);
     }
@@ -298,6 +316,7 @@ mod tests {
                 Return::Result { ok, err } => format!("result {} {}", tokens(ok), tokens(err)),
                 Return::Proxy(ty) => format!("proxy {}", tokens(ty)),
                 Return::Sequence { item, .. } => format!("sequence {}", tokens(item)),
+                Return::Bytes(_) => "bytes".to_string(),
                 Return::Value(ty) => format!("value {}", tokens(ty)),
             })
             .collect();
@@ -311,6 +330,8 @@ mod tests {
                 "value std :: io :: Result < u8 >",
                 "result () E",
                 "sequence Tick",
+                "bytes",
+                "value bytes :: Bytes",
             ]
         );
     }

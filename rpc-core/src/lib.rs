@@ -234,7 +234,10 @@ pub use error::{ErrorKind, RpcError};
 pub use payload::Payload;
 pub use promise::Promise;
 pub use rpc_macros::eventual;
-pub use stream::{Sequence, SequenceWriter, DEFAULT_BATCH, DEFAULT_CAPACITY};
+pub use stream::{
+    Bytes, BytesWriter, Sequence, SequenceWriter, DEFAULT_BATCH, DEFAULT_BYTE_WINDOW, DEFAULT_CAPACITY,
+    DEFAULT_MAX_READ,
+};
 pub use wire::PROTOCOL_VERSION;
 
 /// Items used by code that `#[eventual]` generates. Not a stable API.
@@ -244,6 +247,6 @@ pub mod __private {
         interface_id, ready_err, reply_result, reply_value, unimplemented, Dispatch, DispatchFuture, IncomingCall,
         InterfaceInfo, MethodId, Reply,
     };
-    pub use crate::stream::{sequence_result, splice};
+    pub use crate::stream::{bytes_result, sequence_result, splice, splice_bytes};
     pub use serde;
 }

@@ -533,6 +533,7 @@ async fn sequence_of_sequences_uploaded(via: Via) {
     let start = Instant::now();
     let (mut outer, outer_reader) = Sequence::<Sequence<u32>>::channel();
     let sums = lab.sum_nested(outer_reader);
+    let mut closes = Vec::new();
     for i in 0..3u32 {
         let (mut inner, items) = Sequence::channel();
         items.set_capacity(2);
@@ -541,10 +542,14 @@ async fn sequence_of_sequences_uploaded(via: Via) {
         for j in 0..=10 * i {
             inner.write(j).expect("inner write");
         }
-        within("inner close", inner.close(None)).await.expect("inner close");
+        closes.push(inner.close(None));
     }
-    within("outer close", outer.close(None)).await.expect("outer close");
-    assert_eq!(within("sum_nested", sums).await.expect("sum_nested"), [0, 55, 210], "{via:?}");
+    // `close` may wait until the items are sent, which the windows allow only as the server reads.
+    let all = futures::future::join3(futures::future::join_all(closes), outer.close(None), sums);
+    let (closed, outer_closed, sums) = within("sum_nested", all).await;
+    assert!(closed.iter().all(Result::is_ok), "{via:?}: {closed:?}");
+    outer_closed.expect("outer close");
+    assert_eq!(sums.expect("sum_nested"), [0, 55, 210], "{via:?}");
     assert!(start.elapsed() < QUICK, "{via:?}: uploaded nested sequences took {:?}", start.elapsed());
 }
 
@@ -698,13 +703,18 @@ async fn vectors_of_sequences(via: Via) {
         inputs.push(reader);
     }
     let sums = lab.sum_each(inputs);
+    let mut closes = Vec::new();
     for (i, mut writer) in writers.into_iter().enumerate() {
         for n in 0..10 * (i as u64 + 1) {
             writer.write(n).expect("write");
         }
-        within("close", writer.close(None)).await.expect("close");
+        // `close` may wait until the items are sent, which the window allows
+        // only as the server reads: wait for all of them together.
+        closes.push(writer.close(None));
     }
-    assert_eq!(within("sum_each", sums).await.expect("sum_each"), [45, 190, 435], "{via:?}");
+    let (closed, sums) = within("sum_each", futures::future::join(futures::future::join_all(closes), sums)).await;
+    assert!(closed.iter().all(Result::is_ok), "{via:?}: {closed:?}");
+    assert_eq!(sums.expect("sum_each"), [45, 190, 435], "{via:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -1051,10 +1061,12 @@ async fn cancel_with_reason(route: Route) {
     // And it stays so.
     let again = expect_kind(&format!("{route:?}: again"), writer.write(100), ErrorKind::Cancelled);
     assert!(again.message().contains("bored"), "{route:?}: {again}");
-    let flushed = expect_kind(&format!("{route:?}: flush"), within("flush", writer.flush()).await, ErrorKind::Cancelled);
+    let flushed =
+        expect_kind(&format!("{route:?}: flush"), within("flush", writer.flush()).await, ErrorKind::Cancelled);
     assert!(flushed.message().contains("bored"), "{route:?}: {flushed}");
     // `close` reports it too (its errors are documented as those of `flush`).
-    let closed = expect_kind(&format!("{route:?}: close"), within("close", writer.close(None)).await, ErrorKind::Cancelled);
+    let closed =
+        expect_kind(&format!("{route:?}: close"), within("close", writer.close(None)).await, ErrorKind::Cancelled);
     assert!(closed.message().contains("bored"), "{route:?}: {closed}");
 }
 

@@ -202,6 +202,7 @@ fn call_fn_output(gen: &Gen<'_>, method: &Method<'_>) -> (TokenStream, TokenStre
         }
         Return::Proxy(ty) => (quote!(#ty), checked(ty, Check::Value), rpc_error),
         Return::Sequence { ty, item } => return (quote!(#ty), sequence_call(gen, method, item)),
+        Return::Bytes(ty) => return (quote!(#ty), bytes_call(gen, method)),
     };
     let call = quote! {
         #krate::Client::call::<(#(#types,)*), #ok, #err>(&self.client, #id, &(#(#names,)*))
@@ -228,6 +229,23 @@ fn sequence_call(gen: &Gen<'_>, method: &Method<'_>, item: &Type) -> TokenStream
             &self.client, #id, &(#(#names,)* #writer,),
         );
         #krate::__private::sequence_result(#reader, #promise)
+    }
+}
+
+/// As [`sequence_call`], for a byte stream.
+fn bytes_call(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
+    let krate = gen.krate;
+    let id = gen.method_id(method);
+    let names = method.args.iter().map(|arg| &arg.name);
+    let types = method.args.iter().map(|arg| checked(arg.ty, Check::Value));
+    let local = |name| Ident::new(name, proc_macro2::Span::mixed_site());
+    let (writer, reader, promise) = (local("__writer"), local("__reader"), local("__promise"));
+    quote! {
+        let (#writer, #reader) = #krate::Bytes::channel();
+        let #promise = #krate::Client::call::<(#(#types,)* #krate::BytesWriter,), (), #krate::RpcError>(
+            &self.client, #id, &(#(#names,)* #writer,),
+        );
+        #krate::__private::bytes_result(#reader, #promise)
     }
 }
 

@@ -87,16 +87,23 @@ fn dispatch_arm(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
 /// without running user code.
 fn decode_args(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
     let (krate, call, err) = (gen.krate, call_ident(), err_ident());
-    if method.args.is_empty() && !matches!(method.ret, Return::Sequence { .. }) {
+    if method.args.is_empty() && !matches!(method.ret, Return::Sequence { .. } | Return::Bytes(_)) {
         return decode_no_args(gen);
     }
     let mut names: Vec<Ident> = (0..method.args.len()).map(arg_ident).collect();
     let mut types: Vec<TokenStream> = method.args.iter().map(|arg| checked(arg.ty, Check::Value)).collect();
-    if let Return::Sequence { item, .. } = method.ret {
-        // The caller sent the writer of the returned sequence as a last argument.
-        let item = checked(item, Check::Value);
-        names.push(writer_ident());
-        types.push(quote!(#krate::SequenceWriter<#item>));
+    // The caller sent the writer of a returned stream as a last argument.
+    match method.ret {
+        Return::Sequence { item, .. } => {
+            let item = checked(item, Check::Value);
+            names.push(writer_ident());
+            types.push(quote!(#krate::SequenceWriter<#item>));
+        }
+        Return::Bytes(_) => {
+            names.push(writer_ident());
+            types.push(quote!(#krate::BytesWriter));
+        }
+        _ => {}
     }
     let args = Ident::new("__args", Span::mixed_site());
     // Errors decoding the tuple point at the method's parameter list.
@@ -140,6 +147,13 @@ fn reply(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
             let (item, writer) = (checked(item, Check::Value), writer_ident());
             quote! {
                 #krate::__private::splice::<#item>(#invoke, #writer);
+                #krate::__private::reply_value(())
+            }
+        }
+        Return::Bytes(_) => {
+            let writer = writer_ident();
+            quote! {
+                #krate::__private::splice_bytes(#invoke, #writer);
                 #krate::__private::reply_value(())
             }
         }

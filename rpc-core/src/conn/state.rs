@@ -588,6 +588,18 @@ impl ConnState {
                 self.streams.insert(stream, StreamHalf::Producer(producer.clone()));
                 return Ok(CapEntry::Stream(StreamSlot::new(Box::new(ReceivedWriter(Some(producer))))));
             }
+            CapDescriptor::BytesReader { stream, window } => {
+                self.accept_peer_stream(stream)?;
+                let consumer = RemoteConsumer::new_bytes(shared, stream, window);
+                self.streams.insert(stream, StreamHalf::Consumer(consumer.clone()));
+                return Ok(CapEntry::Stream(StreamSlot::new(Box::new(ReceivedReader(Some(consumer))))));
+            }
+            CapDescriptor::BytesWriter { stream, window } => {
+                self.accept_peer_stream(stream)?;
+                let producer = RemoteProducer::new_bytes(shared, stream, window);
+                self.streams.insert(stream, StreamHalf::Producer(producer.clone()));
+                return Ok(CapEntry::Stream(StreamSlot::new(Box::new(ReceivedWriter(Some(producer))))));
+            }
             CapDescriptor::SenderHosted(id) => self.import(shared, id)?,
             CapDescriptor::ReceiverHosted(id) => {
                 self.exports.get(id).map(|e| e.client.clone()).ok_or_else(|| {
@@ -660,25 +672,34 @@ impl ConnState {
         Ok(id)
     }
 
-    /// A new stream we produce and the peer consumes.
+    /// A new stream we produce and the peer consumes (`bytes`: a byte stream).
     pub(crate) fn open_producer(
         &mut self,
         shared: &Arc<ConnShared>,
         window: Window,
+        bytes: bool,
     ) -> Result<Arc<RemoteProducer>, RpcError> {
-        let producer = RemoteProducer::new(shared, self.open_stream_id()?, window);
-        self.streams.insert(producer.id(), StreamHalf::Producer(producer.clone()));
+        let id = self.open_stream_id()?;
+        let producer =
+            if bytes { RemoteProducer::new_bytes(shared, id, window) } else { RemoteProducer::new(shared, id, window) };
+        self.streams.insert(id, StreamHalf::Producer(producer.clone()));
         Ok(producer)
     }
 
-    /// A new stream the peer produces and we consume.
+    /// A new stream the peer produces and we consume (`bytes`: a byte stream).
     pub(crate) fn open_consumer(
         &mut self,
         shared: &Arc<ConnShared>,
         window: Window,
+        bytes: bool,
     ) -> Result<Arc<RemoteConsumer>, RpcError> {
-        let consumer = RemoteConsumer::new(shared, self.open_stream_id()?, window, self.limits.max_depth);
-        self.streams.insert(consumer.id(), StreamHalf::Consumer(consumer.clone()));
+        let id = self.open_stream_id()?;
+        let consumer = if bytes {
+            RemoteConsumer::new_bytes(shared, id, window)
+        } else {
+            RemoteConsumer::new(shared, id, window, self.limits.max_depth)
+        };
+        self.streams.insert(id, StreamHalf::Consumer(consumer.clone()));
         Ok(consumer)
     }
 
@@ -722,6 +743,13 @@ impl ConnState {
         self.defer_drop(half);
         if let (Some(message), None) = (message, &self.closed) {
             self.send(&message, &[]);
+        }
+    }
+
+    /// Writes `message` with a trailer of `len` bytes appended by `fill`.
+    pub(crate) fn send_message_with(&mut self, message: &Message, len: usize, fill: impl FnOnce(&mut BytesMut)) {
+        if let Err(err) = frame::encode_with(&mut self.out, message, len, fill) {
+            tracing::error!("dropping unencodable frame: {err}");
         }
     }
 

@@ -77,6 +77,29 @@ impl<T> Drop for WriterEnd<T> {
     }
 }
 
+impl ReceivedReader {
+    /// The consumer, if it is of a byte stream.
+    pub(crate) fn take_bytes(&mut self) -> Option<Arc<RemoteConsumer>> {
+        self.0.take_if(|consumer| consumer.is_bytes())
+    }
+
+    /// The consumer, if it is of a sequence.
+    fn take_items(&mut self) -> Option<Arc<RemoteConsumer>> {
+        self.0.take_if(|consumer| !consumer.is_bytes())
+    }
+}
+
+impl ReceivedWriter {
+    /// The producer, if it is of a byte stream.
+    pub(crate) fn take_bytes(&mut self) -> Option<Arc<RemoteProducer>> {
+        self.0.take_if(|producer| producer.is_bytes())
+    }
+
+    fn take_items(&mut self) -> Option<Arc<RemoteProducer>> {
+        self.0.take_if(|producer| !producer.is_bytes())
+    }
+}
+
 impl Drop for ReceivedReader {
     fn drop(&mut self) {
         if let Some(consumer) = self.0.take() {
@@ -98,7 +121,7 @@ pub(crate) fn serialize<S: Serializer>(end: Box<dyn StreamEnd>, serializer: S) -
     serializer.serialize_u32(index)
 }
 
-fn take_end<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Box<dyn Any>, D::Error> {
+pub(crate) fn take_end<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Box<dyn Any>, D::Error> {
     let index = u32::deserialize(deserializer)?;
     match payload::cap_at(index).map_err(serde::de::Error::custom)? {
         CapEntry::Stream(slot) => {
@@ -115,7 +138,7 @@ pub(crate) fn deserialize_reader<'de, T: 'static, D: Deserializer<'de>>(
     let taken = match end.downcast::<ReaderEnd<T>>() {
         Ok(mut typed) => typed.0.take(),
         Err(end) => match end.downcast::<ReceivedReader>() {
-            Ok(mut received) => received.0.take().map(ReaderBackend::Remote),
+            Ok(mut received) => received.take_items().map(ReaderBackend::Remote),
             Err(_) => return Err(serde::de::Error::custom("expected a sequence of this item type")),
         },
     };
@@ -129,7 +152,7 @@ pub(crate) fn deserialize_writer<'de, T: 'static, D: Deserializer<'de>>(
     let taken = match end.downcast::<WriterEnd<T>>() {
         Ok(mut typed) => typed.0.take(),
         Err(end) => match end.downcast::<ReceivedWriter>() {
-            Ok(mut received) => received.0.take().map(WriterBackend::Remote),
+            Ok(mut received) => received.take_items().map(WriterBackend::Remote),
             Err(_) => return Err(serde::de::Error::custom("expected a sequence writer of this item type")),
         },
     };
@@ -142,7 +165,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> StreamEnd for ReaderEnd<T
         match backend {
             ReaderBackend::Local(shared) => {
                 let window = shared.lock().window;
-                let producer = state.open_producer(conn, window)?;
+                let producer = state.open_producer(conn, window, false)?;
                 shared.redirect_to_sink(&producer);
                 state.schedule_stream(producer.id());
                 Ok(CapDescriptor::SequenceReader { stream: producer.id(), window })
@@ -150,7 +173,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> StreamEnd for ReaderEnd<T
             ReaderBackend::Remote(consumer) => {
                 // Received on another connection: pump it across, with backpressure.
                 let window = consumer.window();
-                let producer = state.open_producer(conn, window)?;
+                let producer = state.open_producer(conn, window, false)?;
                 let id = producer.id();
                 let from = Sequence::<T>::from_backend(ReaderBackend::Remote(consumer));
                 tokio::spawn(pump(from, SequenceWriter::from_backend(WriterBackend::Remote(producer))));
@@ -170,13 +193,13 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> StreamEnd for WriterEnd<T
         match backend {
             WriterBackend::Local(shared) => {
                 let window = shared.lock().window;
-                let consumer = state.open_consumer(conn, window)?;
+                let consumer = state.open_consumer(conn, window, false)?;
                 shared.redirect_to_source(&consumer);
                 Ok(CapDescriptor::SequenceWriter { stream: consumer.id(), window })
             }
             WriterBackend::Remote(producer) => {
                 let window = producer.window();
-                let consumer = state.open_consumer(conn, window)?;
+                let consumer = state.open_consumer(conn, window, false)?;
                 let id = consumer.id();
                 let from = Sequence::<T>::from_backend(ReaderBackend::Remote(consumer));
                 tokio::spawn(pump(from, SequenceWriter::from_backend(WriterBackend::Remote(producer))));

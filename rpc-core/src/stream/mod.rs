@@ -39,12 +39,15 @@
 //! # }
 //! ```
 
+mod byte_stream;
+mod bytes_core;
 mod core;
 mod end;
 mod remote;
 mod sequence;
 mod writer;
 
+pub use byte_stream::{bytes_result, splice_bytes, Bytes, BytesWriter, DEFAULT_BYTE_WINDOW, DEFAULT_MAX_READ};
 pub use sequence::Sequence;
 pub use writer::SequenceWriter;
 

@@ -26,6 +26,9 @@ use crate::payload::{self, CapEntry};
 use crate::wire::Message;
 use crate::RpcError;
 
+/// The largest byte-stream message, whatever the consumer's batch size.
+pub(crate) const MAX_BYTES_PER_MESSAGE: u64 = 64 << 10;
+
 // ----- producer ------------------------------------------------------------
 
 /// Our producer side of a stream the peer consumes.
@@ -40,6 +43,11 @@ struct Producing {
     pending: BytesMut,
     /// Per pending item: its encoded length and how many capabilities it holds.
     items: VecDeque<(u32, u32)>,
+    /// Byte streams: unsent chunks as written (no copy), and their total length.
+    chunks: VecDeque<Bytes>,
+    chunk_bytes: u64,
+    /// A byte stream: windows and counts are in bytes, not items.
+    bytes_mode: bool,
     caps: VecDeque<CapEntry>,
     sent: u64,
     /// Items the consumer has read (from its last window message).
@@ -55,8 +63,17 @@ struct Producing {
 }
 
 impl Producing {
+    /// Items (or bytes) written and not yet sent.
+    fn pending_units(&self) -> u64 {
+        if self.bytes_mode {
+            self.chunk_bytes
+        } else {
+            self.items.len() as u64
+        }
+    }
+
     fn unread(&self) -> u64 {
-        self.items.len() as u64 + (self.sent - self.acked)
+        self.pending_units() + (self.sent - self.acked)
     }
 
     fn credit(&self) -> u64 {
@@ -68,8 +85,8 @@ impl Producing {
         if self.end_sent {
             return false;
         }
-        let data = !self.items.is_empty() && self.credit() > 0;
-        let end = self.closing.is_some() && self.items.is_empty();
+        let data = self.pending_units() > 0 && self.credit() > 0;
+        let end = self.closing.is_some() && self.pending_units() == 0;
         match self.ending {
             None => data || end,
             Some(Ending::Aborted) => true,
@@ -86,12 +103,28 @@ impl Producing {
 
 impl RemoteProducer {
     pub(crate) fn new(conn: &Arc<ConnShared>, id: u32, window: Window) -> Arc<Self> {
+        Self::with_mode(conn, id, window, false)
+    }
+
+    /// A producer of a byte stream.
+    pub(crate) fn new_bytes(conn: &Arc<ConnShared>, id: u32, window: Window) -> Arc<Self> {
+        Self::with_mode(conn, id, window, true)
+    }
+
+    pub(crate) fn is_bytes(&self) -> bool {
+        self.lock().bytes_mode
+    }
+
+    fn with_mode(conn: &Arc<ConnShared>, id: u32, window: Window, bytes_mode: bool) -> Arc<Self> {
         Arc::new(RemoteProducer {
             conn: Arc::downgrade(conn),
             id,
             state: Mutex::new(Producing {
                 pending: BytesMut::new(),
                 items: VecDeque::new(),
+                chunks: VecDeque::new(),
+                chunk_bytes: 0,
+                bytes_mode,
                 caps: VecDeque::new(),
                 sent: 0,
                 acked: 0,
@@ -136,6 +169,29 @@ impl RemoteProducer {
         Ok(self.claim_schedule(&mut state))
     }
 
+    /// Queues a chunk of a byte stream (kept as is: no copy until it is framed).
+    pub(crate) fn push_bytes(&self, chunk: Bytes) -> Result<bool, RpcError> {
+        let mut state = self.lock();
+        if let Some(ending) = &state.ending {
+            return Err(ending.for_writer());
+        }
+        if state.closing.is_some() {
+            return Err(Ending::Closed.for_writer());
+        }
+        if !chunk.is_empty() {
+            state.chunk_bytes += chunk.len() as u64;
+            state.chunks.push_back(chunk);
+        }
+        Ok(self.claim_schedule(&mut state))
+    }
+
+    pub(crate) fn write_bytes(&self, chunk: Bytes) -> Result<(), RpcError> {
+        if self.push_bytes(chunk)? {
+            self.schedule();
+        }
+        Ok(())
+    }
+
     fn claim_schedule(&self, state: &mut Producing) -> bool {
         if state.scheduled || !state.wants_emit() {
             return false;
@@ -166,6 +222,20 @@ impl RemoteProducer {
             self.schedule();
         }
         Ok(())
+    }
+
+    /// Room left in the window (in bytes, for a byte stream); pending while none.
+    pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Result<usize, RpcError>> {
+        let mut state = self.lock();
+        if let Some(ending) = &state.ending {
+            return Poll::Ready(Err(ending.for_writer()));
+        }
+        let capacity = state.window.capacity as u64;
+        if state.unread() < capacity {
+            return Poll::Ready(Ok((capacity - state.unread()) as usize));
+        }
+        state.flusher = Some(cx.waker().clone());
+        Poll::Pending
     }
 
     pub(crate) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
@@ -229,8 +299,13 @@ impl RemoteProducer {
         }
         state.ending = Some(Ending::Aborted);
         state.items.clear();
+        state.chunk_bytes = 0;
         state.wake();
-        let dropped = Box::new((std::mem::take(&mut state.pending), std::mem::take(&mut state.caps)));
+        let dropped = Box::new((
+            std::mem::take(&mut state.pending),
+            std::mem::take(&mut state.caps),
+            std::mem::take(&mut state.chunks),
+        ));
         (self.claim_schedule(&mut state), dropped)
     }
 
@@ -241,6 +316,9 @@ impl RemoteProducer {
     pub(crate) fn emit(&self, conn: &mut ConnState, shared: &Arc<ConnShared>) -> bool {
         let mut state = self.lock();
         state.scheduled = false;
+        if state.bytes_mode {
+            Self::emit_bytes(&mut state, conn, self.id);
+        }
         while state.ending.is_none() && !state.items.is_empty() && state.credit() > 0 {
             let count = (state.window.batch as u64).min(state.credit()).min(state.items.len() as u64) as usize;
             let batch: Vec<(u32, u32)> = state.items.drain(..count).collect();
@@ -262,7 +340,7 @@ impl RemoteProducer {
         if !state.end_sent {
             let end = match (&state.ending, &state.closing) {
                 (Some(Ending::Aborted), _) => Some(Message::StreamAbort { stream: self.id }),
-                (None, Some(error)) if state.items.is_empty() => {
+                (None, Some(error)) if state.pending_units() == 0 => {
                     Some(Message::StreamEnd { stream: self.id, error: error.clone() })
                 }
                 _ => None,
@@ -274,6 +352,33 @@ impl RemoteProducer {
             }
         }
         state.end_sent || state.ending.is_some()
+    }
+
+    /// Emits byte-stream data: messages of at most `batch` bytes (and never
+    /// more than [`MAX_BYTES_PER_MESSAGE`]), within the window. Bounded
+    /// messages let other streams' and calls' frames interleave with a bulk
+    /// transfer instead of queueing behind it.
+    fn emit_bytes(state: &mut Producing, conn: &mut ConnState, id: u32) {
+        while state.ending.is_none() && state.chunk_bytes > 0 && state.credit() > 0 {
+            let limit = (state.window.batch as u64).min(MAX_BYTES_PER_MESSAGE);
+            let n = limit.min(state.credit()).min(state.chunk_bytes) as usize;
+            let chunks = &mut state.chunks;
+            let header = Message::StreamData { stream: id, count: n as u32, item_caps: Vec::new(), caps: Vec::new() };
+            conn.send_message_with(&header, n, |out| {
+                let mut left = n;
+                while left > 0 {
+                    let front = chunks.front_mut().expect("chunk_bytes counts the chunks");
+                    let take = left.min(front.len());
+                    out.extend_from_slice(&front.split_to(take));
+                    if front.is_empty() {
+                        chunks.pop_front();
+                    }
+                    left -= take;
+                }
+            });
+            state.chunk_bytes -= n as u64;
+            state.sent += n as u64;
+        }
     }
 
     /// The consumer read up to `read` and set its window; returns whether to schedule.
@@ -299,7 +404,12 @@ impl RemoteProducer {
             state.ending = Some(ending);
         }
         state.wake();
-        Box::new((std::mem::take(&mut state.pending), std::mem::take(&mut state.caps)))
+        state.chunk_bytes = 0;
+        Box::new((
+            std::mem::take(&mut state.pending),
+            std::mem::take(&mut state.caps),
+            std::mem::take(&mut state.chunks),
+        ))
     }
 }
 
@@ -333,10 +443,25 @@ struct Consuming {
     ending: Option<Ending>,
     reader: Option<Waker>,
     max_depth: u32,
+    /// A byte stream: counts are bytes and batches are raw data.
+    bytes_mode: bool,
 }
 
 impl RemoteConsumer {
     pub(crate) fn new(conn: &Arc<ConnShared>, id: u32, window: Window, max_depth: u32) -> Arc<Self> {
+        Self::with_mode(conn, id, window, max_depth, false)
+    }
+
+    /// A consumer of a byte stream.
+    pub(crate) fn new_bytes(conn: &Arc<ConnShared>, id: u32, window: Window) -> Arc<Self> {
+        Self::with_mode(conn, id, window, 0, true)
+    }
+
+    pub(crate) fn is_bytes(&self) -> bool {
+        self.lock().bytes_mode
+    }
+
+    fn with_mode(conn: &Arc<ConnShared>, id: u32, window: Window, max_depth: u32, bytes_mode: bool) -> Arc<Self> {
         let window = window.sane();
         Arc::new(RemoteConsumer {
             conn: Arc::downgrade(conn),
@@ -351,6 +476,7 @@ impl RemoteConsumer {
                 ending: None,
                 reader: None,
                 max_depth,
+                bytes_mode,
             }),
         })
     }
@@ -455,6 +581,32 @@ impl RemoteConsumer {
 
     // ----- with the connection locked -----------------------------------
 
+    /// Reads up to `max` bytes of a byte stream: from one chunk without
+    /// copying when it holds enough, else gathered across chunks.
+    pub(crate) fn poll_read_bytes(&self, cx: &mut Context<'_>, max: usize) -> Poll<Result<Option<Bytes>, RpcError>> {
+        let mut state = self.lock();
+        if let Some(ending) = state.ending.as_ref().filter(|e| e.discards()) {
+            return Poll::Ready(ending.for_reader());
+        }
+        if state.batches.is_empty() {
+            return match &state.ending {
+                Some(ending) => Poll::Ready(ending.for_reader()),
+                None => {
+                    state.reader = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            };
+        }
+        let data = take_bytes(&mut state.batches, max.max(1));
+        state.read += data.len() as u64;
+        let report = self.due_report(&mut state);
+        drop(state);
+        if let Some((read, window)) = report {
+            self.send_window(read, window);
+        }
+        Poll::Ready(Ok(Some(data)))
+    }
+
     /// A data message arrived.
     /// `caps` is taken only when the batch is kept: the caller drops what is
     /// left once the connection is unlocked.
@@ -475,6 +627,13 @@ impl RemoteConsumer {
         }
         if !item_caps.is_empty() && item_caps.len() != count as usize {
             return Err(RpcError::protocol(format!("stream {}: capability counts do not match items", self.id)));
+        }
+        if state.bytes_mode && (bytes.len() != count as usize || !item_caps.is_empty() || !caps.is_empty()) {
+            return Err(RpcError::protocol(format!(
+                "stream {}: byte-stream data announces {count} bytes but carries {} (and no capabilities)",
+                self.id,
+                bytes.len()
+            )));
         }
         state.received = received;
         if state.ending.is_some() || count == 0 {
@@ -501,6 +660,30 @@ impl RemoteConsumer {
         let discard = state.ending.as_ref().is_some_and(Ending::discards);
         Box::new(if discard { std::mem::take(&mut state.batches) } else { VecDeque::new() })
     }
+}
+
+/// Takes up to `max` bytes off the front of `batches`.
+fn take_bytes(batches: &mut VecDeque<RawBatch>, max: usize) -> Bytes {
+    let single = batches.len() == 1;
+    let front = &mut batches.front_mut().expect("checked non-empty").bytes;
+    if front.len() >= max || single {
+        let take = max.min(front.len());
+        let data = front.split_to(take);
+        if front.is_empty() {
+            batches.pop_front();
+        }
+        return data;
+    }
+    let mut gathered = BytesMut::with_capacity(max);
+    while gathered.len() < max {
+        let Some(batch) = batches.front_mut() else { break };
+        let take = (max - gathered.len()).min(batch.bytes.len());
+        gathered.extend_from_slice(&batch.bytes.split_to(take));
+        if batch.bytes.is_empty() {
+            batches.pop_front();
+        }
+    }
+    gathered.freeze()
 }
 
 /// Decodes the next item of `batch` and advances past it.

@@ -14,6 +14,17 @@ pub(crate) const PREFIX: usize = 4;
 
 /// Appends one frame holding `header` followed by `trailer`.
 pub(crate) fn encode<H: Serialize>(out: &mut BytesMut, header: &H, trailer: &[u8]) -> Result<(), RpcError> {
+    encode_with(out, header, trailer.len(), |out| out.extend_from_slice(trailer))
+}
+
+/// Appends one frame holding `header` followed by `trailer_len` bytes that
+/// `fill` appends (so a trailer gathered from several chunks is copied once).
+pub(crate) fn encode_with<H: Serialize>(
+    out: &mut BytesMut,
+    header: &H,
+    trailer_len: usize,
+    fill: impl FnOnce(&mut BytesMut),
+) -> Result<(), RpcError> {
     let start = out.len();
     out.put_u32_le(0);
     let mut writer = ExtendBuf(out);
@@ -21,7 +32,8 @@ pub(crate) fn encode<H: Serialize>(out: &mut BytesMut, header: &H, trailer: &[u8
         out.truncate(start);
         return Err(RpcError::serialization(format!("cannot encode frame header: {e}")));
     }
-    out.extend_from_slice(trailer);
+    out.reserve(trailer_len);
+    fill(out);
     let len = (out.len() - start - PREFIX) as u32;
     out[start..start + PREFIX].copy_from_slice(&len.to_le_bytes());
     Ok(())

@@ -58,6 +58,10 @@ pub(crate) enum CapDescriptor {
     /// A sequence's producer end: the receiver produces stream `stream`, the
     /// sender consumes it with `window`.
     SequenceWriter { stream: u32, window: Window },
+    /// A byte stream's consumer end (window in bytes, batch = largest read).
+    BytesReader { stream: u32, window: Window },
+    /// A byte stream's producer end.
+    BytesWriter { stream: u32, window: Window },
 }
 
 /// Every frame after the handshake.

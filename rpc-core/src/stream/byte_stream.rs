@@ -1,0 +1,595 @@
+//! `Bytes`: a byte stream capability, and its writer.
+//!
+//! Our [`Bytes`] is a *stream*, not a chunk of memory: chunks are
+//! [`bytes::Bytes`]. A byte stream keeps no chunk boundaries: the consumer
+//! sets a window in bytes and a maximum read size, a write may be delivered
+//! in parts, and a read returns up to `min(available, max read)` bytes
+//! however they were written.
+
+use std::any::Any;
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::bytes_core::ByteCore;
+use super::end::{self, ReceivedReader, ReceivedWriter, StreamEnd};
+use super::remote::{RemoteConsumer, RemoteProducer};
+use super::Window;
+use crate::conn::{ConnShared, ConnState};
+use crate::wire::CapDescriptor;
+use crate::RpcError;
+
+/// Default window of a byte stream, in bytes.
+pub const DEFAULT_BYTE_WINDOW: u32 = 256 << 10;
+/// Default maximum read size of a byte stream, in bytes.
+pub const DEFAULT_MAX_READ: u32 = 64 << 10;
+
+fn default_window() -> Window {
+    Window { capacity: DEFAULT_BYTE_WINDOW, batch: DEFAULT_MAX_READ }
+}
+
+pub(crate) enum ByteReader {
+    Local(Arc<ByteCore>),
+    Remote(Arc<RemoteConsumer>),
+}
+
+pub(crate) enum ByteWriter {
+    Local(Arc<ByteCore>),
+    Remote(Arc<RemoteProducer>),
+}
+
+/// The consumer end of a byte stream (not a chunk: chunks are [`bytes::Bytes`]).
+///
+/// Read it chunk by chunk with [`Bytes::read`], as a `futures::Stream` of
+/// chunks, or as a tokio [`AsyncRead`]. Dropping it cancels the stream.
+///
+/// # Examples
+///
+/// A download with `tokio::io::copy` into any `AsyncWrite`:
+///
+/// ```
+/// use rpc_core::{eventual, Bytes};
+/// use tokio::io::AsyncWriteExt;
+///
+/// #[eventual]
+/// pub trait Archive {
+///     fn replay(&self, round: u32) -> Bytes;
+/// }
+///
+/// struct Recorder;
+/// impl Archive for Recorder {
+///     fn replay(&self, round: u32) -> Bytes {
+///         let (mut writer, replay) = Bytes::channel();
+///         tokio::spawn(async move {
+///             writer.write_all(format!("round {round}: ").as_bytes()).await?;
+///             writer.write_all(b"blue wins").await?;
+///             writer.shutdown().await
+///         });
+///         replay
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let archive = ArchiveProxy::new(Recorder);
+/// let mut replay = archive.replay(3);
+/// let mut file = Vec::new();
+/// tokio::io::copy(&mut replay, &mut file).await?;
+/// assert_eq!(file, b"round 3: blue wins");
+/// # Ok(())
+/// # }
+/// ```
+pub struct Bytes {
+    backend: Mutex<Option<ByteReader>>,
+    keep: Option<Box<dyn Send + Sync>>,
+}
+
+/// The producer end of a byte stream.
+///
+/// [`write`](Self::write) queues a chunk without copying and never waits;
+/// [`flush`](Self::flush) waits until the consumer's window has room;
+/// [`close`](Self::close), [`abort`](Self::abort) and dropping behave as for
+/// [`crate::SequenceWriter`]. It is also a tokio [`AsyncWrite`] (a write takes
+/// what the window has room for) and a `futures::Sink` of chunks.
+pub struct BytesWriter {
+    backend: Mutex<Option<ByteWriter>>,
+}
+
+impl Bytes {
+    /// Creates a connected pair with a 256 KiB window and 64 KiB reads.
+    pub fn channel() -> (BytesWriter, Bytes) {
+        let core = ByteCore::new(default_window());
+        (
+            BytesWriter { backend: Mutex::new(Some(ByteWriter::Local(core.clone()))) },
+            Bytes::from_backend(ByteReader::Local(core)),
+        )
+    }
+
+    pub(crate) fn from_backend(backend: ByteReader) -> Self {
+        Bytes { backend: Mutex::new(Some(backend)), keep: None }
+    }
+
+    pub(crate) fn take_backend(&self) -> Option<ByteReader> {
+        self.backend.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn window(&self) -> Window {
+        match &*self.backend.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(ByteReader::Local(core)) => core.lock().window,
+            Some(ByteReader::Remote(consumer)) => consumer.window(),
+            None => default_window(),
+        }
+    }
+
+    fn update_window(&self, change: impl FnOnce(&mut Window)) {
+        let mut window = self.window();
+        change(&mut window);
+        let window = window.sane();
+        match &*self.backend.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(ByteReader::Local(core)) => core.set_window(window),
+            Some(ByteReader::Remote(consumer)) => consumer.set_window(window),
+            None => {}
+        }
+    }
+
+    /// Sets the window: how many bytes may be unread at once (at least 1).
+    pub fn set_window(&self, bytes: u32) {
+        self.update_window(|w| w.capacity = bytes);
+    }
+
+    /// Sets the largest chunk a read returns (and a network message carries).
+    pub fn set_max_read(&self, bytes: u32) {
+        self.update_window(|w| w.batch = bytes);
+    }
+
+    /// The current window in bytes.
+    pub fn window_size(&self) -> u32 {
+        self.window().capacity
+    }
+
+    /// The current maximum read size in bytes.
+    pub fn max_read(&self) -> u32 {
+        self.window().batch
+    }
+
+    /// Polls for the next chunk of at most `max` bytes.
+    pub fn poll_read_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<Result<Option<bytes::Bytes>, RpcError>> {
+        let backend = self.backend.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(ByteReader::Local(core)) = backend {
+            if let Some(source) = core.drained_source() {
+                *backend = Some(ByteReader::Remote(source));
+            }
+        }
+        match backend {
+            Some(ByteReader::Local(core)) => core.poll_read(cx, max),
+            Some(ByteReader::Remote(consumer)) => consumer.poll_read_bytes(cx, max),
+            None => Poll::Ready(Err(RpcError::cancelled("this byte stream end was sent away"))),
+        }
+    }
+
+    /// Reads the next chunk: up to `min(available, max read)` bytes, or
+    /// `Ok(None)` at the end of the stream.
+    ///
+    /// # Errors
+    ///
+    /// As for [`crate::Sequence::read`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn read(&mut self) -> Result<Option<bytes::Bytes>, RpcError> {
+        let max = self.max_read() as usize;
+        std::future::poll_fn(|cx| self.poll_read_chunk(cx, max)).await
+    }
+
+    /// Ends the stream from the consumer side.
+    pub fn cancel(self, reason: Option<String>) {
+        if let Some(backend) = self.take_backend() {
+            cancel_reader(backend, reason);
+        }
+    }
+}
+
+pub(crate) fn cancel_reader(backend: ByteReader, reason: Option<String>) {
+    match backend {
+        ByteReader::Local(core) => core.cancel(reason),
+        ByteReader::Remote(consumer) => consumer.cancel(reason),
+    }
+}
+
+pub(crate) fn abort_writer(backend: ByteWriter) {
+    match backend {
+        ByteWriter::Local(core) => core.abort(),
+        ByteWriter::Remote(producer) => producer.abort(),
+    }
+}
+
+impl Drop for Bytes {
+    fn drop(&mut self) {
+        if let Some(backend) = self.take_backend() {
+            cancel_reader(backend, None);
+        }
+    }
+}
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bytes").field("window", &self.window()).finish_non_exhaustive()
+    }
+}
+
+impl AsyncRead for Bytes {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let max = buf.remaining().min(this.max_read() as usize);
+        match this.poll_read_chunk(cx, max) {
+            Poll::Ready(Ok(Some(chunk))) => {
+                buf.put_slice(&chunk);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Ok(None)) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(err)) => Poll::Ready(Err(io::Error::other(err))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl futures::Stream for Bytes {
+    type Item = Result<bytes::Bytes, RpcError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.backend.get_mut().unwrap_or_else(|e| e.into_inner()).is_none() {
+            return Poll::Ready(None);
+        }
+        let max = this.max_read() as usize;
+        match this.poll_read_chunk(cx, max) {
+            Poll::Ready(Ok(Some(chunk))) => Poll::Ready(Some(Ok(chunk))),
+            Poll::Ready(Ok(None)) => {
+                this.take_backend();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Err(err)) => {
+                this.take_backend();
+                Poll::Ready(Some(Err(err)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl BytesWriter {
+    fn backend(&mut self) -> Result<&ByteWriter, RpcError> {
+        let backend = self.backend.get_mut().unwrap_or_else(|e| e.into_inner());
+        // Once the consumer end went over a connection, write to it directly.
+        if let Some(ByteWriter::Local(core)) = backend {
+            if let Some(sink) = core.sink() {
+                *backend = Some(ByteWriter::Remote(sink));
+            }
+        }
+        backend.as_ref().ok_or_else(|| RpcError::new(crate::ErrorKind::Aborted, "this writer was closed or sent away"))
+    }
+
+    pub(crate) fn take_backend(&self) -> Option<ByteWriter> {
+        self.backend.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Queues `chunk` for the consumer without waiting (a `bytes::Bytes` is
+    /// not copied until it is framed).
+    ///
+    /// # Errors
+    ///
+    /// `Cancelled` with the consumer's reason, or `Disconnected`.
+    pub fn write(&mut self, chunk: impl Into<bytes::Bytes>) -> Result<(), RpcError> {
+        let chunk = chunk.into();
+        match self.backend()? {
+            ByteWriter::Local(core) => core.write(chunk),
+            ByteWriter::Remote(producer) => producer.write_bytes(chunk),
+        }
+    }
+
+    /// Polls for room in the consumer's window; `Ready(Ok(n))` with `n > 0`.
+    pub fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, RpcError>> {
+        match self.backend() {
+            Ok(ByteWriter::Local(core)) => core.poll_room(cx),
+            Ok(ByteWriter::Remote(producer)) => producer.poll_room(cx),
+            Err(err) => Poll::Ready(Err(err)),
+        }
+    }
+
+    /// Waits until backpressure has eased (fewer unread bytes than the window).
+    ///
+    /// # Errors
+    ///
+    /// `Cancelled` with the consumer's reason, or `Disconnected`.
+    pub async fn flush(&mut self) -> Result<(), RpcError> {
+        std::future::poll_fn(|cx| self.poll_room(cx).map_ok(|_| ())).await
+    }
+
+    /// Ends the stream after everything queued is delivered; with an error,
+    /// the consumer reads the bytes and then that error.
+    ///
+    /// # Errors
+    ///
+    /// As for [`flush`](Self::flush).
+    pub async fn close(self, error: Option<RpcError>) -> Result<(), RpcError> {
+        match self.take_backend() {
+            Some(ByteWriter::Local(core)) => {
+                core.close(error);
+                Ok(())
+            }
+            Some(ByteWriter::Remote(producer)) => {
+                producer.close(error);
+                producer.closed().await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the stream at once, dropping unread bytes on both sides.
+    pub fn abort(self) {
+        if let Some(backend) = self.take_backend() {
+            abort_writer(backend);
+        }
+    }
+
+    /// The consumer's current window in bytes.
+    pub fn window_size(&self) -> u32 {
+        match &*self.backend.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(ByteWriter::Local(core)) => core.window().capacity,
+            Some(ByteWriter::Remote(producer)) => producer.window().capacity,
+            None => 0,
+        }
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
+        let backend = self.backend.get_mut().unwrap_or_else(|e| e.into_inner());
+        match backend {
+            Some(ByteWriter::Local(core)) => {
+                core.close(None);
+                *backend = None;
+                Poll::Ready(Ok(()))
+            }
+            Some(ByteWriter::Remote(producer)) => {
+                producer.close(None);
+                let done = producer.poll_closed(cx);
+                if done.is_ready() {
+                    *backend = None;
+                }
+                done
+            }
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl Drop for BytesWriter {
+    fn drop(&mut self) {
+        if let Some(backend) = self.take_backend() {
+            abort_writer(backend);
+        }
+    }
+}
+
+impl fmt::Debug for BytesWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BytesWriter").finish_non_exhaustive()
+    }
+}
+
+impl AsyncWrite for BytesWriter {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let room = match this.poll_room(cx) {
+            Poll::Ready(Ok(room)) => room,
+            Poll::Ready(Err(err)) => return Poll::Ready(Err(io::Error::other(err))),
+            Poll::Pending => return Poll::Pending,
+        };
+        // Take what the window has room for: a write may be delivered in parts.
+        let n = room.min(data.len());
+        match this.write(bytes::Bytes::copy_from_slice(&data[..n])) {
+            Ok(()) => Poll::Ready(Ok(n)),
+            Err(err) => Poll::Ready(Err(io::Error::other(err))),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Everything written is queued for sending; the writer task sends it.
+        let _ = cx;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_close(cx).map_err(io::Error::other)
+    }
+}
+
+impl futures::Sink<bytes::Bytes> for BytesWriter {
+    type Error = RpcError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
+        self.get_mut().poll_room(cx).map_ok(|_| ())
+    }
+
+    fn start_send(self: Pin<&mut Self>, chunk: bytes::Bytes) -> Result<(), RpcError> {
+        self.get_mut().write(chunk)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
+        self.get_mut().poll_room(cx).map_ok(|_| ())
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
+        self.get_mut().poll_close(cx)
+    }
+}
+
+// ----- as capabilities --------------------------------------------------------
+
+struct BytesReaderEnd(Option<ByteReader>);
+struct BytesWriterEnd(Option<ByteWriter>);
+
+impl Drop for BytesReaderEnd {
+    fn drop(&mut self) {
+        if let Some(backend) = self.0.take() {
+            cancel_reader(backend, None);
+        }
+    }
+}
+
+impl Drop for BytesWriterEnd {
+    fn drop(&mut self) {
+        if let Some(backend) = self.0.take() {
+            abort_writer(backend);
+        }
+    }
+}
+
+impl StreamEnd for BytesReaderEnd {
+    fn bind(mut self: Box<Self>, state: &mut ConnState, conn: &Arc<ConnShared>) -> Result<CapDescriptor, RpcError> {
+        let backend = self.0.take().ok_or_else(|| RpcError::serialization("stream end already taken"))?;
+        match backend {
+            ByteReader::Local(core) => {
+                let window = core.lock().window;
+                let producer = state.open_producer(conn, window, true)?;
+                core.redirect_to_sink(&producer);
+                state.schedule_stream(producer.id());
+                Ok(CapDescriptor::BytesReader { stream: producer.id(), window })
+            }
+            ByteReader::Remote(consumer) => {
+                let window = consumer.window();
+                let producer = state.open_producer(conn, window, true)?;
+                let id = producer.id();
+                let from = Bytes::from_backend(ByteReader::Remote(consumer));
+                let to = BytesWriter { backend: Mutex::new(Some(ByteWriter::Remote(producer))) };
+                tokio::spawn(pump(from, to));
+                Ok(CapDescriptor::BytesReader { stream: id, window })
+            }
+        }
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
+
+impl StreamEnd for BytesWriterEnd {
+    fn bind(mut self: Box<Self>, state: &mut ConnState, conn: &Arc<ConnShared>) -> Result<CapDescriptor, RpcError> {
+        let backend = self.0.take().ok_or_else(|| RpcError::serialization("stream end already taken"))?;
+        match backend {
+            ByteWriter::Local(core) => {
+                let window = core.lock().window;
+                let consumer = state.open_consumer(conn, window, true)?;
+                core.redirect_to_source(&consumer);
+                Ok(CapDescriptor::BytesWriter { stream: consumer.id(), window })
+            }
+            ByteWriter::Remote(producer) => {
+                let window = producer.window();
+                let consumer = state.open_consumer(conn, window, true)?;
+                let id = consumer.id();
+                let from = Bytes::from_backend(ByteReader::Remote(consumer));
+                let to = BytesWriter { backend: Mutex::new(Some(ByteWriter::Remote(producer))) };
+                tokio::spawn(pump(from, to));
+                Ok(CapDescriptor::BytesWriter { stream: id, window })
+            }
+        }
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
+
+/// Moves bytes from one stream into another with backpressure.
+async fn pump(mut from: Bytes, mut to: BytesWriter) {
+    loop {
+        match from.read().await {
+            Ok(Some(chunk)) => {
+                if to.write(chunk).is_err() || to.flush().await.is_err() {
+                    from.cancel(Some("the forwarded byte stream was cancelled".into()));
+                    return;
+                }
+            }
+            Ok(None) => return drop(to.close(None).await),
+            Err(err) => return drop(to.close(Some(err)).await),
+        }
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let backend =
+            self.take_backend().ok_or_else(|| serde::ser::Error::custom("this byte stream was already sent"))?;
+        end::serialize(Box::new(BytesReaderEnd(Some(backend))), serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let taken = match end::take_end(deserializer)?.downcast::<BytesReaderEnd>() {
+            Ok(mut typed) => typed.0.take(),
+            Err(other) => match other.downcast::<ReceivedReader>() {
+                Ok(mut received) => received.take_bytes().map(ByteReader::Remote),
+                Err(_) => return Err(serde::de::Error::custom("expected a byte stream")),
+            },
+        };
+        taken.map(Bytes::from_backend).ok_or_else(|| serde::de::Error::custom("expected a byte stream"))
+    }
+}
+
+impl Serialize for BytesWriter {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let backend = self.take_backend().ok_or_else(|| serde::ser::Error::custom("this writer was already sent"))?;
+        end::serialize(Box::new(BytesWriterEnd(Some(backend))), serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for BytesWriter {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let taken = match end::take_end(deserializer)?.downcast::<BytesWriterEnd>() {
+            Ok(mut typed) => typed.0.take(),
+            Err(other) => match other.downcast::<ReceivedWriter>() {
+                Ok(mut received) => received.take_bytes().map(ByteWriter::Remote),
+                Err(_) => return Err(serde::de::Error::custom("expected a byte stream writer")),
+            },
+        };
+        let backend = taken.ok_or_else(|| serde::de::Error::custom("expected a byte stream writer"))?;
+        Ok(BytesWriter { backend: Mutex::new(Some(backend)) })
+    }
+}
+
+/// For generated code: the caller's end of a returned byte stream, holding
+/// the call that fills it.
+pub fn bytes_result(mut reader: Bytes, call: crate::Promise<()>) -> Bytes {
+    reader.keep = Some(Box::new(call));
+    reader
+}
+
+/// For generated code: connects the byte stream a handler returned to the
+/// writer the caller sent.
+pub fn splice_bytes(from: Bytes, to: BytesWriter) {
+    match (from.take_backend(), to.take_backend()) {
+        (Some(ByteReader::Local(core)), Some(ByteWriter::Remote(producer))) => {
+            core.redirect_to_sink(&producer);
+            producer.schedule_now();
+        }
+        (Some(reader), Some(writer)) => {
+            let from = Bytes::from_backend(reader);
+            let to = BytesWriter { backend: Mutex::new(Some(writer)) };
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(pump(from, to));
+            }
+        }
+        (None, Some(writer)) => abort_writer(writer),
+        _ => {}
+    }
+}
