@@ -210,11 +210,7 @@ fn last_segment(ty: &Type) -> Option<&syn::PathSegment> {
 fn is_byte_stream(ty: &Type) -> bool {
     let Type::Path(path) = ty else { return false };
     let names: Vec<String> = path.path.segments.iter().map(|s| s.ident.to_string()).collect();
-    match names.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["Bytes"] => true,
-        [.., "rpc_core", "Bytes"] => true,
-        _ => false,
-    }
+    matches!(names.iter().map(String::as_str).collect::<Vec<_>>()[..], ["Bytes"] | [.., "rpc_core", "Bytes"])
 }
 
 /// `T` of a type whose last segment is `Sequence<T>`.
