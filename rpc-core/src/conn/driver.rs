@@ -182,6 +182,7 @@ fn handle_frame(shared: &Arc<ConnShared>, frame: Bytes) -> Result<(), RpcError> 
         }
         Message::StreamAbort { stream } => state.handle_stream_end(stream, Ending::Aborted),
         Message::StreamCancel { stream, reason } => state.handle_stream_cancel(stream, reason),
+        Message::StreamPart { stream } => state.handle_stream_part(stream, &trailer),
     }
 }
 
@@ -190,12 +191,16 @@ async fn write_loop<W: AsyncWrite>(shared: Arc<ConnShared>, mut writer: WriteHal
     let interval = shared.config.keepalive_interval;
     let mut next_ping = Instant::now() + interval;
     let mut nonce = 0u64;
+    // Streams still had data to emit after the last round: go again at once.
+    let mut more = false;
     loop {
-        tokio::select! {
-            _ = shared.wake_writer.notified() => {}
-            _ = sleep_until(next_ping) => {
-                nonce += 1;
-                shared.lock().send_ping(nonce);
+        if !more {
+            tokio::select! {
+                _ = shared.wake_writer.notified() => {}
+                _ = sleep_until(next_ping) => {
+                    nonce += 1;
+                    shared.lock().send_ping(nonce);
+                }
             }
         }
         if let Some(delay) = shared.config.stream_nagle {
@@ -210,6 +215,7 @@ async fn write_loop<W: AsyncWrite>(shared: Arc<ConnShared>, mut writer: WriteHal
         let (batch, closing) = {
             let mut state = shared.lock();
             state.emit_streams(&shared);
+            more = !state.ready.is_empty();
             std::mem::swap(&mut state.out, &mut spare);
             let idle = shared.users.load(std::sync::atomic::Ordering::Acquire) == 0 && state.is_idle();
             (std::mem::take(&mut spare), state.is_closed().is_some() || idle)

@@ -68,6 +68,10 @@ struct Embargo {
     target: Client,
 }
 
+/// Stream bytes one producer may emit per writer round before the others
+/// (and call frames) get their turn: bounds head-of-line blocking.
+const ROUND_BUDGET: u64 = 256 << 10;
+
 /// Our half of a stream on this connection.
 #[derive(Clone)]
 enum StreamHalf {
@@ -782,12 +786,27 @@ impl ConnState {
             self.ready.clear();
             return;
         }
+        let mut again = Vec::new();
         for id in std::mem::take(&mut self.ready) {
             if let Some(StreamHalf::Producer(producer)) = self.streams.get(&id).cloned() {
-                if producer.emit(self, shared) {
+                let (finished, more) = producer.emit(self, shared, ROUND_BUDGET);
+                if finished {
                     self.end_stream(id, None);
+                } else if more {
+                    again.push(id);
                 }
             }
+        }
+        self.ready.extend(again);
+    }
+
+    pub(crate) fn handle_stream_part(&mut self, stream: u32, bytes: &[u8]) -> Result<(), Violation> {
+        match self.streams.get(&stream).cloned() {
+            Some(StreamHalf::Consumer(consumer)) => consumer.on_part(bytes),
+            Some(StreamHalf::Producer(_)) => {
+                Err(RpcError::protocol(format!("data for stream {stream}, which we produce")))
+            }
+            None => self.unknown_stream(stream, "data"),
         }
     }
 

@@ -311,55 +311,94 @@ impl RemoteProducer {
 
     // ----- with the connection locked -----------------------------------
 
-    /// Emits what the window allows into `conn`'s output; returns true if the
-    /// stream is finished and can leave the connection's table.
-    pub(crate) fn emit(&self, conn: &mut ConnState, shared: &Arc<ConnShared>) -> bool {
+    /// Emits what the window allows, up to about `budget` bytes, into
+    /// `conn`'s output. Returns whether the stream is finished (it can leave
+    /// the connection's table) and whether it has more to emit now (so the
+    /// writer goes round again, letting other frames in between).
+    pub(crate) fn emit(&self, conn: &mut ConnState, shared: &Arc<ConnShared>, budget: u64) -> (bool, bool) {
         let mut state = self.lock();
         state.scheduled = false;
+        let mut spent = 0;
         if state.bytes_mode {
-            Self::emit_bytes(&mut state, conn, self.id);
+            spent = Self::emit_bytes(&mut state, conn, self.id, budget);
         }
-        while state.ending.is_none() && !state.items.is_empty() && state.credit() > 0 {
-            let count = (state.window.batch as u64).min(state.credit()).min(state.items.len() as u64) as usize;
-            let batch: Vec<(u32, u32)> = state.items.drain(..count).collect();
-            let bytes: u32 = batch.iter().map(|(len, _)| len).sum();
-            let cap_total: u32 = batch.iter().map(|(_, caps)| caps).sum();
-            let data = state.pending.split_to(bytes as usize);
-            let caps: Vec<CapEntry> = state.caps.drain(..cap_total as usize).collect();
-            let item_caps = if cap_total == 0 { Vec::new() } else { batch.iter().map(|(_, c)| *c).collect() };
-            if let Err(err) = conn.send_stream_data(shared, self.id, count as u32, item_caps, caps, &data) {
+        while state.ending.is_none() && !state.items.is_empty() && state.credit() > 0 && spent < budget {
+            spent += self.emit_items(&mut state, conn, shared);
+        }
+        self.emit_end(&mut state, conn);
+        let finished = state.end_sent || state.ending.is_some();
+        let more = !finished && state.wants_emit();
+        state.scheduled = more;
+        (finished, more)
+    }
+
+    /// One message of whole items, or one fragment of an item too large for
+    /// a message; returns the bytes emitted.
+    fn emit_items(&self, state: &mut Producing, conn: &mut ConnState, shared: &Arc<ConnShared>) -> u64 {
+        let first = state.items[0].0 as u64;
+        if first > MAX_BYTES_PER_MESSAGE {
+            // A large item goes in parts, so frames of other streams and calls
+            // can pass between them; its last part travels as the data message.
+            let part = state.pending.split_to(MAX_BYTES_PER_MESSAGE as usize);
+            conn.send_message_with(&Message::StreamPart { stream: self.id }, part.len(), |out| {
+                out.extend_from_slice(&part)
+            });
+            state.items[0].0 -= MAX_BYTES_PER_MESSAGE as u32;
+            return MAX_BYTES_PER_MESSAGE;
+        }
+        let most = (state.window.batch as u64).min(state.credit()) as usize;
+        let (mut count, mut bytes) = (0usize, 0u64);
+        for (len, _) in state.items.iter().take(most) {
+            if count > 0 && bytes + *len as u64 > MAX_BYTES_PER_MESSAGE {
+                break;
+            }
+            count += 1;
+            bytes += *len as u64;
+        }
+        let batch: Vec<(u32, u32)> = state.items.drain(..count).collect();
+        let cap_total: u32 = batch.iter().map(|(_, caps)| caps).sum();
+        let data = state.pending.split_to(bytes as usize);
+        let caps: Vec<CapEntry> = state.caps.drain(..cap_total as usize).collect();
+        let item_caps = if cap_total == 0 { Vec::new() } else { batch.iter().map(|(_, c)| *c).collect() };
+        match conn.send_stream_data(shared, self.id, count as u32, item_caps, caps, &data) {
+            Ok(()) => state.sent += count as u64,
+            Err(err) => {
                 // The items cannot be named to the peer: end the stream with why.
                 conn.send_message(&Message::StreamEnd { stream: self.id, error: Some(err.clone()) });
                 state.ending = Some(Ending::Failed(err));
                 state.end_sent = true;
                 state.wake();
-                break;
-            }
-            state.sent += count as u64;
-        }
-        if !state.end_sent {
-            let end = match (&state.ending, &state.closing) {
-                (Some(Ending::Aborted), _) => Some(Message::StreamAbort { stream: self.id }),
-                (None, Some(error)) if state.pending_units() == 0 => {
-                    Some(Message::StreamEnd { stream: self.id, error: error.clone() })
-                }
-                _ => None,
-            };
-            if let Some(end) = end {
-                conn.send_message(&end);
-                state.end_sent = true;
-                state.wake();
             }
         }
-        state.end_sent || state.ending.is_some()
+        bytes
+    }
+
+    /// Sends the end (or the abort) once it is due.
+    fn emit_end(&self, state: &mut Producing, conn: &mut ConnState) {
+        if state.end_sent {
+            return;
+        }
+        let end = match (&state.ending, &state.closing) {
+            (Some(Ending::Aborted), _) => Some(Message::StreamAbort { stream: self.id }),
+            (None, Some(error)) if state.pending_units() == 0 => {
+                Some(Message::StreamEnd { stream: self.id, error: error.clone() })
+            }
+            _ => None,
+        };
+        if let Some(end) = end {
+            conn.send_message(&end);
+            state.end_sent = true;
+            state.wake();
+        }
     }
 
     /// Emits byte-stream data: messages of at most `batch` bytes (and never
     /// more than [`MAX_BYTES_PER_MESSAGE`]), within the window. Bounded
     /// messages let other streams' and calls' frames interleave with a bulk
     /// transfer instead of queueing behind it.
-    fn emit_bytes(state: &mut Producing, conn: &mut ConnState, id: u32) {
-        while state.ending.is_none() && state.chunk_bytes > 0 && state.credit() > 0 {
+    fn emit_bytes(state: &mut Producing, conn: &mut ConnState, id: u32, budget: u64) -> u64 {
+        let mut spent = 0;
+        while state.ending.is_none() && state.chunk_bytes > 0 && state.credit() > 0 && spent < budget {
             let limit = (state.window.batch as u64).min(MAX_BYTES_PER_MESSAGE);
             let n = limit.min(state.credit()).min(state.chunk_bytes) as usize;
             let chunks = &mut state.chunks;
@@ -378,7 +417,9 @@ impl RemoteProducer {
             });
             state.chunk_bytes -= n as u64;
             state.sent += n as u64;
+            spent += n as u64;
         }
+        spent
     }
 
     /// The consumer read up to `read` and set its window; returns whether to schedule.
@@ -445,6 +486,10 @@ struct Consuming {
     max_depth: u32,
     /// A byte stream: counts are bytes and batches are raw data.
     bytes_mode: bool,
+    /// The first parts of an item too large for one message.
+    partial: BytesMut,
+    /// The largest item accepted, in bytes.
+    max_item: usize,
 }
 
 impl RemoteConsumer {
@@ -477,6 +522,8 @@ impl RemoteConsumer {
                 reader: None,
                 max_depth,
                 bytes_mode,
+                partial: BytesMut::new(),
+                max_item: conn.config.limits.max_frame_size as usize,
             }),
         })
     }
@@ -581,6 +628,22 @@ impl RemoteConsumer {
 
     // ----- with the connection locked -----------------------------------
 
+    /// A part of a large item arrived.
+    pub(crate) fn on_part(&self, bytes: &[u8]) -> Result<(), RpcError> {
+        let mut state = self.lock();
+        if state.bytes_mode {
+            return Err(RpcError::protocol(format!("stream {}: item parts on a byte stream", self.id)));
+        }
+        if state.partial.len() + bytes.len() > state.max_item {
+            return Err(RpcError::limit(format!(
+                "stream {}: an item larger than the limit of {} bytes",
+                self.id, state.max_item
+            )));
+        }
+        state.partial.extend_from_slice(bytes);
+        Ok(())
+    }
+
     /// Reads up to `max` bytes of a byte stream: from one chunk without
     /// copying when it holds enough, else gathered across chunks.
     pub(crate) fn poll_read_bytes(&self, cx: &mut Context<'_>, max: usize) -> Poll<Result<Option<Bytes>, RpcError>> {
@@ -635,6 +698,16 @@ impl RemoteConsumer {
                 bytes.len()
             )));
         }
+        let bytes = if state.partial.is_empty() {
+            bytes
+        } else if count == 0 {
+            return Err(RpcError::protocol(format!("stream {}: item parts with no item to end them", self.id)));
+        } else {
+            // The first item began in earlier parts.
+            let mut whole = std::mem::take(&mut state.partial);
+            whole.extend_from_slice(&bytes);
+            whole.freeze()
+        };
         state.received = received;
         if state.ending.is_some() || count == 0 {
             return Ok(());

@@ -97,4 +97,7 @@ pub(crate) enum Message {
     StreamAbort { stream: u32 },
     /// The consumer cancelled the stream, maybe saying why.
     StreamCancel { stream: u32, reason: Option<String> },
+    /// The next bytes of an item too large for one message; the item ends in
+    /// the stream's next `StreamData`, whose first item it is.
+    StreamPart { stream: u32 },
 }
