@@ -18,8 +18,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::bytes_core::ByteCore;
 use super::end::{self, ReceivedReader, ReceivedWriter, StreamEnd};
-use super::remote::{RemoteConsumer, RemoteProducer};
 use super::Window;
+use super::{RemoteConsumer, RemoteProducer};
 use crate::conn::{ConnShared, ConnState};
 use crate::wire::CapDescriptor;
 use crate::RpcError;

@@ -8,8 +8,8 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 
-use super::remote::{RemoteConsumer, RemoteProducer};
 use super::{Ending, Window};
+use super::{RemoteConsumer, RemoteProducer};
 use crate::RpcError;
 
 pub(crate) struct ByteCore {

@@ -9,8 +9,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use super::remote::{RemoteConsumer, RemoteProducer};
 use super::{Ending, Window};
+use super::{RemoteConsumer, RemoteProducer};
 use crate::RpcError;
 
 pub(crate) struct Shared<T> {

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::remote::{RemoteConsumer, RemoteProducer};
 use super::sequence::ReaderBackend;
 use super::writer::WriterBackend;
+use super::{RemoteConsumer, RemoteProducer};
 use super::{Sequence, SequenceWriter};
 use crate::conn::{ConnShared, ConnState};
 use crate::payload::{self, CapEntry};

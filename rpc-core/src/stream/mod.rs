@@ -41,9 +41,10 @@
 
 mod byte_stream;
 mod bytes_core;
+mod consumer;
 mod core;
 mod end;
-mod remote;
+mod producer;
 mod sequence;
 mod writer;
 
@@ -51,8 +52,9 @@ pub use byte_stream::{bytes_result, splice_bytes, Bytes, BytesWriter, DEFAULT_BY
 pub use sequence::Sequence;
 pub use writer::SequenceWriter;
 
-pub(crate) use end::{ReceivedReader, ReceivedWriter, StreamSlot};
-pub(crate) use remote::{RemoteConsumer, RemoteProducer};
+pub(crate) use consumer::RemoteConsumer;
+pub(crate) use end::{ReceivedReader, ReceivedWriter, StreamEnd, StreamSlot};
+pub(crate) use producer::RemoteProducer;
 
 use serde::{Deserialize, Serialize};
 

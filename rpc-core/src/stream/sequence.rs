@@ -14,8 +14,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::core::Shared;
 use super::end::{self, ReaderEnd};
-use super::remote::RemoteConsumer;
 use super::writer::{SequenceWriter, WriterBackend};
+use super::RemoteConsumer;
 use super::Window;
 use crate::RpcError;
 

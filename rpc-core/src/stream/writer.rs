@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::core::Shared;
 use super::end::{self, WriterEnd};
-use super::remote::RemoteProducer;
+use super::RemoteProducer;
 use crate::RpcError;
 
 /// Where a [`SequenceWriter`] writes to.

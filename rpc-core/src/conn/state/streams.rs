@@ -1,0 +1,274 @@
+//! The stream half of the protocol state: the stream table, opening and
+//! naming streams, emitting data in bounded rounds, and the five stream
+//! messages. Like the rest of `ConnState`, it does no I/O.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::{ConnState, StreamHalf, Violation};
+use crate::conn::{ConnShared, Deferred};
+use crate::payload::CapEntry;
+use crate::stream::{Ending, ReceivedReader, ReceivedWriter, RemoteConsumer, RemoteProducer, StreamSlot, Window};
+use crate::wire::{frame, CapDescriptor, Message};
+use crate::RpcError;
+
+/// Stream bytes one producer may emit per writer round before the others
+/// (and call frames) get their turn: bounds head-of-line blocking.
+const ROUND_BUDGET: u64 = 256 << 10;
+
+impl ConnState {
+    fn open_stream_id(&mut self) -> Result<u32, RpcError> {
+        if let Some(reason) = &self.closed {
+            return Err(reason.clone());
+        }
+        let max = self.peer_limits.max_exports as usize;
+        if self.streams.len() >= max || self.streams_opened >= u32::MAX >> 1 {
+            return Err(RpcError::limit(format!("cannot open more than {max} streams to this peer")));
+        }
+        let id = self.streams_opened << 1 | self.stream_parity;
+        self.streams_opened += 1;
+        Ok(id)
+    }
+
+    /// A new stream we produce and the peer consumes (`bytes`: a byte stream).
+    pub(crate) fn open_producer(
+        &mut self,
+        shared: &Arc<ConnShared>,
+        window: Window,
+        bytes: bool,
+    ) -> Result<Arc<RemoteProducer>, RpcError> {
+        let id = self.open_stream_id()?;
+        let producer =
+            if bytes { RemoteProducer::new_bytes(shared, id, window) } else { RemoteProducer::new(shared, id, window) };
+        self.streams.insert(id, StreamHalf::Producer(producer.clone()));
+        Ok(producer)
+    }
+
+    /// A new stream the peer produces and we consume (`bytes`: a byte stream).
+    pub(crate) fn open_consumer(
+        &mut self,
+        shared: &Arc<ConnShared>,
+        window: Window,
+        bytes: bool,
+    ) -> Result<Arc<RemoteConsumer>, RpcError> {
+        let id = self.open_stream_id()?;
+        let consumer = if bytes {
+            RemoteConsumer::new_bytes(shared, id, window)
+        } else {
+            RemoteConsumer::new(shared, id, window, self.limits.max_depth)
+        };
+        self.streams.insert(id, StreamHalf::Consumer(consumer.clone()));
+        Ok(consumer)
+    }
+
+    /// A stream end the peer sent us: our half of it, registered under its id.
+    pub(super) fn import_stream_end(
+        &mut self,
+        shared: &Arc<ConnShared>,
+        descriptor: &CapDescriptor,
+    ) -> Result<CapEntry, Violation> {
+        let (stream, window, reader, bytes) = match *descriptor {
+            CapDescriptor::SequenceReader { stream, window } => (stream, window, true, false),
+            CapDescriptor::SequenceWriter { stream, window } => (stream, window, false, false),
+            CapDescriptor::BytesReader { stream, window } => (stream, window, true, true),
+            CapDescriptor::BytesWriter { stream, window } => (stream, window, false, true),
+            _ => unreachable!("only stream descriptors are passed here"),
+        };
+        self.accept_peer_stream(stream)?;
+        // The peer sent the reader: it produces and we consume (and the other way round).
+        let end: Box<dyn crate::stream::StreamEnd> = if reader {
+            let consumer = if bytes {
+                RemoteConsumer::new_bytes(shared, stream, window)
+            } else {
+                RemoteConsumer::new(shared, stream, window, self.limits.max_depth)
+            };
+            self.streams.insert(stream, StreamHalf::Consumer(consumer.clone()));
+            Box::new(ReceivedReader(Some(consumer)))
+        } else {
+            let producer = if bytes {
+                RemoteProducer::new_bytes(shared, stream, window)
+            } else {
+                RemoteProducer::new(shared, stream, window)
+            };
+            self.streams.insert(stream, StreamHalf::Producer(producer.clone()));
+            Box::new(ReceivedWriter(Some(producer)))
+        };
+        Ok(CapEntry::Stream(StreamSlot::new(end)))
+    }
+
+    /// Checks a stream id the peer allocated for a new stream.
+    fn accept_peer_stream(&mut self, id: u32) -> Result<(), Violation> {
+        if id & 1 == self.stream_parity || self.streams.contains_key(&id) {
+            return Err(RpcError::protocol(format!("the peer named stream {id} as new, but it is not")));
+        }
+        if self.streams.len() >= self.limits.max_exports as usize {
+            return Err(RpcError::limit(format!("the peer opened more than {} streams", self.limits.max_exports)));
+        }
+        self.max_peer_stream = Some(self.max_peer_stream.map_or(id, |m| m.max(id)));
+        Ok(())
+    }
+
+    /// Whether `id` named a stream once (late messages for it are harmless).
+    fn stream_existed(&self, id: u32) -> bool {
+        if id & 1 == self.stream_parity {
+            (id >> 1) < self.streams_opened
+        } else {
+            self.max_peer_stream.is_some_and(|max| id <= max)
+        }
+    }
+
+    fn unknown_stream(&self, id: u32, what: &str) -> Result<(), Violation> {
+        if self.stream_existed(id) {
+            Ok(())
+        } else {
+            Err(RpcError::protocol(format!("{what} for stream {id}, which does not exist")))
+        }
+    }
+
+    /// Queues producer `id` for the writer task to emit.
+    pub(crate) fn schedule_stream(&mut self, id: u32) {
+        self.ready.push(id);
+    }
+
+    /// Our half of stream `id` is done: forget it, telling the peer `message`.
+    pub(crate) fn end_stream(&mut self, id: u32, message: Option<Message>) {
+        let half = self.streams.remove(&id);
+        self.defer_drop(half);
+        if let (Some(message), None) = (message, &self.closed) {
+            self.send(&message, &[]);
+        }
+    }
+
+    /// Writes `message` with a trailer of `len` bytes appended by `fill`.
+    pub(crate) fn send_message_with(&mut self, message: &Message, len: usize, fill: impl FnOnce(&mut BytesMut)) {
+        if let Err(err) = frame::encode_with(&mut self.out, message, len, fill) {
+            tracing::error!("dropping unencodable frame: {err}");
+        }
+    }
+
+    pub(crate) fn send_message(&mut self, message: &Message) {
+        if self.closed.is_none() {
+            self.send(message, &[]);
+        }
+    }
+
+    /// Writes one data message; the capabilities its items hold are exported here.
+    pub(crate) fn send_stream_data(
+        &mut self,
+        shared: &Arc<ConnShared>,
+        stream: u32,
+        count: u32,
+        item_caps: Vec<u32>,
+        caps: Vec<CapEntry>,
+        data: &[u8],
+    ) -> Result<(), RpcError> {
+        let descriptors = self.export_caps(shared, &caps);
+        self.defer_drop(caps);
+        let caps = descriptors?;
+        self.send(&Message::StreamData { stream, count, item_caps, caps }, data);
+        Ok(())
+    }
+
+    /// Lets every scheduled producer emit what its window allows.
+    pub(crate) fn emit_streams(&mut self, shared: &Arc<ConnShared>) {
+        if self.closed.is_some() {
+            self.ready.clear();
+            return;
+        }
+        let mut again = Vec::new();
+        for id in std::mem::take(&mut self.ready) {
+            if let Some(StreamHalf::Producer(producer)) = self.streams.get(&id).cloned() {
+                let (finished, more) = producer.emit(self, shared, ROUND_BUDGET);
+                if finished {
+                    self.end_stream(id, None);
+                } else if more {
+                    again.push(id);
+                }
+            }
+        }
+        self.ready.extend(again);
+    }
+
+    pub(crate) fn handle_stream_part(&mut self, stream: u32, bytes: &[u8]) -> Result<(), Violation> {
+        match self.streams.get(&stream).cloned() {
+            Some(StreamHalf::Consumer(consumer)) => consumer.on_part(bytes),
+            Some(StreamHalf::Producer(_)) => {
+                Err(RpcError::protocol(format!("data for stream {stream}, which we produce")))
+            }
+            None => self.unknown_stream(stream, "data"),
+        }
+    }
+
+    pub(crate) fn handle_stream_data(
+        &mut self,
+        shared: &Arc<ConnShared>,
+        stream: u32,
+        count: u32,
+        item_caps: Vec<u32>,
+        descriptors: &[CapDescriptor],
+        trailer: Bytes,
+    ) -> Result<(), Violation> {
+        let mut caps = self.import_caps(shared, descriptors)?;
+        match self.streams.get(&stream).cloned() {
+            Some(StreamHalf::Consumer(consumer)) => {
+                let delivered = consumer.on_data(count, trailer, item_caps, &mut caps);
+                self.defer_drop(caps);
+                delivered
+            }
+            Some(StreamHalf::Producer(_)) => {
+                Err(RpcError::protocol(format!("data for stream {stream}, which we produce")))
+            }
+            None => {
+                self.defer_drop(caps);
+                self.unknown_stream(stream, "data")
+            }
+        }
+    }
+
+    pub(crate) fn handle_stream_window(&mut self, stream: u32, read: u64, window: Window) -> Result<(), Violation> {
+        match self.streams.get(&stream).cloned() {
+            Some(StreamHalf::Producer(producer)) => {
+                if producer.on_window(read, window)? {
+                    self.schedule_stream(stream);
+                }
+                Ok(())
+            }
+            Some(StreamHalf::Consumer(_)) => {
+                Err(RpcError::protocol(format!("window for stream {stream}, which we consume")))
+            }
+            None => self.unknown_stream(stream, "window"),
+        }
+    }
+
+    /// The producer ended stream `stream` (end, end with error, or abort).
+    pub(crate) fn handle_stream_end(&mut self, stream: u32, ending: Ending) -> Result<(), Violation> {
+        match self.streams.get(&stream).cloned() {
+            Some(StreamHalf::Consumer(consumer)) => {
+                let dropped = consumer.on_end(ending);
+                self.deferred.push(Deferred::Drop(dropped));
+                self.end_stream(stream, None);
+                Ok(())
+            }
+            Some(StreamHalf::Producer(_)) => {
+                Err(RpcError::protocol(format!("end of stream {stream}, which we produce")))
+            }
+            None => self.unknown_stream(stream, "end"),
+        }
+    }
+
+    pub(crate) fn handle_stream_cancel(&mut self, stream: u32, reason: Option<String>) -> Result<(), Violation> {
+        match self.streams.get(&stream).cloned() {
+            Some(StreamHalf::Producer(producer)) => {
+                let dropped = producer.on_end(Ending::Cancelled(reason));
+                self.deferred.push(Deferred::Drop(dropped));
+                self.end_stream(stream, None);
+                Ok(())
+            }
+            Some(StreamHalf::Consumer(_)) => {
+                Err(RpcError::protocol(format!("cancel of stream {stream}, which we consume")))
+            }
+            None => self.unknown_stream(stream, "cancel"),
+        }
+    }
+}

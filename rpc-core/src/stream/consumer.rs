@@ -1,0 +1,335 @@
+//! Our consumer side of a stream the peer produces.
+//!
+//! Data messages append raw batches; reads decode one item at a time (or take
+//! bytes for a byte stream); every half window, or when the buffer runs dry,
+//! a `StreamWindow` tells the producer how far we have read.
+//!
+//! Locking: the `on_*` methods run with the connection state locked; every
+//! other method takes the consumer's own lock, releases it, and only then
+//! talks to the connection.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+
+use super::{Ending, Window};
+use crate::conn::ConnShared;
+use crate::payload::{self, CapEntry};
+use crate::wire::Message;
+use crate::RpcError;
+
+/// Our consumer side of a stream the peer produces.
+pub(crate) struct RemoteConsumer {
+    conn: Weak<ConnShared>,
+    id: u32,
+    state: Mutex<Consuming>,
+}
+
+/// One `StreamData` message, read one item at a time.
+struct RawBatch {
+    bytes: Bytes,
+    remaining: u32,
+    /// Capabilities per item (empty when none of the items holds any).
+    item_caps: VecDeque<u32>,
+    caps: VecDeque<CapEntry>,
+}
+
+struct Consuming {
+    batches: VecDeque<RawBatch>,
+    received: u64,
+    read: u64,
+    /// The most the producer may have sent: read + capacity, as last told.
+    granted: u64,
+    /// `read` as of the last window message.
+    reported: u64,
+    window: Window,
+    ending: Option<Ending>,
+    reader: Option<Waker>,
+    max_depth: u32,
+    /// A byte stream: counts are bytes and batches are raw data.
+    bytes_mode: bool,
+    /// The first parts of an item too large for one message.
+    partial: BytesMut,
+    /// The largest item accepted, in bytes.
+    max_item: usize,
+}
+
+impl RemoteConsumer {
+    pub(crate) fn new(conn: &Arc<ConnShared>, id: u32, window: Window, max_depth: u32) -> Arc<Self> {
+        Self::with_mode(conn, id, window, max_depth, false)
+    }
+
+    /// A consumer of a byte stream.
+    pub(crate) fn new_bytes(conn: &Arc<ConnShared>, id: u32, window: Window) -> Arc<Self> {
+        Self::with_mode(conn, id, window, 0, true)
+    }
+
+    pub(crate) fn is_bytes(&self) -> bool {
+        self.lock().bytes_mode
+    }
+
+    fn with_mode(conn: &Arc<ConnShared>, id: u32, window: Window, max_depth: u32, bytes_mode: bool) -> Arc<Self> {
+        let window = window.sane();
+        Arc::new(RemoteConsumer {
+            conn: Arc::downgrade(conn),
+            id,
+            state: Mutex::new(Consuming {
+                batches: VecDeque::new(),
+                received: 0,
+                read: 0,
+                granted: window.capacity as u64,
+                reported: 0,
+                window,
+                ending: None,
+                reader: None,
+                max_depth,
+                bytes_mode,
+                partial: BytesMut::new(),
+                max_item: conn.config.limits.max_frame_size as usize,
+            }),
+        })
+    }
+
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Consuming> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn window(&self) -> Window {
+        self.lock().window
+    }
+
+    pub(crate) fn poll_read<T: DeserializeOwned>(&self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, RpcError>> {
+        let mut state = self.lock();
+        if let Some(ending) = state.ending.as_ref().filter(|e| e.discards()) {
+            return Poll::Ready(ending.for_reader());
+        }
+        let max_depth = state.max_depth;
+        let Some(batch) = state.batches.front_mut() else {
+            return match &state.ending {
+                Some(ending) => Poll::Ready(ending.for_reader()),
+                None => {
+                    state.reader = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            };
+        };
+        let decoded = decode_next::<T>(batch, max_depth);
+        if batch.remaining == 0 {
+            state.batches.pop_front();
+        }
+        let item = match decoded {
+            Ok(item) => item,
+            Err(err) => {
+                drop(state);
+                self.cancel(Some(format!("undecodable item: {}", err.message())));
+                return Poll::Ready(Err(err));
+            }
+        };
+        state.read += 1;
+        let report = self.due_report(&mut state);
+        drop(state);
+        if let Some((read, window)) = report {
+            self.send_window(read, window);
+        }
+        Poll::Ready(Ok(Some(item)))
+    }
+
+    /// Whether to tell the producer how far we read: after half a window, or
+    /// when the buffer runs dry (so a small window never stalls).
+    fn due_report(&self, state: &mut Consuming) -> Option<(u64, Window)> {
+        let unreported = state.read - state.reported;
+        let half = (state.window.capacity as u64).div_ceil(2);
+        if unreported == 0 || (unreported < half && !state.batches.is_empty()) || state.ending.is_some() {
+            return None;
+        }
+        state.reported = state.read;
+        state.granted = state.granted.max(state.read + state.window.capacity as u64);
+        Some((state.read, state.window))
+    }
+
+    fn send_window(&self, read: u64, window: Window) {
+        if let Some(conn) = self.conn.upgrade() {
+            conn.lock().send_message(&Message::StreamWindow { stream: self.id, read, window });
+        }
+    }
+
+    pub(crate) fn set_window(&self, window: Window) {
+        let (read, window) = {
+            let mut state = self.lock();
+            state.window = window.sane();
+            state.reported = state.read;
+            state.granted = state.granted.max(state.read + state.window.capacity as u64);
+            (state.read, state.window)
+        };
+        self.send_window(read, window);
+    }
+
+    pub(crate) fn cancel(&self, reason: Option<String>) {
+        let dropped = {
+            let mut state = self.lock();
+            if state.ending.as_ref().is_some_and(|e| !matches!(e, Ending::Closed | Ending::Failed(_))) {
+                return;
+            }
+            let finished = state.ending.is_some();
+            state.ending = Some(Ending::Cancelled(reason.clone()));
+            let batches = std::mem::take(&mut state.batches);
+            if finished {
+                return drop((state, batches));
+            }
+            batches
+        };
+        drop(dropped);
+        if let Some(conn) = self.conn.upgrade() {
+            conn.lock().end_stream(self.id, Some(Message::StreamCancel { stream: self.id, reason }));
+        }
+    }
+
+    // ----- with the connection locked -----------------------------------
+
+    /// A part of a large item arrived.
+    pub(crate) fn on_part(&self, bytes: &[u8]) -> Result<(), RpcError> {
+        let mut state = self.lock();
+        if state.bytes_mode {
+            return Err(RpcError::protocol(format!("stream {}: item parts on a byte stream", self.id)));
+        }
+        if state.partial.len() + bytes.len() > state.max_item {
+            return Err(RpcError::limit(format!(
+                "stream {}: an item larger than the limit of {} bytes",
+                self.id, state.max_item
+            )));
+        }
+        state.partial.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Reads up to `max` bytes of a byte stream: from one chunk without
+    /// copying when it holds enough, else gathered across chunks.
+    pub(crate) fn poll_read_bytes(&self, cx: &mut Context<'_>, max: usize) -> Poll<Result<Option<Bytes>, RpcError>> {
+        let mut state = self.lock();
+        if let Some(ending) = state.ending.as_ref().filter(|e| e.discards()) {
+            return Poll::Ready(ending.for_reader());
+        }
+        if state.batches.is_empty() {
+            return match &state.ending {
+                Some(ending) => Poll::Ready(ending.for_reader()),
+                None => {
+                    state.reader = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            };
+        }
+        let data = take_bytes(&mut state.batches, max.max(1));
+        state.read += data.len() as u64;
+        let report = self.due_report(&mut state);
+        drop(state);
+        if let Some((read, window)) = report {
+            self.send_window(read, window);
+        }
+        Poll::Ready(Ok(Some(data)))
+    }
+
+    /// A data message arrived.
+    /// `caps` is taken only when the batch is kept: the caller drops what is
+    /// left once the connection is unlocked.
+    pub(crate) fn on_data(
+        &self,
+        count: u32,
+        bytes: Bytes,
+        item_caps: Vec<u32>,
+        caps: &mut Vec<CapEntry>,
+    ) -> Result<(), RpcError> {
+        let mut state = self.lock();
+        let received = state.received + count as u64;
+        if received > state.granted {
+            return Err(RpcError::protocol(format!(
+                "stream {}: the producer sent past the consumer's window ({received} items, {} allowed)",
+                self.id, state.granted
+            )));
+        }
+        if !item_caps.is_empty() && item_caps.len() != count as usize {
+            return Err(RpcError::protocol(format!("stream {}: capability counts do not match items", self.id)));
+        }
+        if state.bytes_mode && (bytes.len() != count as usize || !item_caps.is_empty() || !caps.is_empty()) {
+            return Err(RpcError::protocol(format!(
+                "stream {}: byte-stream data announces {count} bytes but carries {} (and no capabilities)",
+                self.id,
+                bytes.len()
+            )));
+        }
+        let bytes = if state.partial.is_empty() {
+            bytes
+        } else if count == 0 {
+            return Err(RpcError::protocol(format!("stream {}: item parts with no item to end them", self.id)));
+        } else {
+            // The first item began in earlier parts.
+            let mut whole = std::mem::take(&mut state.partial);
+            whole.extend_from_slice(&bytes);
+            whole.freeze()
+        };
+        state.received = received;
+        if state.ending.is_some() || count == 0 {
+            return Ok(());
+        }
+        let caps = std::mem::take(caps);
+        let batch = RawBatch { bytes, remaining: count, item_caps: item_caps.into(), caps: caps.into() };
+        state.batches.push_back(batch);
+        if let Some(waker) = state.reader.take() {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// The producer ended the stream (or the connection did).
+    pub(crate) fn on_end(&self, ending: Ending) -> Box<dyn Send> {
+        let mut state = self.lock();
+        if state.ending.is_none() {
+            state.ending = Some(ending);
+        }
+        if let Some(waker) = state.reader.take() {
+            waker.wake();
+        }
+        let discard = state.ending.as_ref().is_some_and(Ending::discards);
+        Box::new(if discard { std::mem::take(&mut state.batches) } else { VecDeque::new() })
+    }
+}
+
+/// Takes up to `max` bytes off the front of `batches`.
+fn take_bytes(batches: &mut VecDeque<RawBatch>, max: usize) -> Bytes {
+    let single = batches.len() == 1;
+    let front = &mut batches.front_mut().expect("checked non-empty").bytes;
+    if front.len() >= max || single {
+        let take = max.min(front.len());
+        let data = front.split_to(take);
+        if front.is_empty() {
+            batches.pop_front();
+        }
+        return data;
+    }
+    let mut gathered = BytesMut::with_capacity(max);
+    while gathered.len() < max {
+        let Some(batch) = batches.front_mut() else { break };
+        let take = (max - gathered.len()).min(batch.bytes.len());
+        gathered.extend_from_slice(&batch.bytes.split_to(take));
+        if batch.bytes.is_empty() {
+            batches.pop_front();
+        }
+    }
+    gathered.freeze()
+}
+
+/// Decodes the next item of `batch` and advances past it.
+fn decode_next<T: DeserializeOwned>(batch: &mut RawBatch, max_depth: u32) -> Result<T, RpcError> {
+    let cap_count = batch.item_caps.pop_front().unwrap_or(0) as usize;
+    let caps: Vec<CapEntry> = batch.caps.drain(..cap_count.min(batch.caps.len())).collect();
+    batch.remaining -= 1;
+    let (item, used) = payload::decode_from::<T>(&batch.bytes, caps, max_depth)?;
+    bytes::Buf::advance(&mut batch.bytes, used);
+    Ok(item)
+}
