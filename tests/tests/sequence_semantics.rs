@@ -789,10 +789,7 @@ async fn independent_streams_in_one_call(via: Via) {
     wait_until("output error", || probe.error().is_some()).await;
     let err = probe.error().unwrap();
     assert_eq!(err.kind(), ErrorKind::Cancelled, "{via:?}: {err}");
-    // (Locally the reason is lost on the way: see `cancelling_a_returned_sequence_..._local`.)
-    if via == Via::Remote {
-        assert!(err.message().contains("seen enough"), "{via:?}: the consumer's reason is lost: {err}");
-    }
+    assert!(err.message().contains("seen enough"), "{via:?}: the consumer's reason is lost: {err}");
     b.write(50).expect("write b");
     within("flush b", b.flush()).await.expect("flush b");
     within("close b", b.close(None)).await.expect("close b");
@@ -912,8 +909,6 @@ async fn a_returned_sequence_holds_its_producer_to_the_window_remote() {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "BUG: splice() of two local ends pumps through the handler's own channel (capacity 256): \
-            the consumer's window does not reach a local handler"]
 async fn a_returned_sequence_holds_its_producer_to_the_window_local() {
     returned_stall_counts(Via::Local).await;
 }
@@ -1107,7 +1102,6 @@ async fn close_after_the_consumer_cancelled_reports_it_remote() {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "BUG: SequenceWriter::close on a local core (Shared::close) returns Ok(()) after the consumer cancelled"]
 async fn close_after_the_consumer_cancelled_reports_it_local() {
     for route in [Route::Channel, Route::ReaderSent(Via::Local), Route::WriterSent(Via::Local)] {
         close_after_cancel(route).await;
@@ -1176,8 +1170,6 @@ async fn cancelling_a_returned_sequence_reaches_the_handler_with_the_reason_remo
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "BUG: stream::end::pump cancels its source with a fixed reason (\"the forwarded sequence was cancelled\"): \
-            a local handler never learns the consumer's reason"]
 async fn cancelling_a_returned_sequence_reaches_the_handler_with_the_reason_local() {
     returned_cancel(Via::Local).await;
 }
@@ -1201,8 +1193,6 @@ async fn a_returned_sequence_whose_producer_aborts_drops_unread_items_remote() {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "BUG: splice() of two local ends pumps, and the pump turns the producer's abort into close(Some(err)): \
-            the items already pumped are still delivered before the error"]
 async fn a_returned_sequence_whose_producer_aborts_drops_unread_items_local() {
     returned_abort(Via::Local).await;
 }
@@ -1353,7 +1343,10 @@ async fn producer_dies(via: Via) {
     let joined = within("the aborted task", task).await;
     assert!(joined.as_ref().is_err_and(|e| e.is_cancelled()), "{via:?}: the task was not cancelled: {joined:?}");
     let mut next = 5;
-    for _ in 0..100 {
+    // On the multi-thread runtime the server may start writing before the
+    // capacity set after the call reaches it: up to the default window (256)
+    // can be buffered here, and is readable until the abort arrives.
+    for _ in 0..2 * rpc_core::DEFAULT_CAPACITY {
         match within("read after the producer died", numbers.read()).await {
             Ok(Some(n)) => {
                 assert_eq!(n, next, "{via:?}");

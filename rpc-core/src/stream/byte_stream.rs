@@ -271,9 +271,13 @@ impl BytesWriter {
     fn backend(&mut self) -> Result<&ByteWriter, RpcError> {
         let backend = self.backend.get_mut().unwrap_or_else(|e| e.into_inner());
         // Once the consumer end went over a connection, write to it directly.
-        if let Some(ByteWriter::Local(core)) = backend {
-            if let Some(sink) = core.sink() {
+        while let Some(ByteWriter::Local(core)) = backend {
+            if let Some(forward) = core.forward() {
+                *backend = Some(ByteWriter::Local(forward));
+            } else if let Some(sink) = core.sink() {
                 *backend = Some(ByteWriter::Remote(sink));
+            } else {
+                break;
             }
         }
         backend.as_ref().ok_or_else(|| RpcError::new(crate::ErrorKind::Aborted, "this writer was closed or sent away"))
@@ -323,10 +327,7 @@ impl BytesWriter {
     /// As for [`flush`](Self::flush).
     pub async fn close(self, error: Option<RpcError>) -> Result<(), RpcError> {
         match self.take_backend() {
-            Some(ByteWriter::Local(core)) => {
-                core.close(error);
-                Ok(())
-            }
+            Some(ByteWriter::Local(core)) => core.close(error),
             Some(ByteWriter::Remote(producer)) => {
                 producer.close(error);
                 producer.closed().await
@@ -355,9 +356,9 @@ impl BytesWriter {
         let backend = self.backend.get_mut().unwrap_or_else(|e| e.into_inner());
         match backend {
             Some(ByteWriter::Local(core)) => {
-                core.close(None);
+                let closed = core.close(None);
                 *backend = None;
-                Poll::Ready(Ok(()))
+                Poll::Ready(closed)
             }
             Some(ByteWriter::Remote(producer)) => {
                 producer.close(None);
@@ -582,6 +583,7 @@ pub fn splice_bytes(from: Bytes, to: BytesWriter) {
             core.redirect_to_sink(&producer);
             producer.schedule_now();
         }
+        (Some(ByteReader::Local(core)), Some(ByteWriter::Local(target))) => core.forward_to(&target),
         (Some(reader), Some(writer)) => {
             let from = Bytes::from_backend(reader);
             let to = BytesWriter { backend: Mutex::new(Some(writer)) };

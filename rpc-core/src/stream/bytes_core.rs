@@ -24,6 +24,8 @@ pub(crate) struct ByteState {
     reader: Option<Waker>,
     writer: Option<Waker>,
     sink: Option<Arc<RemoteProducer>>,
+    /// Spliced into another in-process byte stream: everything goes there.
+    forward: Option<Arc<ByteCore>>,
     source: Option<Arc<RemoteConsumer>>,
 }
 
@@ -38,6 +40,7 @@ impl ByteCore {
                 reader: None,
                 writer: None,
                 sink: None,
+                forward: None,
                 source: None,
             }),
         })
@@ -49,6 +52,10 @@ impl ByteCore {
 
     pub(crate) fn write(&self, chunk: Bytes) -> Result<(), RpcError> {
         let mut state = self.lock();
+        if let Some(forward) = state.forward.clone() {
+            drop(state);
+            return forward.write(chunk);
+        }
         if let Some(sink) = state.sink.clone() {
             drop(state);
             return sink.write_bytes(chunk);
@@ -69,6 +76,10 @@ impl ByteCore {
     /// Room left in the window, in bytes: `Ready(0)` never happens.
     pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Result<usize, RpcError>> {
         let mut state = self.lock();
+        if let Some(forward) = state.forward.clone() {
+            drop(state);
+            return forward.poll_room(cx);
+        }
         if let Some(sink) = state.sink.clone() {
             drop(state);
             return sink.poll_room(cx);
@@ -84,11 +95,22 @@ impl ByteCore {
         Poll::Pending
     }
 
-    pub(crate) fn close(&self, error: Option<RpcError>) {
+    /// # Errors
+    ///
+    /// `Cancelled` if the consumer cancelled first.
+    pub(crate) fn close(&self, error: Option<RpcError>) -> Result<(), RpcError> {
         let mut state = self.lock();
+        if let Some(forward) = state.forward.clone() {
+            drop(state);
+            return forward.close(error);
+        }
         if let Some(sink) = state.sink.clone() {
             drop(state);
-            return sink.close(error);
+            sink.close(error);
+            return Ok(());
+        }
+        if let Some(ending @ Ending::Cancelled(_)) = &state.ending {
+            return Err(ending.for_writer());
         }
         if state.ending.is_none() {
             state.ending = Some(error.map_or(Ending::Closed, Ending::Failed));
@@ -96,10 +118,15 @@ impl ByteCore {
         if let Some(waker) = state.reader.take() {
             waker.wake();
         }
+        Ok(())
     }
 
     pub(crate) fn abort(&self) {
         let mut state = self.lock();
+        if let Some(forward) = state.forward.clone() {
+            drop(state);
+            return forward.abort();
+        }
         if let Some(sink) = state.sink.clone() {
             drop(state);
             return sink.abort();
@@ -188,6 +215,31 @@ impl ByteCore {
         }
     }
 
+    /// Splices this stream's producer side into `target`'s (see `Shared::forward_to`).
+    pub(crate) fn forward_to(&self, target: &Arc<ByteCore>) {
+        let mut state = self.lock();
+        for chunk in state.chunks.drain(..) {
+            if target.write(chunk).is_err() {
+                break;
+            }
+        }
+        state.buffered = 0;
+        match state.ending.take() {
+            Some(Ending::Closed) => drop(target.close(None)),
+            Some(Ending::Failed(err)) => drop(target.close(Some(err))),
+            Some(Ending::Aborted) => target.abort(),
+            _ => {}
+        }
+        state.forward = Some(target.clone());
+        if let Some(waker) = state.writer.take() {
+            waker.wake();
+        }
+    }
+
+    pub(crate) fn forward(&self) -> Option<Arc<ByteCore>> {
+        self.lock().forward.clone()
+    }
+
     pub(crate) fn redirect_to_source(&self, source: &Arc<RemoteConsumer>) {
         let mut state = self.lock();
         state.source = Some(source.clone());
@@ -211,6 +263,10 @@ impl ByteCore {
 
     pub(crate) fn window(&self) -> Window {
         let state = self.lock();
+        if let Some(forward) = state.forward.clone() {
+            drop(state);
+            return forward.window();
+        }
         match &state.sink {
             Some(sink) => sink.window(),
             None => state.window,

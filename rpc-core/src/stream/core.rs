@@ -26,6 +26,9 @@ pub(crate) struct Core<T> {
     writer: Option<Waker>,
     /// The consumer end was sent away: writes go here.
     pub(crate) sink: Option<Arc<RemoteProducer>>,
+    /// Spliced into another in-process pair (a local handler's returned
+    /// sequence feeding the caller's): everything goes to that core.
+    forward: Option<Arc<Shared<T>>>,
     /// The producer end was sent away: reads come from here once `items` is drained.
     pub(crate) source: Option<Arc<RemoteConsumer>>,
 }
@@ -40,6 +43,7 @@ impl<T> Shared<T> {
                 reader: None,
                 writer: None,
                 sink: None,
+                forward: None,
                 source: None,
             }),
         })
@@ -57,6 +61,10 @@ impl<T> Shared<T> {
         T: serde::Serialize,
     {
         let mut core = self.lock();
+        if let Some(forward) = core.forward.clone() {
+            drop(core);
+            return forward.write(item);
+        }
         if let Some(sink) = core.sink.clone() {
             drop(core);
             return sink.write(&item);
@@ -74,6 +82,10 @@ impl<T> Shared<T> {
     /// Ready once fewer than `capacity` items are unread.
     pub(crate) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
         let mut core = self.lock();
+        if let Some(forward) = core.forward.clone() {
+            drop(core);
+            return forward.poll_flush(cx);
+        }
         if let Some(sink) = core.sink.clone() {
             drop(core);
             return sink.poll_flush(cx);
@@ -89,11 +101,23 @@ impl<T> Shared<T> {
     }
 
     /// Ends the sequence from the producer side, after the buffered items.
-    pub(crate) fn close(&self, error: Option<RpcError>) {
+    ///
+    /// # Errors
+    ///
+    /// `Cancelled` if the consumer cancelled first.
+    pub(crate) fn close(&self, error: Option<RpcError>) -> Result<(), RpcError> {
         let mut core = self.lock();
+        if let Some(forward) = core.forward.clone() {
+            drop(core);
+            return forward.close(error);
+        }
         if let Some(sink) = core.sink.clone() {
             drop(core);
-            return sink.close(error);
+            sink.close(error);
+            return Ok(());
+        }
+        if let Some(ending @ Ending::Cancelled(_)) = &core.ending {
+            return Err(ending.for_writer());
         }
         if core.ending.is_none() {
             core.ending = Some(match error {
@@ -104,11 +128,16 @@ impl<T> Shared<T> {
         if let Some(waker) = core.reader.take() {
             waker.wake();
         }
+        Ok(())
     }
 
     /// Ends the sequence at once, dropping what the consumer has not read.
     pub(crate) fn abort(&self) {
         let mut core = self.lock();
+        if let Some(forward) = core.forward.clone() {
+            drop(core);
+            return forward.abort();
+        }
         if let Some(sink) = core.sink.clone() {
             drop(core);
             return sink.abort();
@@ -122,6 +151,46 @@ impl<T> Shared<T> {
         }
         drop(core);
         drop(dropped);
+    }
+
+    /// Splices this pair's producer side into `target`'s: what is buffered
+    /// moves there, and from now on writes, flushes, close and abort go there,
+    /// so `target`'s consumer window, cancel reason and abort hold end to end.
+    pub(crate) fn forward_to(&self, target: &Arc<Shared<T>>) {
+        let mut core = self.lock();
+        for item in core.items.drain(..) {
+            if target.write_local(item).is_err() {
+                break;
+            }
+        }
+        match core.ending.take() {
+            Some(Ending::Closed) => drop(target.close(None)),
+            Some(Ending::Failed(err)) => drop(target.close(Some(err))),
+            Some(Ending::Aborted) => target.abort(),
+            _ => {}
+        }
+        core.forward = Some(target.clone());
+        if let Some(waker) = core.writer.take() {
+            waker.wake();
+        }
+    }
+
+    /// Pushes without the serialization bound (used when splicing).
+    fn write_local(&self, item: T) -> Result<(), RpcError> {
+        let mut core = self.lock();
+        if let Some(ending) = &core.ending {
+            return Err(ending.for_writer());
+        }
+        core.items.push_back(item);
+        if let Some(waker) = core.reader.take() {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Where a writer should go directly: the spliced-into core, if any.
+    pub(crate) fn forward(&self) -> Option<Arc<Shared<T>>> {
+        self.lock().forward.clone()
     }
 
     /// The consumer end left: move what is buffered to `sink` and write there from now on.
@@ -176,6 +245,10 @@ impl<T> Shared<T> {
     /// The window the consumer set (so a writer can report it).
     pub(crate) fn window(&self) -> Window {
         let core = self.lock();
+        if let Some(forward) = core.forward.clone() {
+            drop(core);
+            return forward.window();
+        }
         match &core.sink {
             Some(sink) => sink.window(),
             None => core.window,

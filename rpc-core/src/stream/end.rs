@@ -257,9 +257,13 @@ pub(crate) async fn pump<T: Serialize + DeserializeOwned>(mut from: Sequence<T>,
         };
         match next {
             Ok(Some(item)) => {
-                if to.write(item).is_err() || to.flush().await.is_err() {
-                    from.cancel(Some("the forwarded sequence was cancelled".into()));
-                    return;
+                // Pass the consumer's reason back to the producer.
+                let sent = match to.write(item) {
+                    Ok(()) => to.flush().await,
+                    Err(err) => Err(err),
+                };
+                if let Err(err) = sent {
+                    return from.cancel(Some(err.message().to_string()));
                 }
             }
             Ok(None) => {

@@ -148,6 +148,7 @@ pub fn splice<T: Serialize + serde::de::DeserializeOwned + Send + 'static>(from:
             shared.redirect_to_sink(&producer);
             producer.schedule_now();
         }
+        (Some(ReaderBackend::Local(shared)), Some(WriterBackend::Local(target))) => shared.forward_to(&target),
         (Some(reader), Some(writer)) => {
             let (from, to) = (Sequence::from_backend(reader), SequenceWriter::from_backend(writer));
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {

@@ -117,10 +117,7 @@ impl<T> SequenceWriter<T> {
     /// As for [`flush`](Self::flush).
     pub async fn close(self, error: Option<RpcError>) -> Result<(), RpcError> {
         match self.take_backend() {
-            Some(WriterBackend::Local(shared)) => {
-                shared.close(error);
-                Ok(())
-            }
+            Some(WriterBackend::Local(shared)) => shared.close(error),
             Some(WriterBackend::Remote(producer)) => {
                 producer.close(error);
                 producer.closed().await
@@ -165,9 +162,13 @@ impl<T: Serialize> SequenceWriter<T> {
     /// instead of through the local core on every item.
     fn follow_redirect(&mut self) {
         let backend = self.backend.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Some(WriterBackend::Local(shared)) = backend {
-            if let Some(sink) = shared.sink() {
+        while let Some(WriterBackend::Local(shared)) = backend {
+            if let Some(forward) = shared.forward() {
+                *backend = Some(WriterBackend::Local(forward));
+            } else if let Some(sink) = shared.sink() {
                 *backend = Some(WriterBackend::Remote(sink));
+            } else {
+                break;
             }
         }
     }
@@ -214,9 +215,9 @@ impl<T: Serialize> futures::Sink<T> for SequenceWriter<T> {
         let backend = this.backend.get_mut().unwrap_or_else(|e| e.into_inner());
         match backend {
             Some(WriterBackend::Local(shared)) => {
-                shared.close(None);
+                let closed = shared.close(None);
                 *backend = None;
-                Poll::Ready(Ok(()))
+                Poll::Ready(closed)
             }
             Some(WriterBackend::Remote(producer)) => {
                 producer.close(None);
