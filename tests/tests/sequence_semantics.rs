@@ -1083,28 +1083,41 @@ async fn cancel_reaches_the_producer_with_the_reason() {
     }
 }
 
-/// `close` after the consumer cancelled reports it (its errors are documented as those of `flush`).
-async fn close_after_cancel(route: Route) {
+/// `close` after the consumer cancelled reports it (its errors are documented
+/// as those of `flush`); `write_first`: a write between the ends moving and
+/// the cancel.
+async fn close_after_cancel(route: Route, write_first: bool) {
     let Pair { mut writer, reader, keep: _keep } = pair(route, 16).await;
-    writer.write(0).expect("write");
+    if write_first {
+        writer.write(0).expect("write");
+    }
     reader.cancel(Some("bored".into()));
     settle().await;
     let closed = within("close", writer.close(None)).await;
-    let err = expect_kind(&format!("{route:?}: close after cancel"), closed, ErrorKind::Cancelled);
-    assert!(err.message().contains("bored"), "{route:?}: {err}");
+    let what = format!("{route:?} (written first: {write_first}): close after cancel");
+    let err = expect_kind(&what, closed, ErrorKind::Cancelled);
+    assert!(err.message().contains("bored"), "{what}: {err}");
 }
 
 #[tokio::test(start_paused = true)]
 async fn close_after_the_consumer_cancelled_reports_it_remote() {
     for route in [Route::ReaderSent(Via::Remote), Route::WriterSent(Via::Remote)] {
-        close_after_cancel(route).await;
+        close_after_cancel(route, true).await;
     }
+    close_after_cancel(Route::WriterSent(Via::Remote), false).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_after_the_consumer_cancelled_reports_it_remote_without_a_write() {
+    close_after_cancel(Route::ReaderSent(Via::Remote), false).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn close_after_the_consumer_cancelled_reports_it_local() {
     for route in [Route::Channel, Route::ReaderSent(Via::Local), Route::WriterSent(Via::Local)] {
-        close_after_cancel(route).await;
+        for write_first in [true, false] {
+            close_after_cancel(route, write_first).await;
+        }
     }
 }
 

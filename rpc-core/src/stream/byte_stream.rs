@@ -325,7 +325,9 @@ impl BytesWriter {
     /// # Errors
     ///
     /// As for [`flush`](Self::flush).
-    pub async fn close(self, error: Option<RpcError>) -> Result<(), RpcError> {
+    pub async fn close(mut self, error: Option<RpcError>) -> Result<(), RpcError> {
+        // Follow redirects so a cancel or disconnect that already happened is reported.
+        let _ = self.backend();
         match self.take_backend() {
             Some(ByteWriter::Local(core)) => core.close(error),
             Some(ByteWriter::Remote(producer)) => {
@@ -353,6 +355,7 @@ impl BytesWriter {
     }
 
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
+        let _ = self.backend();
         let backend = self.backend.get_mut().unwrap_or_else(|e| e.into_inner());
         match backend {
             Some(ByteWriter::Local(core)) => {

@@ -77,6 +77,21 @@ impl<T> SequenceWriter<T> {
         SequenceWriter { backend: Mutex::new(Some(backend)) }
     }
 
+    /// Once the consumer end went over a connection, write to it directly
+    /// instead of through the local core on every item.
+    fn follow_redirect(&mut self) {
+        let backend = self.backend.get_mut().unwrap_or_else(|e| e.into_inner());
+        while let Some(WriterBackend::Local(shared)) = backend {
+            if let Some(forward) = shared.forward() {
+                *backend = Some(WriterBackend::Local(forward));
+            } else if let Some(sink) = shared.sink() {
+                *backend = Some(WriterBackend::Remote(sink));
+            } else {
+                break;
+            }
+        }
+    }
+
     pub(crate) fn take_backend(&self) -> Option<WriterBackend<T>> {
         self.backend.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
@@ -115,7 +130,10 @@ impl<T> SequenceWriter<T> {
     /// # Errors
     ///
     /// As for [`flush`](Self::flush).
-    pub async fn close(self, error: Option<RpcError>) -> Result<(), RpcError> {
+    pub async fn close(mut self, error: Option<RpcError>) -> Result<(), RpcError> {
+        // A redirected end closes its remote half directly, so a cancel or a
+        // disconnect that already happened is reported.
+        self.follow_redirect();
         match self.take_backend() {
             Some(WriterBackend::Local(shared)) => shared.close(error),
             Some(WriterBackend::Remote(producer)) => {
@@ -155,21 +173,6 @@ impl<T: Serialize> SequenceWriter<T> {
         match self.backend()? {
             WriterBackend::Local(shared) => shared.write(item),
             WriterBackend::Remote(producer) => producer.write(&item),
-        }
-    }
-
-    /// Once the consumer end went over a connection, write to it directly
-    /// instead of through the local core on every item.
-    fn follow_redirect(&mut self) {
-        let backend = self.backend.get_mut().unwrap_or_else(|e| e.into_inner());
-        while let Some(WriterBackend::Local(shared)) = backend {
-            if let Some(forward) = shared.forward() {
-                *backend = Some(WriterBackend::Local(forward));
-            } else if let Some(sink) = shared.sink() {
-                *backend = Some(WriterBackend::Remote(sink));
-            } else {
-                break;
-            }
         }
     }
 }
@@ -212,6 +215,7 @@ impl<T: Serialize> futures::Sink<T> for SequenceWriter<T> {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
         let this = self.get_mut();
+        this.follow_redirect();
         let backend = this.backend.get_mut().unwrap_or_else(|e| e.into_inner());
         match backend {
             Some(WriterBackend::Local(shared)) => {
