@@ -231,3 +231,50 @@ async fn calls_are_not_stuck_behind_large_items() {
     // ping queues behind whole windows of 1 MiB items.
     assert!(worst < Duration::from_millis(250), "a ping took {worst:?} during the transfer");
 }
+
+#[eventual]
+pub trait Trickle {
+    /// `count` items, one per millisecond.
+    fn trickle(&self, count: u32) -> Sequence<u32>;
+}
+
+struct Dripper;
+
+impl Trickle for Dripper {
+    fn trickle(&self, count: u32) -> Sequence<u32> {
+        let (mut writer, reader) = Sequence::channel();
+        tokio::spawn(async move {
+            for n in 0..count {
+                writer.write(n)?;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            writer.close(None).await
+        });
+        reader
+    }
+}
+
+/// Socket writes the server makes while trickling 20 items, one per millisecond.
+async fn trickle_writes(nagle: Option<Duration>) -> usize {
+    let (a, b) = rpc_tests::latency_pipe(Duration::from_millis(1));
+    let server_writes = a.write_counter();
+    let config = rpc_core::Config { stream_nagle: nagle, ..rpc_core::Config::default() };
+    let (_server, _client, trickle) = rpc_tests::connect_pair(a, b, TrickleProxy::new(Dripper), config).await.unwrap();
+    let before = server_writes.load(std::sync::atomic::Ordering::SeqCst);
+    let mut items = trickle.trickle(20);
+    let mut seen = Vec::new();
+    while let Some(n) = bounded("read", items.read()).await.unwrap() {
+        seen.push(n);
+    }
+    assert_eq!(seen, (0..20).collect::<Vec<_>>());
+    server_writes.load(std::sync::atomic::Ordering::SeqCst) - before
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_nagle_delay_coalesces_items_written_across_turns() {
+    let eager = trickle_writes(None).await;
+    let nagled = trickle_writes(Some(Duration::from_millis(10))).await;
+    // Without a delay every item leaves on its own; with 10 ms, about one write per 10 items.
+    assert!(eager >= 20, "without nagle: {eager} writes for 20 items");
+    assert!(nagled <= 6, "with a 10 ms nagle: {nagled} writes for 20 items");
+}
