@@ -285,7 +285,9 @@ fn take(chunks: &mut VecDeque<Bytes>, max: usize) -> Bytes {
         }
         return data;
     }
-    let mut gathered = BytesMut::with_capacity(max);
+    // Sized by what is buffered, never by `max` alone: a peer chooses `max`.
+    let want = chunks.iter().map(Bytes::len).sum::<usize>().min(max);
+    let mut gathered = BytesMut::with_capacity(want);
     while gathered.len() < max {
         let Some(chunk) = chunks.front_mut() else { break };
         let n = (max - gathered.len()).min(chunk.len());

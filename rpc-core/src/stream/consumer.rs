@@ -312,7 +312,15 @@ fn take_bytes(batches: &mut VecDeque<RawBatch>, max: usize) -> Bytes {
         }
         return data;
     }
-    let mut gathered = BytesMut::with_capacity(max);
+    // Sized by what is buffered, never by `max` alone: a peer chooses `max`.
+    let mut want = 0;
+    for batch in batches.iter() {
+        want += batch.bytes.len();
+        if want >= max {
+            break;
+        }
+    }
+    let mut gathered = BytesMut::with_capacity(want.min(max));
     while gathered.len() < max {
         let Some(batch) = batches.front_mut() else { break };
         let take = (max - gathered.len()).min(batch.bytes.len());

@@ -99,7 +99,10 @@ impl ConnState {
 
     /// Checks a stream id the peer allocated for a new stream.
     fn accept_peer_stream(&mut self, id: u32) -> Result<(), Violation> {
-        if id & 1 == self.stream_parity || self.streams.contains_key(&id) {
+        // Ids only grow: reusing an ended stream's id would let its late
+        // messages land on the new one.
+        let reused = self.max_peer_stream.is_some_and(|max| id <= max);
+        if id & 1 == self.stream_parity || reused || self.streams.contains_key(&id) {
             return Err(RpcError::protocol(format!("the peer named stream {id} as new, but it is not")));
         }
         if self.streams.len() >= self.limits.max_exports as usize {
