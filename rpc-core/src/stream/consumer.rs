@@ -9,6 +9,7 @@
 //! talks to the connection.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 
@@ -26,6 +27,21 @@ pub(crate) struct RemoteConsumer {
     conn: Weak<ConnShared>,
     id: u32,
     state: Mutex<Consuming>,
+    /// Set when the stream ends in a way that drops unread items (abort,
+    /// cancel): a reader's cache checks it before every item.
+    discarded: AtomicBool,
+    /// Half the window: how many cached reads to count before telling the consumer.
+    half_window: AtomicU64,
+    max_depth: u32,
+}
+
+/// Items a reader took from its consumer in one go, so it can decode them
+/// without taking the consumer's lock per item.
+#[derive(Default)]
+pub(crate) struct ReadCache {
+    batch: Option<RawBatch>,
+    /// Items read from the cache and not yet counted as read by the consumer.
+    uncounted: u64,
 }
 
 /// One `StreamData` message, read one item at a time.
@@ -48,7 +64,6 @@ struct Consuming {
     window: Window,
     ending: Option<Ending>,
     reader: Option<Waker>,
-    max_depth: u32,
     /// A byte stream: counts are bytes and batches are raw data.
     bytes_mode: bool,
     /// The first parts of an item too large for one message.
@@ -76,6 +91,9 @@ impl RemoteConsumer {
         Arc::new(RemoteConsumer {
             conn: Arc::downgrade(conn),
             id,
+            discarded: AtomicBool::new(false),
+            half_window: AtomicU64::new(half(window)),
+            max_depth,
             state: Mutex::new(Consuming {
                 batches: VecDeque::new(),
                 received: 0,
@@ -85,7 +103,6 @@ impl RemoteConsumer {
                 window,
                 ending: None,
                 reader: None,
-                max_depth,
                 bytes_mode,
                 partial: BytesMut::new(),
                 max_item: conn.config.limits.max_frame_size as usize,
@@ -110,7 +127,7 @@ impl RemoteConsumer {
         if let Some(ending) = state.ending.as_ref().filter(|e| e.discards()) {
             return Poll::Ready(ending.for_reader());
         }
-        let max_depth = state.max_depth;
+        let max_depth = self.max_depth;
         let Some(batch) = state.batches.front_mut() else {
             return match &state.ending {
                 Some(ending) => Poll::Ready(ending.for_reader()),
@@ -141,6 +158,91 @@ impl RemoteConsumer {
         Poll::Ready(Ok(Some(item)))
     }
 
+    /// Reads the next item through `cache`: a whole batch is taken under the
+    /// lock, then decoded item by item without it; reads are counted every
+    /// half window and when a batch is used up.
+    pub(crate) fn poll_read_cached<T: DeserializeOwned>(
+        &self,
+        cache: &mut ReadCache,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<T>, RpcError>> {
+        loop {
+            if self.discarded.load(Ordering::Acquire) {
+                cache.batch = None;
+                return self.poll_read(cx);
+            }
+            if let Some(batch) = cache.batch.as_mut().filter(|b| b.remaining > 0) {
+                let decoded = decode_next::<T>(batch, self.max_depth());
+                let used_up = batch.remaining == 0;
+                return Poll::Ready(self.after_cached_read(cache, decoded, used_up));
+            }
+            cache.batch = None;
+            match self.poll_batch(cx) {
+                Poll::Ready(Ok(batch)) => cache.batch = Some(batch),
+                Poll::Ready(Err(ending)) => return Poll::Ready(ending.for_reader()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn after_cached_read<T>(
+        &self,
+        cache: &mut ReadCache,
+        decoded: Result<T, RpcError>,
+        used_up: bool,
+    ) -> Result<Option<T>, RpcError> {
+        let item = match decoded {
+            Ok(item) => item,
+            Err(err) => {
+                cache.batch = None;
+                self.cancel(Some(format!("undecodable item: {}", err.message())));
+                return Err(err);
+            }
+        };
+        if used_up {
+            cache.batch = None;
+        }
+        cache.uncounted += 1;
+        if used_up || cache.uncounted >= self.half_window.load(Ordering::Relaxed) {
+            self.count_read(std::mem::take(&mut cache.uncounted));
+        }
+        Ok(Some(item))
+    }
+
+    /// Takes the next whole batch, or says how the stream ended.
+    fn poll_batch(&self, cx: &mut Context<'_>) -> Poll<Result<RawBatch, Ending>> {
+        let mut state = self.lock();
+        if let Some(ending) = state.ending.as_ref().filter(|e| e.discards()) {
+            return Poll::Ready(Err(ending.clone()));
+        }
+        if let Some(batch) = state.batches.pop_front() {
+            return Poll::Ready(Ok(batch));
+        }
+        match &state.ending {
+            Some(ending) => Poll::Ready(Err(ending.clone())),
+            None => {
+                state.reader = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// `n` more items were read from a cache.
+    fn count_read(&self, n: u64) {
+        let report = {
+            let mut state = self.lock();
+            state.read += n;
+            self.due_report(&mut state)
+        };
+        if let Some((read, window)) = report {
+            self.send_window(read, window);
+        }
+    }
+
+    fn max_depth(&self) -> u32 {
+        self.max_depth
+    }
+
     /// Whether to tell the producer how far we read: after half a window, or
     /// when the buffer runs dry (so a small window never stalls).
     fn due_report(&self, state: &mut Consuming) -> Option<(u64, Window)> {
@@ -164,6 +266,7 @@ impl RemoteConsumer {
         let (read, window) = {
             let mut state = self.lock();
             state.window = window.sane();
+            self.half_window.store(half(window), Ordering::Relaxed);
             state.reported = state.read;
             state.granted = state.granted.max(state.read + state.window.capacity as u64);
             (state.read, state.window)
@@ -179,6 +282,7 @@ impl RemoteConsumer {
             }
             let finished = state.ending.is_some();
             state.ending = Some(Ending::Cancelled(reason.clone()));
+            self.discarded.store(true, Ordering::Release);
             let batches = std::mem::take(&mut state.batches);
             if finished {
                 return drop((state, batches));
@@ -296,8 +400,16 @@ impl RemoteConsumer {
             waker.wake();
         }
         let discard = state.ending.as_ref().is_some_and(Ending::discards);
+        if discard {
+            self.discarded.store(true, Ordering::Release);
+        }
         Box::new(if discard { std::mem::take(&mut state.batches) } else { VecDeque::new() })
     }
+}
+
+/// Half a window (at least 1): reads counted before the producer is told.
+fn half(window: Window) -> u64 {
+    (window.sane().capacity as u64).div_ceil(2)
 }
 
 /// Takes up to `max` bytes off the front of `batches`.

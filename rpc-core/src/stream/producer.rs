@@ -333,10 +333,13 @@ impl RemoteProducer {
         if first > MAX_BYTES_PER_MESSAGE {
             // A large item goes in parts, so frames of other streams and calls
             // can pass between them; its last part travels as the data message.
-            let part = state.pending.split_to(MAX_BYTES_PER_MESSAGE as usize);
+            let part = &state.pending[..MAX_BYTES_PER_MESSAGE as usize];
             conn.send_message_with(&Message::StreamPart { stream: self.id }, part.len(), |out| {
-                out.extend_from_slice(&part)
+                out.extend_from_slice(part)
             });
+            // Advance rather than split: a split would share the buffer and make
+            // the next write move everything still pending.
+            bytes::Buf::advance(&mut state.pending, MAX_BYTES_PER_MESSAGE as usize);
             state.items[0].0 -= MAX_BYTES_PER_MESSAGE as u32;
             return MAX_BYTES_PER_MESSAGE;
         }
@@ -351,10 +354,12 @@ impl RemoteProducer {
         }
         let batch: Vec<(u32, u32)> = state.items.drain(..count).collect();
         let cap_total: u32 = batch.iter().map(|(_, caps)| caps).sum();
-        let data = state.pending.split_to(bytes as usize);
         let caps: Vec<CapEntry> = state.caps.drain(..cap_total as usize).collect();
         let item_caps = if cap_total == 0 { Vec::new() } else { batch.iter().map(|(_, c)| *c).collect() };
-        match conn.send_stream_data(shared, self.id, count as u32, item_caps, caps, &data) {
+        let sent =
+            conn.send_stream_data(shared, self.id, count as u32, item_caps, caps, &state.pending[..bytes as usize]);
+        bytes::Buf::advance(&mut state.pending, bytes as usize);
+        match sent {
             Ok(()) => state.sent += count as u64,
             Err(err) => {
                 // The items cannot be named to the peer: end the stream with why.

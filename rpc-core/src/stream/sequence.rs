@@ -12,6 +12,7 @@ use futures::{Sink, SinkExt, Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::consumer::ReadCache;
 use super::core::Shared;
 use super::end::{self, ReaderEnd};
 use super::writer::{SequenceWriter, WriterBackend};
@@ -87,6 +88,8 @@ pub struct Sequence<T> {
     keep: Option<Box<dyn Send + Sync>>,
     /// Ends the sequence when no item arrives for this long.
     idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+    /// Received items taken from a remote consumer, decoded without its lock.
+    cache: ReadCache,
 }
 
 impl<T> Sequence<T> {
@@ -100,7 +103,7 @@ impl<T> Sequence<T> {
     }
 
     pub(crate) fn from_backend(backend: ReaderBackend<T>) -> Self {
-        Sequence { backend: Mutex::new(Some(backend)), keep: None, idle: None }
+        Sequence { backend: Mutex::new(Some(backend)), keep: None, idle: None, cache: ReadCache::default() }
     }
 
     pub(crate) fn keep_alive(&mut self, keep: Box<dyn Send + Sync>) {
@@ -200,7 +203,7 @@ impl<T: DeserializeOwned> Sequence<T> {
         }
         let polled = match backend {
             Some(ReaderBackend::Local(shared)) => shared.poll_read(cx),
-            Some(ReaderBackend::Remote(consumer)) => consumer.poll_read(cx),
+            Some(ReaderBackend::Remote(consumer)) => consumer.poll_read_cached(&mut self.cache, cx),
             None => Poll::Ready(Err(RpcError::cancelled("this sequence end was sent away"))),
         };
         let Some((timeout, sleep)) = &mut self.idle else { return polled };
