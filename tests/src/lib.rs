@@ -208,3 +208,9 @@ impl Drop for DropToken {
         self.0.fetch_add(1, Ordering::SeqCst);
     }
 }
+
+/// Mirror of the wire format, for tests that build frames by hand.
+pub mod wire_mirror;
+
+/// A raw TCP client that speaks the protocol by hand, for hostile-peer tests.
+pub mod raw_peer;

@@ -1,8 +1,9 @@
 //! A hostile peer: hand-made frames the framework never produces, sent over a
 //! raw TCP socket to a real server, and what the server must do about them.
 //!
-//! Every frame here is built by this file (mirror types encoded with postcard,
-//! or raw bytes), never by rpc-core. Each test ends by checking that a normal
+//! Every frame here is built by the tests (the mirror types of
+//! `rpc_tests::wire_mirror` encoded with postcard, or raw bytes), never by
+//! rpc-core; the raw client is `rpc_tests::raw_peer`. Each test ends by checking that a normal
 //! framework client can still use the same server, so one hostile connection
 //! never takes down the others. Every read is bounded by a timeout and every
 //! loop by a count.
@@ -16,6 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::timeout;
+
+use rpc_tests::{raw_peer::*, wire_mirror::*};
 
 // ----- the interfaces the server offers ------------------------------------
 
@@ -117,99 +120,7 @@ impl Child for Kid {
     }
 }
 
-// ----- mirror of the wire format (independent of rpc-core's private types) -
-
-const MAGIC: [u8; 4] = *b"EVRP";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct WireLimits {
-    max_frame_size: u32,
-    max_outstanding_calls: u32,
-    max_exports: u32,
-    max_depth: u32,
-}
-
-impl From<Limits> for WireLimits {
-    fn from(l: Limits) -> Self {
-        WireLimits {
-            max_frame_size: l.max_frame_size,
-            max_outstanding_calls: l.max_outstanding_calls,
-            max_exports: l.max_exports,
-            max_depth: l.max_depth,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct WireHello {
-    magic: [u8; 4],
-    version: u32,
-    limits: WireLimits,
-    offers_bootstrap: bool,
-    /// Random per connection; decides which side's stream ids are odd.
-    nonce: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-enum Target {
-    Export(u32),
-    Answer { question: u32, cap: u32 },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-enum CapDesc {
-    SenderHosted(u32),
-    ReceiverHosted(u32),
-    ReceiverAnswer { question: u32, cap: u32 },
-    SequenceReader { stream: u32, window: WireWindow },
-    SequenceWriter { stream: u32, window: WireWindow },
-}
-
-/// Mirror of a sequence consumer's window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct WireWindow {
-    capacity: u32,
-    batch: u32,
-}
-
-/// Mirror of `rpc_core::ErrorKind`, in declaration order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-enum Kind {
-    Disconnected,
-    Cancelled,
-    Aborted,
-    Protocol,
-    LimitExceeded,
-    Unimplemented,
-    Timeout,
-    Application,
-    Serialization,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct WireError {
-    kind: Kind,
-    message: String,
-    payload: Option<Vec<u8>>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-enum Msg {
-    Call { question: u32, target: Target, interface: u64, method: u16, caps: Vec<CapDesc> },
-    Return { question: u32, result: Result<Vec<CapDesc>, WireError> },
-    Finish { question: u32 },
-    Release { export: u32, count: u32 },
-    Disembargo { target: Target, id: u32 },
-    DisembargoReply { id: u32 },
-    Ping(u64),
-    Pong(u64),
-    Abort(WireError),
-    StreamData { stream: u32, count: u32, item_caps: Vec<u32>, caps: Vec<CapDesc> },
-    StreamWindow { stream: u32, read: u64, window: WireWindow },
-    StreamEnd { stream: u32, error: Option<WireError> },
-    StreamAbort { stream: u32 },
-    StreamCancel { stream: u32, reason: Option<String> },
-}
+// ----- ids of the interfaces ---------------------------------------------------
 
 const HOSTILE: u64 = rpc_core::__private::interface_id("Hostile");
 const CHILD: u64 = rpc_core::__private::interface_id("Child");
@@ -219,21 +130,7 @@ const SLOW: u16 = 2;
 const DEPTH: u16 = 3;
 const COUNT: u16 = 4;
 const FILL: u16 = 5;
-/// A stream id of the raw client's parity: the server, whose random nonce is
-/// all but surely above ours, numbers its streams odd.
-const OUR_STREAM: u32 = 2;
 const PING: u16 = 0;
-
-/// The server's bootstrap export.
-const BOOTSTRAP: Target = Target::Export(0);
-
-fn call(question: u32, target: Target, interface: u64, method: u16) -> Msg {
-    Msg::Call { question, target, interface, method, caps: Vec::new() }
-}
-
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    postcard::to_stdvec(value).expect("encode")
-}
 
 /// postcard of `n` nested `Nested::Node`s around a `Leaf`: one variant byte each.
 fn nested_bytes(n: usize) -> Vec<u8> {
@@ -247,52 +144,21 @@ fn nested_bytes(n: usize) -> Vec<u8> {
 const SERVER_LIMITS: Limits =
     Limits { max_frame_size: 64 << 10, max_outstanding_calls: 8, max_exports: 16, max_depth: 16 };
 
-/// What the raw client advertises: roomy, so the server never holds back on our account.
-const CLIENT_LIMITS: WireLimits =
-    WireLimits { max_frame_size: 1 << 20, max_outstanding_calls: 64, max_exports: 64, max_depth: 64 };
-
-/// Upper bound for any single wait on the network.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Upper bound on frames read while looking for one in particular.
-const MAX_FRAMES: usize = 64;
-
-fn server_config() -> Config {
-    Config {
-        limits: SERVER_LIMITS,
-        // Long enough that no keepalive close happens during a test.
-        keepalive_interval: Duration::from_secs(30),
-        keepalive_timeout: Duration::from_secs(60),
-        handshake_timeout: Duration::from_secs(5),
-        ..Config::default()
-    }
-}
-
-/// A real server on TCP loopback, on a runtime of its own: if a hostile frame
-/// wedges one of its threads, the test's own runtime (and its timeouts) still run.
+/// The server for the tests, with a gate `slow` calls wait for.
 struct TestServer {
     addr: std::net::SocketAddr,
     gate: Arc<watch::Sender<bool>>,
-    runtime: Option<tokio::runtime::Runtime>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    server: LoopbackServer,
 }
 
 impl TestServer {
     async fn start() -> TestServer {
-        let runtime =
-            tokio::runtime::Builder::new_multi_thread().worker_threads(3).enable_all().build().expect("server runtime");
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        std_listener.set_nonblocking(true).expect("nonblocking");
-        let addr = std_listener.local_addr().expect("local addr");
         let gate = Arc::new(watch::channel(false).0);
         let for_factory = gate.clone();
-        let task = runtime.spawn(async move {
-            let listener = TcpListener::from_std(std_listener)?;
-            rpc_core::serve_with(listener, server_config(), move || {
-                HostileProxy::new(Server { gate: for_factory.clone() })
-            })
-            .await
+        let server = LoopbackServer::start(server_config(SERVER_LIMITS), move || {
+            HostileProxy::new(Server { gate: for_factory.clone() })
         });
-        TestServer { addr, gate, runtime: Some(runtime), task }
+        TestServer { addr: server.addr, gate, server }
     }
 
     fn open_gate(&self) {
@@ -301,7 +167,7 @@ impl TestServer {
 
     /// The server still accepts and serves a normal framework client.
     async fn assert_healthy(&self) {
-        assert!(!self.task.is_finished(), "the accept loop stopped");
+        self.server.assert_serving();
         let check = async {
             let hostile: HostileProxy = rpc_core::connect(self.addr).await?;
             hostile.add(40, 2).await
@@ -314,184 +180,21 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        // Releases waiting `slow` calls before the server stops.
         self.gate.send_replace(true);
-        self.task.abort();
-        if let Some(runtime) = self.runtime.take() {
-            // Never waits: a wedged server thread must not hang the test.
-            runtime.shutdown_background();
-        }
     }
 }
 
 // ----- the raw peer ------------------------------------------------------------
 
-struct RawPeer {
-    stream: TcpStream,
-    server_hello: WireHello,
-}
+/// The bootstrap as `RawPeer::assert_usable` calls it.
+const SERVER: Bootstrap = Bootstrap { interface: HOSTILE, add: ADD };
 
-/// Connects and does the handshake by hand.
+/// Connects and does the handshake by hand; the server offers its bootstrap.
 async fn raw_client(addr: std::net::SocketAddr) -> RawPeer {
-    let mut stream = raw_connect(addr).await;
-    let ours = WireHello {
-        magic: MAGIC,
-        version: PROTOCOL_VERSION,
-        limits: CLIENT_LIMITS,
-        offers_bootstrap: false,
-        nonce: 0x5eed,
-    };
-    send_frame_on(&mut stream, &encode(&ours)).await;
-    let frame = read_frame_on(&mut stream).await.expect("the server closed during the handshake");
-    let server_hello: WireHello = postcard::from_bytes(&frame).expect("the server's Hello decodes");
-    assert_eq!(server_hello.magic, MAGIC);
-    assert_eq!(server_hello.version, PROTOCOL_VERSION);
-    assert_eq!(server_hello.limits, WireLimits::from(SERVER_LIMITS));
-    assert!(server_hello.offers_bootstrap);
-    RawPeer { stream, server_hello }
-}
-
-async fn raw_connect(addr: std::net::SocketAddr) -> TcpStream {
-    let stream = timeout(READ_TIMEOUT, TcpStream::connect(addr)).await.expect("connect timed out").expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    stream
-}
-
-async fn send_bytes_on(stream: &mut TcpStream, bytes: &[u8]) {
-    timeout(READ_TIMEOUT, stream.write_all(bytes)).await.expect("write timed out").expect("write");
-}
-
-/// `body` with its little-endian `u32` length prefix.
-fn framed(body: &[u8]) -> Vec<u8> {
-    let mut bytes = (body.len() as u32).to_le_bytes().to_vec();
-    bytes.extend_from_slice(body);
-    bytes
-}
-
-async fn send_frame_on(stream: &mut TcpStream, body: &[u8]) {
-    send_bytes_on(stream, &framed(body)).await;
-}
-
-/// One frame, or `None` at end of stream (a reset counts as the end too).
-/// Panics if nothing arrives within [`READ_TIMEOUT`].
-async fn read_frame_on(stream: &mut TcpStream) -> Option<Vec<u8>> {
-    let read = async {
-        let mut prefix = [0u8; 4];
-        let mut got = 0;
-        while got < prefix.len() {
-            match stream.read(&mut prefix[got..]).await {
-                Ok(0) if got == 0 => return None,
-                Ok(0) => panic!("end of stream inside a length prefix"),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("read error: {e}"),
-            }
-        }
-        let len = u32::from_le_bytes(prefix);
-        assert!(len <= CLIENT_LIMITS.max_frame_size, "the server sent a frame of {len} bytes");
-        let mut body = vec![0u8; len as usize];
-        stream.read_exact(&mut body).await.expect("frame body");
-        Some(body)
-    };
-    timeout(READ_TIMEOUT, read).await.expect("no frame from the server within the timeout")
-}
-
-impl RawPeer {
-    async fn send_bytes(&mut self, bytes: &[u8]) {
-        send_bytes_on(&mut self.stream, bytes).await;
-    }
-
-    async fn send_frame(&mut self, body: &[u8]) {
-        send_frame_on(&mut self.stream, body).await;
-    }
-
-    async fn send(&mut self, msg: &Msg, payload: &[u8]) {
-        let mut body = encode(msg);
-        body.extend_from_slice(payload);
-        self.send_frame(&body).await;
-    }
-
-    async fn read_frame(&mut self) -> Option<Vec<u8>> {
-        read_frame_on(&mut self.stream).await
-    }
-
-    /// The next message other than keepalive traffic, with its payload bytes;
-    /// `None` at end of stream.
-    async fn next_message(&mut self) -> Option<(Msg, Vec<u8>)> {
-        for _ in 0..MAX_FRAMES {
-            let frame = self.read_frame().await?;
-            let (msg, rest) = postcard::take_from_bytes::<Msg>(&frame)
-                .unwrap_or_else(|e| panic!("the server sent an undecodable frame {frame:?}: {e}"));
-            match msg {
-                Msg::Ping(_) | Msg::Pong(_) => continue,
-                msg => return Some((msg, rest.to_vec())),
-            }
-        }
-        panic!("more than {MAX_FRAMES} keepalive frames in a row");
-    }
-
-    /// The next message must be the `Return` for `question`.
-    async fn expect_return(&mut self, question: u32) -> Result<(Vec<CapDesc>, Vec<u8>), WireError> {
-        match self.next_message().await {
-            Some((Msg::Return { question: q, result }, payload)) if q == question => result.map(|caps| (caps, payload)),
-            other => panic!("expected the Return for question {question}, got {other:?}"),
-        }
-    }
-
-    /// The next message must be a successful `Return` for `question`; decodes its value.
-    async fn expect_value<T: serde::de::DeserializeOwned>(&mut self, question: u32) -> T {
-        let (caps, payload) =
-            self.expect_return(question).await.unwrap_or_else(|e| panic!("question {question} failed: {e:?}"));
-        assert!(caps.is_empty(), "unexpected capabilities {caps:?}");
-        postcard::from_bytes(&payload).expect("result decodes")
-    }
-
-    /// The next message must be an error `Return` for `question` of `kind`.
-    async fn expect_error(&mut self, question: u32, kind: Kind) -> WireError {
-        match self.expect_return(question).await {
-            Ok(ok) => panic!("question {question} succeeded ({ok:?}), expected a {kind:?} error"),
-            Err(err) => {
-                assert_eq!(err.kind, kind, "{err:?}");
-                err
-            }
-        }
-    }
-
-    /// A round trip through the connection: `add` on the bootstrap answers.
-    async fn assert_usable(&mut self, question: u32) {
-        self.send(&call(question, BOOTSTRAP, HOSTILE, ADD), &encode(&(20i64, 3i64))).await;
-        assert_eq!(self.expect_value::<i64>(question).await, 23);
-    }
-
-    /// Reads (skipping other messages) until an `Abort`, checks its reason,
-    /// then requires the end of the stream. Returns the reason.
-    async fn expect_close_with(&mut self, reason: &str) -> WireError {
-        for _ in 0..MAX_FRAMES {
-            match self.next_message().await {
-                Some((Msg::Abort(err), _)) => {
-                    assert!(err.message.contains(reason), "close reason {:?} does not mention {reason:?}", err.message);
-                    self.expect_eof().await;
-                    return err;
-                }
-                Some(_) => continue,
-                None => panic!("the connection ended without an Abort (expected one mentioning {reason:?})"),
-            }
-        }
-        panic!("no Abort within {MAX_FRAMES} frames");
-    }
-
-    /// The server closes its end (skipping keepalive traffic).
-    async fn expect_eof(&mut self) {
-        if let Some(msg) = self.next_message().await {
-            panic!("expected the end of the stream, got {msg:?}");
-        }
-    }
-}
-
-/// VmPeak of this process in KiB, where /proc exists.
-fn vm_peak_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmPeak:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    let peer = handshake(addr, SERVER_LIMITS, SERVER).await;
+    assert!(peer.server_hello.offers_bootstrap);
+    peer
 }
 
 // ----- framing -----------------------------------------------------------------
@@ -577,9 +280,9 @@ async fn unknown_message_type_closes_as_malformed() {
     peer.send_frame(&[0xC8, 0x01, 0x00, 0x01, 0x02]).await;
     let err = peer.expect_close_with("malformed frame").await;
     assert_eq!(err.kind, Kind::Protocol);
-    // Just past the last real variant (Abort = 8) too.
+    // Just past the last real variant (StreamPart = 14) too.
     let mut peer = raw_client(server.addr).await;
-    peer.send_frame(&[9]).await;
+    peer.send_frame(&[15]).await;
     peer.expect_close_with("malformed frame").await;
     server.assert_healthy().await;
 }
@@ -696,7 +399,7 @@ async fn hello_with_another_version_is_refused() {
 #[tokio::test]
 async fn framework_advertises_version_and_limits_in_its_first_frame() {
     let limits = Limits { max_frame_size: 12_345, max_outstanding_calls: 3, max_exports: 5, max_depth: 7 };
-    let config = Config { limits, ..server_config() };
+    let config = Config { limits, ..server_config(SERVER_LIMITS) };
     let (ours, mut theirs) = tokio::io::duplex(64 << 10);
     let gate = Arc::new(watch::channel(true).0);
     let opening =
