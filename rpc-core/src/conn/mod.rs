@@ -90,17 +90,30 @@ impl std::ops::DerefMut for StateGuard<'_> {
     }
 }
 
+thread_local! {
+    /// An empty list with capacity, swapped in for the deferred work each
+    /// guard takes, so locking does not allocate a new list every time.
+    static SPARE_DEFERRED: std::cell::Cell<Vec<Deferred>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 impl Drop for StateGuard<'_> {
     fn drop(&mut self) {
         let Some(mut guard) = self.guard.take() else { return };
-        let deferred = std::mem::take(&mut guard.deferred);
+        let mut deferred = if guard.deferred.is_empty() {
+            Vec::new()
+        } else {
+            std::mem::replace(&mut guard.deferred, SPARE_DEFERRED.take())
+        };
         let wake = self.was_empty && !(guard.out.is_empty() && guard.ready.is_empty());
         drop(guard);
         if wake {
             self.shared.wake_writer.notify_one();
         }
-        for work in deferred {
+        for work in deferred.drain(..) {
             work.run();
+        }
+        if deferred.capacity() > 0 && deferred.capacity() <= 64 {
+            SPARE_DEFERRED.set(deferred);
         }
     }
 }
