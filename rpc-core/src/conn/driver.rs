@@ -172,7 +172,9 @@ fn handle_frame(shared: &Arc<ConnShared>, frame: Bytes) -> Result<(), RpcError> 
             Ok(())
         }
         Message::Pong(_) => Ok(()),
-        Message::Abort(reason) => Err(RpcError::disconnected(format!("the peer closed the connection: {reason}"))),
+        Message::Abort(reason) => {
+            Err(RpcError::disconnected(format!("the peer closed the connection ({})", reason.message())))
+        }
         Message::StreamData { stream, count, item_caps, caps } => {
             state.handle_stream_data(shared, stream, count, item_caps, &caps, trailer)
         }

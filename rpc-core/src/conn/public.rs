@@ -77,7 +77,7 @@ impl Connection {
 
     /// Closes the connection: pending calls and imports fail with `Disconnected`.
     pub fn close(&self) {
-        self.shared().close(RpcError::disconnected("the connection was closed locally"), true);
+        self.shared().close(RpcError::disconnected("closed on purpose"), true);
     }
 
     /// Waits until the connection is closed and returns why.

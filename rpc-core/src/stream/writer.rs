@@ -113,6 +113,26 @@ impl<T> SequenceWriter<T> {
         }
     }
 
+    /// Whether the consumer's window has room now, without waiting: a producer
+    /// can skip or coalesce redundant items while the consumer is behind
+    /// (seed 003's game server dropping snapshots for a slow client).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rpc_core::Sequence;
+    ///
+    /// let (mut writer, reader) = Sequence::<u32>::channel();
+    /// reader.set_capacity(1);
+    /// assert!(writer.has_room());
+    /// writer.write(1).unwrap();
+    /// assert!(!writer.has_room()); // one unread item fills a window of one
+    /// ```
+    pub fn has_room(&mut self) -> bool {
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        matches!(self.poll_flush(&mut cx), Poll::Ready(Ok(())))
+    }
+
     /// Waits until backpressure has eased: fewer than `capacity` items are
     /// unread by the consumer.
     ///
