@@ -51,10 +51,12 @@ impl Payload {
     /// Serializes `value`, collecting the capabilities it holds.
     pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload, RpcError> {
         let outer = ENCODING.with(|c| c.replace(Some(Vec::new())));
-        let bytes = postcard::to_stdvec(value);
+        // Sized for a typical small payload, so encoding rarely reallocates.
+        let mut bytes = BytesMut::with_capacity(128);
+        let encoded = postcard::serialize_with_flavor(value, Appender(&mut bytes));
         let caps = ENCODING.with(|c| c.replace(outer)).unwrap_or_default();
-        let bytes = bytes.map_err(|e| RpcError::serialization(format!("cannot encode value: {e}")))?;
-        Ok(Payload { bytes: Bytes::from(bytes), caps, max_depth: DEFAULT_MAX_DEPTH })
+        encoded.map_err(|e| RpcError::serialization(format!("cannot encode value: {e}")))?;
+        Ok(Payload { bytes: bytes.freeze(), caps, max_depth: DEFAULT_MAX_DEPTH })
     }
 
     /// Deserializes a `T`, turning capability indexes back into live handles.

@@ -157,7 +157,12 @@ impl ConnState {
         self.defer_drop(call.payload);
     }
 
-    fn defer_drop<T: Send + 'static>(&mut self, value: T) {
+    /// Drops `value` after the lock is released if it could re-enter a
+    /// connection (it holds capabilities or cancellers), at once otherwise.
+    fn defer_drop<T: MayReenter + Send + 'static>(&mut self, value: T) {
+        if !value.may_reenter() {
+            return;
+        }
         self.deferred.push(Deferred::Drop(Box::new(value)));
     }
 
@@ -699,5 +704,60 @@ fn cap_at(caps: &[CapEntry], index: u32) -> Result<Client, RpcError> {
         Some(CapEntry::Stream(_)) | None => {
             Err(RpcError::unimplemented(format!("the result holds no capability at index {index}")))
         }
+    }
+}
+
+/// Whether dropping a value could run code that locks a connection.
+pub(crate) trait MayReenter {
+    /// Conservative by default: anything not known to be inert is deferred.
+    fn may_reenter(&self) -> bool {
+        true
+    }
+}
+
+impl MayReenter for Client {}
+impl MayReenter for Canceller {}
+impl MayReenter for StreamHalf {}
+impl MayReenter for Box<dyn Send> {}
+
+impl MayReenter for Payload {
+    fn may_reenter(&self) -> bool {
+        !self.caps.is_empty()
+    }
+}
+
+impl MayReenter for Vec<CapEntry> {
+    fn may_reenter(&self) -> bool {
+        !self.is_empty()
+    }
+}
+
+impl MayReenter for Vec<Client> {
+    fn may_reenter(&self) -> bool {
+        !self.is_empty()
+    }
+}
+
+impl<T: MayReenter> MayReenter for Option<T> {
+    fn may_reenter(&self) -> bool {
+        self.as_ref().is_some_and(T::may_reenter)
+    }
+}
+
+impl<T: MayReenter> MayReenter for Result<T, RpcError> {
+    fn may_reenter(&self) -> bool {
+        self.as_ref().is_ok_and(T::may_reenter)
+    }
+}
+
+impl MayReenter for Question {
+    fn may_reenter(&self) -> bool {
+        self.sink.is_some() || self.returned.may_reenter() || !self.pipes.is_empty()
+    }
+}
+
+impl MayReenter for Answer {
+    fn may_reenter(&self) -> bool {
+        self.canceller.is_some() || self.returned.may_reenter() || !self.pipes.is_empty()
     }
 }
