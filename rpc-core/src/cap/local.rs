@@ -16,8 +16,8 @@ use futures::future::{AbortHandle, Abortable};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
-use super::dispatch::{Dispatch, IncomingCall};
-use super::{Canceller, ClientHook, OutgoingCall};
+use super::dispatch::{Dispatch, DispatchFuture, IncomingCall};
+use super::{Canceller, ClientHook, OutgoingCall, ReplySink};
 use crate::RpcError;
 
 /// The hook for an object implemented in this process.
@@ -66,7 +66,26 @@ impl ClientHook for LocalServer {
     }
 }
 
-type Running = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// A started handler: the user's future, abortable, and where its reply goes.
+/// A concrete type, so a running call costs no second box.
+struct Running {
+    handler: Abortable<DispatchFuture>,
+    reply: Arc<dyn ReplySink>,
+}
+
+impl Future for Running {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let outcome = match Pin::new(&mut self.handler).poll(cx) {
+            Poll::Ready(Ok(outcome)) => outcome,
+            Poll::Ready(Err(_aborted)) => Err(RpcError::cancelled("the caller cancelled the call")),
+            Poll::Pending => return Poll::Pending,
+        };
+        self.reply.complete(outcome);
+        Poll::Ready(())
+    }
+}
 
 /// The serving task of one object.
 struct Serve {
@@ -77,8 +96,9 @@ struct Serve {
 }
 
 impl Serve {
-    /// Turns a queued call into a running handler wired for cancellation.
-    fn start(&self, call: OutgoingCall) -> Running {
+    /// Turns a queued call into a running handler wired for cancellation
+    /// (`None` when the call fails at once).
+    fn start(&self, call: OutgoingCall) -> Option<Running> {
         let interface = self.object.interface();
         let reply = call.reply;
         if call.interface != interface.id {
@@ -87,18 +107,13 @@ impl Serve {
                 interface.name, call.interface
             ));
             reply.complete(Err(err));
-            return Box::pin(async {});
+            return None;
         }
         let (abort, registration) = AbortHandle::new_pair();
         reply.set_canceller(Canceller::Abort(abort));
         let incoming = IncomingCall { method: call.method, args: call.payload };
         let handler = Abortable::new(self.object.clone().dispatch(incoming), registration);
-        Box::pin(async move {
-            match handler.await {
-                Ok(outcome) => reply.complete(outcome),
-                Err(_aborted) => reply.complete(Err(RpcError::cancelled("the caller cancelled the call"))),
-            }
-        })
+        Some(Running { handler, reply })
     }
 }
 
@@ -111,8 +126,9 @@ impl Future for Serve {
         while !self.closed {
             match self.queue.poll_recv(cx) {
                 Poll::Ready(Some(call)) => {
-                    let handler = self.start(call);
-                    self.running.push(handler);
+                    if let Some(handler) = self.start(call) {
+                        self.running.push(handler);
+                    }
                 }
                 Poll::Ready(None) => self.closed = true,
                 Poll::Pending => break,
