@@ -61,9 +61,9 @@ use serde::{Deserialize, Serialize};
 use crate::RpcError;
 
 /// Default capacity of a new sequence, in items.
-pub const DEFAULT_CAPACITY: u32 = 256;
+pub const DEFAULT_CAPACITY: u32 = 1024;
 /// Default batch size of a new sequence, in items per message.
-pub const DEFAULT_BATCH: u32 = 64;
+pub const DEFAULT_BATCH: u32 = 256;
 
 /// The consumer's flow-control settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
