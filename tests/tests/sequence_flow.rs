@@ -278,3 +278,39 @@ async fn a_nagle_delay_coalesces_items_written_across_turns() {
     assert!(eager >= 20, "without nagle: {eager} writes for 20 items");
     assert!(nagled <= 6, "with a 10 ms nagle: {nagled} writes for 20 items");
 }
+
+/// DESIGN: an optional idle timeout ends a sequence with a timeout error on
+/// the consumer, and the producer sees it cancelled with the reason.
+#[tokio::test(start_paused = true)]
+async fn an_idle_timeout_ends_the_sequence_on_both_sides() {
+    // Through a call, local and remote: the consumer's read times out.
+    for via in Via::BOTH {
+        let (feed, _conns) = via.reach(FeedProxy::new(Source)).await;
+        let (mut writer, numbers) = Sequence::<u64>::channel();
+        let mut doubled = feed.double(numbers);
+        doubled.set_idle_timeout(Some(Duration::from_millis(200)));
+        writer.write(1).unwrap();
+        assert_eq!(bounded("first", doubled.read()).await.unwrap(), Some(2), "{via:?}");
+        let err = bounded("idle", doubled.read()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{via:?}: {err}");
+    }
+    // The producer sees the reason on its next write.
+    let (mut writer, mut reader) = Sequence::<u64>::channel();
+    reader.set_idle_timeout(Some(Duration::from_millis(50)));
+    assert_eq!(bounded("idle", reader.read()).await.unwrap_err().kind(), ErrorKind::Timeout);
+    let err = writer.write(9).unwrap_err();
+    assert!(err.message().contains("idle timeout"), "{err}");
+}
+
+#[tokio::test]
+async fn forward_to_pumps_a_sequence_into_any_sink() {
+    for via in Via::BOTH {
+        let (feed, _conns) = via.reach(FeedProxy::new(Source)).await;
+        let ticks = feed.ticks(50);
+        let (sink, collected) = futures::channel::mpsc::unbounded();
+        bounded("forward", ticks.forward_to(sink)).await.unwrap();
+        let all: Vec<Tick> = collected.collect().await;
+        assert_eq!(all.len(), 50, "{via:?}");
+        assert!(all.iter().enumerate().all(|(i, t)| t.n == i as u64), "{via:?}");
+    }
+}
