@@ -218,6 +218,8 @@ pub enum Msg {
         item_caps: Vec<u32>,
         /// Capabilities the items refer to by index.
         caps: Vec<CapDesc>,
+        /// The encoded length of each item (empty for a byte stream).
+        item_lens: Vec<u32>,
     },
     /// The consumer has read `read` items in all; its window is now `window`.
     StreamWindow {

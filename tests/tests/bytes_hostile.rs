@@ -66,7 +66,7 @@ const MAX_BYTES_PER_MESSAGE: u32 = 64 << 10;
 
 /// A byte-stream data message header for `count` bytes.
 fn data(stream: u32, count: u32) -> Msg {
-    Msg::StreamData { stream, count, item_caps: Vec::new(), caps: Vec::new() }
+    Msg::StreamData { stream, count, item_caps: Vec::new(), caps: Vec::new(), item_lens: Vec::new() }
 }
 
 // ----- the server ------------------------------------------------------------
@@ -162,7 +162,7 @@ impl BytesPeer for RawPeer {
                 return;
             }
             match self.next_message().await {
-                Some((Msg::StreamData { stream: OUR_STREAM, count, item_caps, caps }, payload)) => {
+                Some((Msg::StreamData { stream: OUR_STREAM, count, item_caps, caps, .. }, payload)) => {
                     assert!(item_caps.is_empty() && caps.is_empty(), "byte data with capabilities");
                     assert_eq!(payload.len(), count as usize, "a data message carries what it announces");
                     assert!(count <= MAX_BYTES_PER_MESSAGE, "a data message of {count} bytes");
@@ -317,14 +317,21 @@ async fn byte_data_announcing_another_count_than_it_carries_closes() {
     // Byte data with per-item capability counts.
     let mut peer = raw_client(server.addr).await;
     peer.open_upload(0, WireWindow { capacity: 1000, batch: 1000 }).await;
-    let msg = Msg::StreamData { stream: OUR_STREAM, count: 3, item_caps: vec![0, 0, 0], caps: vec![] };
+    let msg =
+        Msg::StreamData { stream: OUR_STREAM, count: 3, item_caps: vec![0, 0, 0], caps: vec![], item_lens: vec![] };
     peer.send(&msg, &[1, 2, 3]).await;
     peer.expect_close_with("announces").await;
 
     // Byte data carrying a capability.
     let mut peer = raw_client(server.addr).await;
     peer.open_upload(0, WireWindow { capacity: 1000, batch: 1000 }).await;
-    let msg = Msg::StreamData { stream: OUR_STREAM, count: 3, item_caps: vec![], caps: vec![CapDesc::SenderHosted(5)] };
+    let msg = Msg::StreamData {
+        stream: OUR_STREAM,
+        count: 3,
+        item_caps: vec![],
+        caps: vec![CapDesc::SenderHosted(5)],
+        item_lens: vec![],
+    };
     peer.send(&msg, &[1, 2, 3]).await;
     let reason = peer.expect_close_with("").await;
     assert_eq!(reason.kind, Kind::Protocol, "{reason:?}");

@@ -879,6 +879,11 @@ fn numbers(n: u64) -> Vec<u8> {
     (0..n).flat_map(|i| encode(&i)).collect()
 }
 
+/// The encoded length of each of [`numbers`]' items.
+fn number_lens(n: u64) -> Vec<u32> {
+    (0..n).map(|i| encode(&i).len() as u32).collect()
+}
+
 #[tokio::test]
 async fn a_producer_sending_past_the_window_is_a_protocol_violation() {
     let server = TestServer::start().await;
@@ -887,7 +892,11 @@ async fn a_producer_sending_past_the_window_is_a_protocol_violation() {
     // Nothing read or acknowledged yet: five items in one message is past a window of four,
     // however fast the consumer reads. The first such frame closes the connection, so
     // nothing past the window is ever buffered (the frame itself is bounded by the limit).
-    peer.send(&Msg::StreamData { stream: OUR_STREAM, count: 5, item_caps: vec![], caps: vec![] }, &numbers(5)).await;
+    peer.send(
+        &Msg::StreamData { stream: OUR_STREAM, count: 5, item_caps: vec![], caps: vec![], item_lens: number_lens(5) },
+        &numbers(5),
+    )
+    .await;
     let reason = peer.expect_close_with("past the consumer's window").await;
     assert_eq!(reason.kind, Kind::Protocol);
     server.assert_healthy().await;
@@ -897,7 +906,11 @@ async fn a_producer_sending_past_the_window_is_a_protocol_violation() {
 async fn data_for_a_stream_that_never_existed_closes() {
     let server = TestServer::start().await;
     let mut peer = raw_client(server.addr).await;
-    peer.send(&Msg::StreamData { stream: 1000, count: 1, item_caps: vec![], caps: vec![] }, &numbers(1)).await;
+    peer.send(
+        &Msg::StreamData { stream: 1000, count: 1, item_caps: vec![], caps: vec![], item_lens: number_lens(1) },
+        &numbers(1),
+    )
+    .await;
     let reason = peer.expect_close_with("does not exist").await;
     assert_eq!(reason.kind, Kind::Protocol);
     server.assert_healthy().await;
@@ -944,7 +957,11 @@ async fn a_well_behaved_raw_upload_is_counted() {
     let server = TestServer::start().await;
     let mut peer = raw_client(server.addr).await;
     open_upload(&mut peer, 0, 4).await;
-    peer.send(&Msg::StreamData { stream: OUR_STREAM, count: 3, item_caps: vec![], caps: vec![] }, &numbers(3)).await;
+    peer.send(
+        &Msg::StreamData { stream: OUR_STREAM, count: 3, item_caps: vec![], caps: vec![], item_lens: number_lens(3) },
+        &numbers(3),
+    )
+    .await;
     peer.send(&Msg::StreamEnd { stream: OUR_STREAM, error: None }, &[]).await;
     // Window updates may come first; then the answer.
     for _ in 0..MAX_FRAMES {

@@ -18,6 +18,9 @@ impl BrokenClient {
 impl ClientHook for BrokenClient {
     fn call(&self, call: OutgoingCall) {
         call.reply.complete(Err(self.error.clone()));
+        // A stream the call carried (the writer of a returned sequence) ends
+        // with the call's error, not as if its producer had aborted.
+        crate::stream::fail_streams(call.payload.caps, &self.error);
     }
 
     fn describe(&self) -> String {

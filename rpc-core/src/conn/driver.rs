@@ -205,8 +205,8 @@ fn handle_frame(shared: &Arc<ConnShared>, frame: Bytes) -> Result<(), RpcError> 
         Message::Abort(reason) => {
             Err(RpcError::disconnected(format!("the peer closed the connection ({})", reason.message())))
         }
-        Message::StreamData { stream, count, item_caps, caps } => {
-            state.handle_stream_data(shared, stream, count, item_caps, &caps, trailer)
+        Message::StreamData { stream, count, item_caps, caps, item_lens } => {
+            state.handle_stream_data(shared, stream, count, (item_caps, item_lens), &caps, trailer)
         }
         Message::StreamWindow { stream, read, window } => state.handle_stream_window(stream, read, window),
         Message::StreamEnd { stream, error } => {

@@ -33,6 +33,7 @@ impl ClientHook for ImportClient {
 
 impl Drop for ImportClient {
     fn drop(&mut self) {
-        self.user.shared().lock().drop_import(self.id, self);
+        let (id, me) = (self.id, self as *const ImportClient as usize);
+        self.user.shared().with_state(move |state| state.drop_import(id, me as *const ImportClient));
     }
 }

@@ -21,6 +21,7 @@ mod public;
 mod state;
 mod tables;
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -55,6 +56,8 @@ pub(crate) enum Deferred {
     Resolve(Arc<QueuedClient>, Result<Client, RpcError>),
     /// Values whose drop may re-enter a connection.
     Drop(Box<dyn Send>),
+    /// A call carrying these failed: its stream ends end with the error.
+    FailStreams(Vec<crate::payload::CapEntry>, RpcError),
 }
 
 impl Deferred {
@@ -66,6 +69,7 @@ impl Deferred {
             Deferred::Cancel(canceller) => canceller.cancel(),
             Deferred::Resolve(queued, target) => queued.resolve(target),
             Deferred::Drop(value) => drop(value),
+            Deferred::FailStreams(caps, err) => crate::stream::fail_streams(caps, &err),
         }
     }
 }
@@ -94,7 +98,14 @@ thread_local! {
     /// An empty list with capacity, swapped in for the deferred work each
     /// guard takes, so locking does not allocate a new list every time.
     static SPARE_DEFERRED: std::cell::Cell<Vec<Deferred>> = const { std::cell::Cell::new(Vec::new()) };
+    /// The connections whose state this thread has locked right now.
+    static HELD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// Work that asked for a connection's state while this thread held it
+    /// (a handle dropped under the lock): runs once no state is held.
+    static LATE: RefCell<Vec<LateWork>> = const { RefCell::new(Vec::new()) };
 }
+
+type LateWork = Box<dyn FnOnce()>;
 
 impl Drop for StateGuard<'_> {
     fn drop(&mut self) {
@@ -106,6 +117,14 @@ impl Drop for StateGuard<'_> {
         };
         let wake = self.was_empty && !(guard.out.is_empty() && guard.ready.is_empty());
         drop(guard);
+        let nothing_held = HELD.with(|held| {
+            let mut held = held.borrow_mut();
+            let me = self.shared.key();
+            if let Some(at) = held.iter().rposition(|&k| k == me) {
+                held.remove(at);
+            }
+            held.is_empty()
+        });
         if wake {
             self.shared.wake_writer.notify_one();
         }
@@ -115,14 +134,54 @@ impl Drop for StateGuard<'_> {
         if deferred.capacity() > 0 && deferred.capacity() <= 64 {
             SPARE_DEFERRED.set(deferred);
         }
+        if nothing_held {
+            run_late_work();
+        }
+    }
+}
+
+/// Runs what handles asked of a connection while its state was locked.
+fn run_late_work() {
+    loop {
+        let Some(work) = LATE.with(|late| late.borrow_mut().pop()) else { return };
+        work();
     }
 }
 
 impl ConnShared {
+    /// Locks the state. Must not be called while this thread holds the same
+    /// connection's state: handles that may be dropped anywhere use
+    /// [`ConnShared::with_state`] instead.
     pub(crate) fn lock(&self) -> StateGuard<'_> {
+        let me = self.key();
+        HELD.with(|held| {
+            let mut held = held.borrow_mut();
+            // A second lock here would deadlock the thread (and with it every
+            // connection its runtime serves): fail loudly instead.
+            assert!(!held.contains(&me), "a connection's state was locked again by the thread holding it");
+            held.push(me);
+        });
         let guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let was_empty = guard.out.is_empty() && guard.ready.is_empty();
         StateGuard { guard: Some(guard), shared: self, was_empty }
+    }
+
+    /// Runs `work` on the locked state: now, or, if this thread holds the
+    /// state already (a handle dropped under the lock), once it is released.
+    /// Drop implementations that talk to the connection go through here, so
+    /// no path can drop a handle into a self-deadlock.
+    pub(crate) fn with_state(self: &Arc<Self>, work: impl FnOnce(&mut StateGuard<'_>) + 'static) {
+        let me = self.key();
+        if HELD.with(|held| held.borrow().contains(&me)) {
+            let shared = self.clone();
+            LATE.with(|late| late.borrow_mut().push(Box::new(move || work(&mut shared.lock()))));
+        } else {
+            work(&mut self.lock());
+        }
+    }
+
+    fn key(&self) -> usize {
+        self as *const ConnShared as usize
     }
 
     /// Closes the connection with `reason`, failing everything pending.
@@ -188,7 +247,8 @@ impl QuestionRef {
 
 impl Drop for QuestionRef {
     fn drop(&mut self) {
-        self.user.shared().lock().release_question(self.id);
+        let id = self.id;
+        self.user.shared().with_state(move |state| state.release_question(id));
     }
 }
 

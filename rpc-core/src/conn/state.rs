@@ -46,6 +46,9 @@ struct Answer {
     returned: Option<Result<Vec<CapEntry>, RpcError>>,
     /// Pipelined calls that arrived before the result, per capability index.
     pipes: HashMap<u32, (Arc<QueuedClient>, bool)>,
+    /// The peer passed a capability of this answer back to us in a payload
+    /// (perhaps its only reference): a `Finish` must not cancel the call.
+    passed_back: bool,
 }
 
 struct Export {
@@ -153,8 +156,11 @@ impl ConnState {
 
     /// Fails `call` once the lock is released (its payload may hold imports).
     fn fail_call(&mut self, call: OutgoingCall, err: RpcError) {
+        if !call.payload.caps.is_empty() {
+            // Stream ends it carried end with the call's error.
+            self.deferred.push(Deferred::FailStreams(call.payload.caps, err.clone()));
+        }
         self.deferred.push(Deferred::Complete(call.reply, Err(err)));
-        self.defer_drop(call.payload);
     }
 
     /// Drops `value` after the lock is released if it could re-enter a
@@ -347,7 +353,8 @@ impl ConnState {
                 return Ok(());
             }
         };
-        let answer = Answer { canceller: None, finished: false, returned: None, pipes: HashMap::new() };
+        let answer =
+            Answer { canceller: None, finished: false, returned: None, pipes: HashMap::new(), passed_back: false };
         self.answers.insert(id, answer);
         let reply = Arc::new(super::answer::RemoteAnswer::new(shared.clone(), id));
         self.deferred.push(Deferred::Call(target, OutgoingCall { interface, method, payload, reply }));
@@ -388,7 +395,7 @@ impl ConnState {
 
     pub(crate) fn set_answer_canceller(&mut self, id: u32, canceller: Canceller) {
         match self.answers.get_mut(&id) {
-            Some(answer) if answer.returned.is_none() && !answer.finished => {
+            Some(answer) if answer.returned.is_none() && (!answer.finished || answer.passed_back) => {
                 let previous = answer.canceller.replace(canceller);
                 self.defer_drop(previous);
             }
@@ -456,10 +463,14 @@ impl ConnState {
         match self.answers.get_mut(&id) {
             Some(answer) if answer.returned.is_none() => {
                 // The caller finishes a question only once nothing it pipelined
-                // on it is still wanted (see `ReplySink::depend_on`).
+                // on it is still wanted (see `ReplySink::depend_on`); but a
+                // capability of it the caller passed back to us is still wanted
+                // by whoever holds it here.
                 answer.finished = true;
-                if let Some(canceller) = answer.canceller.take() {
-                    self.deferred.push(Deferred::Cancel(canceller));
+                if !answer.passed_back {
+                    if let Some(canceller) = answer.canceller.take() {
+                        self.deferred.push(Deferred::Cancel(canceller));
+                    }
                 }
             }
             Some(_) => {
@@ -593,9 +604,15 @@ impl ConnState {
                     RpcError::protocol(format!("the peer named our export {id}, which does not exist"))
                 })?
             }
-            CapDescriptor::ReceiverAnswer { question, cap } => self.answer_target(question, cap).map_err(|e| {
-                RpcError::protocol(format!("the peer named a capability in answer {question}: {}", e.message()))
-            })?,
+            CapDescriptor::ReceiverAnswer { question, cap } => {
+                let target = self.answer_target(question, cap).map_err(|e| {
+                    RpcError::protocol(format!("the peer named a capability in answer {question}: {}", e.message()))
+                })?;
+                if let Some(answer) = self.answers.get_mut(&question) {
+                    answer.passed_back = true;
+                }
+                target
+            }
         }))
     }
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::bytes_core::ByteCore;
-use super::end::{self, ReceivedReader, ReceivedWriter, StreamEnd};
+use super::end::{self, Keep, ReceivedReader, ReceivedWriter, StreamEnd};
 use super::Window;
 use super::{RemoteConsumer, RemoteProducer};
 use crate::conn::{ConnShared, ConnState};
@@ -86,7 +86,8 @@ pub(crate) enum ByteWriter {
 /// ```
 pub struct Bytes {
     backend: Mutex<Option<ByteReader>>,
-    keep: Option<Box<dyn Send + Sync>>,
+    /// Keeps alive the call that fills it; travels with the end when sent on.
+    keep: Mutex<Option<Keep>>,
 }
 
 /// The producer end of a byte stream.
@@ -111,7 +112,7 @@ impl Bytes {
     }
 
     pub(crate) fn from_backend(backend: ByteReader) -> Self {
-        Bytes { backend: Mutex::new(Some(backend)), keep: None }
+        Bytes { backend: Mutex::new(Some(backend)), keep: Mutex::new(None) }
     }
 
     pub(crate) fn take_backend(&self) -> Option<ByteReader> {
@@ -439,12 +440,15 @@ impl futures::Sink<bytes::Bytes> for BytesWriter {
 
 // ----- as capabilities --------------------------------------------------------
 
-struct BytesReaderEnd(Option<ByteReader>);
+struct BytesReaderEnd {
+    backend: Option<ByteReader>,
+    keep: Option<Keep>,
+}
 struct BytesWriterEnd(Option<ByteWriter>);
 
 impl Drop for BytesReaderEnd {
     fn drop(&mut self) {
-        if let Some(backend) = self.0.take() {
+        if let Some(backend) = self.backend.take() {
             cancel_reader(backend, None);
         }
     }
@@ -458,22 +462,41 @@ impl Drop for BytesWriterEnd {
     }
 }
 
+impl Bytes {
+    /// Takes the end out to send it on, with what it keeps alive.
+    fn take_end(&self) -> Option<BytesReaderEnd> {
+        let backend = self.take_backend()?;
+        let keep = self.keep.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Some(BytesReaderEnd { backend: Some(backend), keep })
+    }
+
+    fn with_keep(mut self, keep: Option<Keep>) -> Bytes {
+        *self.keep.get_mut().unwrap_or_else(|e| e.into_inner()) = keep;
+        self
+    }
+}
+
 impl StreamEnd for BytesReaderEnd {
     fn bind(mut self: Box<Self>, state: &mut ConnState, conn: &Arc<ConnShared>) -> Result<CapDescriptor, RpcError> {
-        let backend = self.0.take().ok_or_else(|| RpcError::serialization("stream end already taken"))?;
+        let backend = self.backend.take().ok_or_else(|| RpcError::serialization("stream end already taken"))?;
         match backend {
-            ByteReader::Local(core) => {
+            // Its writer is in this process: it writes to the connection from now on.
+            ByteReader::Local(core) if self.keep.is_none() && !core.has_source() => {
                 let window = core.lock().window;
                 let producer = state.open_producer(conn, window, true)?;
                 core.redirect_to_sink(&producer);
                 state.schedule_stream(producer.id());
                 Ok(CapDescriptor::BytesReader { stream: producer.id(), window })
             }
-            ByteReader::Remote(consumer) => {
-                let window = consumer.window();
+            // Fed from elsewhere: pump it across with backpressure.
+            backend => {
+                let window = match &backend {
+                    ByteReader::Local(core) => core.window(),
+                    ByteReader::Remote(consumer) => consumer.window(),
+                };
                 let producer = state.open_producer(conn, window, true)?;
                 let id = producer.id();
-                let from = Bytes::from_backend(ByteReader::Remote(consumer));
+                let from = Bytes::from_backend(backend).with_keep(self.keep.take());
                 let to = BytesWriter { backend: Mutex::new(Some(ByteWriter::Remote(producer))) };
                 tokio::spawn(pump(from, to));
                 Ok(CapDescriptor::BytesReader { stream: id, window })
@@ -490,18 +513,23 @@ impl StreamEnd for BytesWriterEnd {
     fn bind(mut self: Box<Self>, state: &mut ConnState, conn: &Arc<ConnShared>) -> Result<CapDescriptor, RpcError> {
         let backend = self.0.take().ok_or_else(|| RpcError::serialization("stream end already taken"))?;
         match backend {
-            ByteWriter::Local(core) => {
+            // Its reader is here: it reads from the connection.
+            ByteWriter::Local(core) if !core.is_redirected() => {
                 let window = core.lock().window;
                 let consumer = state.open_consumer(conn, window, true)?;
                 core.redirect_to_source(&consumer);
                 Ok(CapDescriptor::BytesWriter { stream: consumer.id(), window })
             }
-            ByteWriter::Remote(producer) => {
-                let window = producer.window();
+            // Its reader went elsewhere (or it writes to another connection): pump into it.
+            backend => {
+                let window = match &backend {
+                    ByteWriter::Local(core) => core.window(),
+                    ByteWriter::Remote(producer) => producer.window(),
+                };
                 let consumer = state.open_consumer(conn, window, true)?;
                 let id = consumer.id();
                 let from = Bytes::from_backend(ByteReader::Remote(consumer));
-                let to = BytesWriter { backend: Mutex::new(Some(ByteWriter::Remote(producer))) };
+                let to = BytesWriter { backend: Mutex::new(Some(backend)) };
                 tokio::spawn(pump(from, to));
                 Ok(CapDescriptor::BytesWriter { stream: id, window })
             }
@@ -511,6 +539,14 @@ impl StreamEnd for BytesWriterEnd {
     fn into_any(self: Box<Self>) -> Box<dyn Any> {
         self
     }
+
+    fn fail(mut self: Box<Self>, err: &RpcError) {
+        match self.0.take() {
+            Some(ByteWriter::Local(core)) => drop(core.close(Some(err.clone()))),
+            Some(ByteWriter::Remote(producer)) => producer.close(Some(err.clone())),
+            None => {}
+        }
+    }
 }
 
 /// Moves bytes from one stream into another with backpressure.
@@ -518,9 +554,13 @@ async fn pump(mut from: Bytes, mut to: BytesWriter) {
     loop {
         match from.read().await {
             Ok(Some(chunk)) => {
-                if to.write(chunk).is_err() || to.flush().await.is_err() {
-                    from.cancel(Some("the forwarded byte stream was cancelled".into()));
-                    return;
+                // Pass the consumer's reason back to the producer.
+                let sent = match to.write(chunk) {
+                    Ok(()) => to.flush().await,
+                    Err(err) => Err(err),
+                };
+                if let Err(err) = sent {
+                    return from.cancel(Some(err.message().to_string()));
                 }
             }
             Ok(None) => return drop(to.close(None).await),
@@ -531,22 +571,25 @@ async fn pump(mut from: Bytes, mut to: BytesWriter) {
 
 impl Serialize for Bytes {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let backend =
-            self.take_backend().ok_or_else(|| serde::ser::Error::custom("this byte stream was already sent"))?;
-        end::serialize(Box::new(BytesReaderEnd(Some(backend))), serializer)
+        let end = self.take_end().ok_or_else(|| serde::ser::Error::custom("this byte stream was already sent"))?;
+        end::serialize(Box::new(end), serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let taken = match end::take_end(deserializer)?.downcast::<BytesReaderEnd>() {
-            Ok(mut typed) => typed.0.take(),
+            Ok(mut typed) => {
+                typed.backend.take().map(|backend| Bytes::from_backend(backend).with_keep(typed.keep.take()))
+            }
             Err(other) => match other.downcast::<ReceivedReader>() {
-                Ok(mut received) => received.take_bytes().map(ByteReader::Remote),
+                Ok(mut received) => {
+                    received.take_bytes().map(|consumer| Bytes::from_backend(ByteReader::Remote(consumer)))
+                }
                 Err(_) => return Err(serde::de::Error::custom("expected a byte stream")),
             },
         };
-        taken.map(Bytes::from_backend).ok_or_else(|| serde::de::Error::custom("expected a byte stream"))
+        taken.ok_or_else(|| serde::de::Error::custom("expected a byte stream"))
     }
 }
 
@@ -573,28 +616,31 @@ impl<'de> Deserialize<'de> for BytesWriter {
 
 /// For generated code: the caller's end of a returned byte stream, holding
 /// the call that fills it.
-pub fn bytes_result(mut reader: Bytes, call: crate::Promise<()>) -> Bytes {
-    reader.keep = Some(Box::new(call));
-    reader
+pub fn bytes_result(reader: Bytes, call: crate::Promise<()>) -> Bytes {
+    reader.with_keep(Some(Box::new(call)))
 }
 
 /// For generated code: connects the byte stream a handler returned to the
 /// writer the caller sent.
 pub fn splice_bytes(from: Bytes, to: BytesWriter) {
-    match (from.take_backend(), to.take_backend()) {
-        (Some(ByteReader::Local(core)), Some(ByteWriter::Remote(producer))) => {
+    let Some(writer) = to.take_backend() else { return };
+    let Some(mut end) = from.take_end() else { return abort_writer(writer) };
+    let (reader, keep) = (end.backend.take().expect("a taken end has its backend"), end.keep.take());
+    let direct = keep.is_none() && matches!(&reader, ByteReader::Local(core) if !core.has_source());
+    match (reader, writer) {
+        (ByteReader::Local(core), ByteWriter::Remote(producer)) if direct => {
             core.redirect_to_sink(&producer);
             producer.schedule_now();
         }
-        (Some(ByteReader::Local(core)), Some(ByteWriter::Local(target))) => core.forward_to(&target),
-        (Some(reader), Some(writer)) => {
-            let from = Bytes::from_backend(reader);
+        (ByteReader::Local(core), ByteWriter::Local(target)) if direct && !target.is_redirected() => {
+            core.forward_to(&target)
+        }
+        (reader, writer) => {
+            let from = Bytes::from_backend(reader).with_keep(keep);
             let to = BytesWriter { backend: Mutex::new(Some(writer)) };
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(pump(from, to));
             }
         }
-        (None, Some(writer)) => abort_writer(writer),
-        _ => {}
     }
 }

@@ -248,6 +248,17 @@ impl ByteCore {
         }
     }
 
+    /// Whether the producer end went over a connection.
+    pub(crate) fn has_source(&self) -> bool {
+        self.lock().source.is_some()
+    }
+
+    /// Whether the consumer end went elsewhere: writes no longer stay here.
+    pub(crate) fn is_redirected(&self) -> bool {
+        let state = self.lock();
+        state.sink.is_some() || state.forward.is_some()
+    }
+
     pub(crate) fn sink(&self) -> Option<Arc<RemoteProducer>> {
         self.lock().sink.clone()
     }

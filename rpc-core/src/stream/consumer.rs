@@ -44,10 +44,15 @@ pub(crate) struct ReadCache {
     uncounted: u64,
 }
 
+/// One item still encoded, with the capabilities it refers to.
+pub(crate) type RawItem = (Bytes, Vec<CapEntry>);
+
 /// One `StreamData` message, read one item at a time.
 struct RawBatch {
     bytes: Bytes,
     remaining: u32,
+    /// The encoded length of each item left.
+    lens: VecDeque<u32>,
     /// Capabilities per item (empty when none of the items holds any).
     item_caps: VecDeque<u32>,
     caps: VecDeque<CapEntry>,
@@ -158,6 +163,35 @@ impl RemoteConsumer {
         Poll::Ready(Ok(Some(item)))
     }
 
+    /// The next item still encoded, with its capabilities: for a relay that
+    /// passes a stream on without knowing its item type.
+    pub(crate) fn poll_read_raw(&self, cx: &mut Context<'_>) -> Poll<Result<Option<RawItem>, RpcError>> {
+        let mut state = self.lock();
+        if let Some(ending) = state.ending.as_ref().filter(|e| e.discards()) {
+            return Poll::Ready(ending.for_reader());
+        }
+        let Some(batch) = state.batches.front_mut() else {
+            return match &state.ending {
+                Some(ending) => Poll::Ready(ending.for_reader()),
+                None => {
+                    state.reader = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            };
+        };
+        let item = take_next(batch);
+        if batch.remaining == 0 {
+            state.batches.pop_front();
+        }
+        state.read += 1;
+        let report = self.due_report(&mut state);
+        drop(state);
+        if let Some((read, window)) = report {
+            self.send_window(read, window);
+        }
+        Poll::Ready(Ok(Some(item)))
+    }
+
     /// Reads the next item through `cache`: a whole batch is taken under the
     /// lock, then decoded item by item without it; reads are counted every
     /// half window and when a batch is used up.
@@ -227,6 +261,30 @@ impl RemoteConsumer {
         }
     }
 
+    /// A reader's end is sent on: what it took into its cache and did not
+    /// read goes back to the front of the queue, and its reads are counted.
+    pub(crate) fn restore_cache(&self, cache: &mut ReadCache) {
+        let batch = cache.batch.take().filter(|b| b.remaining > 0);
+        let uncounted = std::mem::take(&mut cache.uncounted);
+        let (report, discarded) = {
+            let mut state = self.lock();
+            let discarded = match batch {
+                Some(batch) if !state.ending.as_ref().is_some_and(Ending::discards) => {
+                    state.batches.push_front(batch);
+                    None
+                }
+                other => other,
+            };
+            state.read += uncounted;
+            (self.due_report(&mut state), discarded)
+        };
+        // Its capabilities may lock a connection: dropped with no lock held.
+        drop(discarded);
+        if let Some((read, window)) = report {
+            self.send_window(read, window);
+        }
+    }
+
     /// `n` more items were read from a cache.
     fn count_read(&self, n: u64) {
         let report = {
@@ -258,7 +316,8 @@ impl RemoteConsumer {
 
     fn send_window(&self, read: u64, window: Window) {
         if let Some(conn) = self.conn.upgrade() {
-            conn.lock().send_message(&Message::StreamWindow { stream: self.id, read, window });
+            let stream = self.id;
+            conn.with_state(move |state| state.send_message(&Message::StreamWindow { stream, read, window }));
         }
     }
 
@@ -291,7 +350,8 @@ impl RemoteConsumer {
         };
         drop(dropped);
         if let Some(conn) = self.conn.upgrade() {
-            conn.lock().end_stream(self.id, Some(Message::StreamCancel { stream: self.id, reason }));
+            let stream = self.id;
+            conn.with_state(move |state| state.end_stream(stream, Some(Message::StreamCancel { stream, reason })));
         }
     }
 
@@ -346,7 +406,7 @@ impl RemoteConsumer {
         &self,
         count: u32,
         bytes: Bytes,
-        item_caps: Vec<u32>,
+        (item_caps, item_lens): (Vec<u32>, Vec<u32>),
         caps: &mut Vec<CapEntry>,
     ) -> Result<(), RpcError> {
         let mut state = self.lock();
@@ -360,7 +420,9 @@ impl RemoteConsumer {
         if !item_caps.is_empty() && item_caps.len() != count as usize {
             return Err(RpcError::protocol(format!("stream {}: capability counts do not match items", self.id)));
         }
-        if state.bytes_mode && (bytes.len() != count as usize || !item_caps.is_empty() || !caps.is_empty()) {
+        if state.bytes_mode
+            && (bytes.len() != count as usize || !item_caps.is_empty() || !caps.is_empty() || !item_lens.is_empty())
+        {
             return Err(RpcError::protocol(format!(
                 "stream {}: byte-stream data announces {count} bytes but carries {} (and no capabilities)",
                 self.id,
@@ -377,12 +439,29 @@ impl RemoteConsumer {
             whole.extend_from_slice(&bytes);
             whole.freeze()
         };
+        if !state.bytes_mode {
+            let total: u64 = item_lens.iter().map(|&len| u64::from(len)).sum();
+            if item_lens.len() != count as usize || total != bytes.len() as u64 {
+                return Err(RpcError::protocol(format!(
+                    "stream {}: {} item lengths totalling {total} bytes for {count} items of {} bytes",
+                    self.id,
+                    item_lens.len(),
+                    bytes.len()
+                )));
+            }
+        }
         state.received = received;
         if state.ending.is_some() || count == 0 {
             return Ok(());
         }
         let caps = std::mem::take(caps);
-        let batch = RawBatch { bytes, remaining: count, item_caps: item_caps.into(), caps: caps.into() };
+        let batch = RawBatch {
+            bytes,
+            remaining: count,
+            lens: item_lens.into(),
+            item_caps: item_caps.into(),
+            caps: caps.into(),
+        };
         state.batches.push_back(batch);
         if let Some(waker) = state.reader.take() {
             waker.wake();
@@ -444,12 +523,27 @@ fn take_bytes(batches: &mut VecDeque<RawBatch>, max: usize) -> Bytes {
     gathered.freeze()
 }
 
+/// The next item of `batch`, still encoded, with its capabilities.
+fn take_next(batch: &mut RawBatch) -> RawItem {
+    let cap_count = batch.item_caps.pop_front().unwrap_or(0) as usize;
+    let caps: Vec<CapEntry> = batch.caps.drain(..cap_count.min(batch.caps.len())).collect();
+    batch.remaining -= 1;
+    // `on_data` checked that the lengths cover the bytes exactly.
+    let len = batch.lens.pop_front().unwrap_or(0) as usize;
+    (batch.bytes.split_to(len.min(batch.bytes.len())), caps)
+}
+
 /// Decodes the next item of `batch` and advances past it.
 fn decode_next<T: DeserializeOwned>(batch: &mut RawBatch, max_depth: u32) -> Result<T, RpcError> {
     let cap_count = batch.item_caps.pop_front().unwrap_or(0) as usize;
     let caps: Vec<CapEntry> = batch.caps.drain(..cap_count.min(batch.caps.len())).collect();
     batch.remaining -= 1;
-    let (item, used) = payload::decode_from::<T>(&batch.bytes, caps, max_depth)?;
-    bytes::Buf::advance(&mut batch.bytes, used);
+    let len = (batch.lens.pop_front().unwrap_or(0) as usize).min(batch.bytes.len());
+    let decoded = payload::decode_from::<T>(&batch.bytes[..len], caps, max_depth);
+    bytes::Buf::advance(&mut batch.bytes, len);
+    let (item, used) = decoded?;
+    if used != len {
+        return Err(RpcError::serialization(format!("an item of {len} bytes decoded from only {used} of them")));
+    }
     Ok(item)
 }

@@ -226,6 +226,18 @@ impl<T> Shared<T> {
         }
     }
 
+    /// Whether the producer end went over a connection.
+    pub(crate) fn has_source(&self) -> bool {
+        self.lock().source.is_some()
+    }
+
+    /// Whether the consumer end went elsewhere (over a connection, or
+    /// spliced into another pair): writes no longer stay in this core.
+    pub(crate) fn is_redirected(&self) -> bool {
+        let core = self.lock();
+        core.sink.is_some() || core.forward.is_some()
+    }
+
     /// Where writes go, if the consumer end left.
     pub(crate) fn sink(&self) -> Option<Arc<RemoteProducer>> {
         self.lock().sink.clone()

@@ -29,6 +29,24 @@ pub(crate) trait StreamEnd: Send + 'static {
     fn bind(self: Box<Self>, state: &mut ConnState, conn: &Arc<ConnShared>) -> Result<CapDescriptor, RpcError>;
     /// For taking the typed end back out.
     fn into_any(self: Box<Self>) -> Box<dyn Any>;
+    /// The call carrying this end failed with `err`: end the stream with it
+    /// (a writer closes with the error, so its reader reads `err`). By
+    /// default the end is dropped: a reader cancels, a writer aborts.
+    fn fail(self: Box<Self>, err: &RpcError) {
+        let _ = err;
+    }
+}
+
+/// The call carrying `caps` failed with `err`: every stream end among them
+/// ends with that error rather than a bare abort. Not with a connection locked.
+pub(crate) fn fail_streams(caps: Vec<CapEntry>, err: &RpcError) {
+    for entry in caps {
+        if let CapEntry::Stream(slot) = entry {
+            if let Some(end) = slot.take() {
+                end.fail(err);
+            }
+        }
+    }
 }
 
 /// A capability-table entry holding a stream end, taken at most once.
@@ -50,8 +68,14 @@ impl std::fmt::Debug for StreamSlot {
     }
 }
 
-/// A typed consumer end (`None` once taken).
-pub(crate) struct ReaderEnd<T>(pub(crate) Option<ReaderBackend<T>>);
+/// What a sequence keeps alive while it lives (the call that fills it).
+pub(crate) type Keep = Box<dyn Send + Sync>;
+
+/// A typed consumer end (`backend` is `None` once taken), with what it keeps alive.
+pub(crate) struct ReaderEnd<T> {
+    pub(crate) backend: Option<ReaderBackend<T>>,
+    pub(crate) keep: Option<Keep>,
+}
 /// A typed producer end.
 pub(crate) struct WriterEnd<T>(pub(crate) Option<WriterBackend<T>>);
 /// A consumer end that arrived over a connection and was not decoded yet.
@@ -63,7 +87,7 @@ pub(crate) struct ReceivedWriter(pub(crate) Option<Arc<RemoteProducer>>);
 // way dropping the handle would: a reader cancels, a writer aborts.
 impl<T> Drop for ReaderEnd<T> {
     fn drop(&mut self) {
-        if let Some(backend) = self.0.take() {
+        if let Some(backend) = self.backend.take() {
             super::sequence::cancel_backend(backend, None);
         }
     }
@@ -133,12 +157,12 @@ pub(crate) fn take_end<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Box
 
 pub(crate) fn deserialize_reader<'de, T: 'static, D: Deserializer<'de>>(
     deserializer: D,
-) -> Result<ReaderBackend<T>, D::Error> {
+) -> Result<(ReaderBackend<T>, Option<Keep>), D::Error> {
     let end = take_end(deserializer)?;
     let taken = match end.downcast::<ReaderEnd<T>>() {
-        Ok(mut typed) => typed.0.take(),
+        Ok(mut typed) => typed.backend.take().map(|backend| (backend, typed.keep.take())),
         Err(end) => match end.downcast::<ReceivedReader>() {
-            Ok(mut received) => received.take_items().map(ReaderBackend::Remote),
+            Ok(mut received) => received.take_items().map(|consumer| (ReaderBackend::Remote(consumer), None)),
             Err(_) => return Err(serde::de::Error::custom("expected a sequence of this item type")),
         },
     };
@@ -161,21 +185,31 @@ pub(crate) fn deserialize_writer<'de, T: 'static, D: Deserializer<'de>>(
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> StreamEnd for ReaderEnd<T> {
     fn bind(mut self: Box<Self>, state: &mut ConnState, conn: &Arc<ConnShared>) -> Result<CapDescriptor, RpcError> {
-        let Some(backend) = self.0.take() else { return Err(taken()) };
+        let Some(backend) = self.backend.take() else { return Err(taken()) };
         match backend {
-            ReaderBackend::Local(shared) => {
+            // A pair made here whose writer is still here: the writer writes
+            // straight to the connection from now on.
+            ReaderBackend::Local(shared) if self.keep.is_none() && !shared.has_source() => {
                 let window = shared.lock().window;
                 let producer = state.open_producer(conn, window, false)?;
                 shared.redirect_to_sink(&producer);
                 state.schedule_stream(producer.id());
                 Ok(CapDescriptor::SequenceReader { stream: producer.id(), window })
             }
-            ReaderBackend::Remote(consumer) => {
-                // Received on another connection: pump it across, with backpressure.
-                let window = consumer.window();
+            // Items come from elsewhere (a connection, a call that fills the
+            // pair): pump them across with backpressure, keeping the call
+            // alive as long as the pump runs.
+            backend => {
+                let window = match &backend {
+                    ReaderBackend::Local(shared) => shared.window(),
+                    ReaderBackend::Remote(consumer) => consumer.window(),
+                };
                 let producer = state.open_producer(conn, window, false)?;
                 let id = producer.id();
-                let from = Sequence::<T>::from_backend(ReaderBackend::Remote(consumer));
+                let mut from = Sequence::<T>::from_backend(backend);
+                if let Some(keep) = self.keep.take() {
+                    from.keep_alive(keep);
+                }
                 tokio::spawn(pump(from, SequenceWriter::from_backend(WriterBackend::Remote(producer))));
                 Ok(CapDescriptor::SequenceReader { stream: id, window })
             }
@@ -191,11 +225,21 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> StreamEnd for WriterEnd<T
     fn bind(mut self: Box<Self>, state: &mut ConnState, conn: &Arc<ConnShared>) -> Result<CapDescriptor, RpcError> {
         let Some(backend) = self.0.take() else { return Err(taken()) };
         match backend {
-            WriterBackend::Local(shared) => {
+            // A pair whose reader is still here: it reads from the connection.
+            WriterBackend::Local(shared) if !shared.is_redirected() => {
                 let window = shared.lock().window;
                 let consumer = state.open_consumer(conn, window, false)?;
                 shared.redirect_to_source(&consumer);
                 Ok(CapDescriptor::SequenceWriter { stream: consumer.id(), window })
+            }
+            // Its reader went elsewhere already: pump what arrives into it.
+            WriterBackend::Local(shared) => {
+                let window = shared.window();
+                let consumer = state.open_consumer(conn, window, false)?;
+                let id = consumer.id();
+                let from = Sequence::<T>::from_backend(ReaderBackend::Remote(consumer));
+                tokio::spawn(pump(from, SequenceWriter::from_backend(WriterBackend::Local(shared))));
+                Ok(CapDescriptor::SequenceWriter { stream: id, window })
             }
             WriterBackend::Remote(producer) => {
                 let window = producer.window();
@@ -211,11 +255,31 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> StreamEnd for WriterEnd<T
     fn into_any(self: Box<Self>) -> Box<dyn Any> {
         self
     }
+
+    fn fail(mut self: Box<Self>, err: &RpcError) {
+        match self.0.take() {
+            Some(WriterBackend::Local(shared)) => drop(shared.close(Some(err.clone()))),
+            Some(WriterBackend::Remote(producer)) => producer.close(Some(err.clone())),
+            None => {}
+        }
+    }
 }
 
+// An end received on one connection and sent on over another without being
+// decoded (a call forwarded through this process): relayed item by item,
+// still encoded, with flow control and endings passed on both ways.
 impl StreamEnd for ReceivedReader {
-    fn bind(self: Box<Self>, _: &mut ConnState, _: &Arc<ConnShared>) -> Result<CapDescriptor, RpcError> {
-        Err(forward_error())
+    fn bind(mut self: Box<Self>, state: &mut ConnState, conn: &Arc<ConnShared>) -> Result<CapDescriptor, RpcError> {
+        let consumer = self.0.take().ok_or_else(taken)?;
+        let (window, bytes) = (consumer.window(), consumer.is_bytes());
+        let producer = state.open_producer(conn, window, bytes)?;
+        let stream = producer.id();
+        tokio::spawn(pump_raw(consumer, producer));
+        Ok(if bytes {
+            CapDescriptor::BytesReader { stream, window }
+        } else {
+            CapDescriptor::SequenceReader { stream, window }
+        })
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn Any> {
@@ -224,8 +288,17 @@ impl StreamEnd for ReceivedReader {
 }
 
 impl StreamEnd for ReceivedWriter {
-    fn bind(self: Box<Self>, _: &mut ConnState, _: &Arc<ConnShared>) -> Result<CapDescriptor, RpcError> {
-        Err(forward_error())
+    fn bind(mut self: Box<Self>, state: &mut ConnState, conn: &Arc<ConnShared>) -> Result<CapDescriptor, RpcError> {
+        let producer = self.0.take().ok_or_else(taken)?;
+        let (window, bytes) = (producer.window(), producer.is_bytes());
+        let consumer = state.open_consumer(conn, window, bytes)?;
+        let stream = consumer.id();
+        tokio::spawn(pump_raw(consumer, producer));
+        Ok(if bytes {
+            CapDescriptor::BytesWriter { stream, window }
+        } else {
+            CapDescriptor::SequenceWriter { stream, window }
+        })
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn Any> {
@@ -237,10 +310,39 @@ fn taken() -> RpcError {
     RpcError::serialization("stream end already taken")
 }
 
-fn forward_error() -> RpcError {
-    RpcError::unimplemented(
-        "a stream end received over one connection must be decoded (awaited) before it is sent over another",
-    )
+/// Relays a stream between two connections without decoding its items.
+async fn pump_raw(from: Arc<RemoteConsumer>, to: Arc<RemoteProducer>) {
+    let bytes = from.is_bytes();
+    loop {
+        let next = tokio::select! {
+            next = std::future::poll_fn(|cx| {
+                if bytes {
+                    let read = from.poll_read_bytes(cx, super::producer::MAX_BYTES_PER_MESSAGE as usize);
+                    read.map(|r| r.map(|chunk| chunk.map(|chunk| (chunk, Vec::new()))))
+                } else {
+                    from.poll_read_raw(cx)
+                }
+            }) => next,
+            // The far consumer cancelled: stop reading too.
+            Err(err) = std::future::poll_fn(|cx| to.poll_flush(cx)) => {
+                return from.cancel(Some(err.message().to_string()));
+            }
+        };
+        match next {
+            Ok(Some((data, caps))) => {
+                let written = if bytes { to.write_bytes(data) } else { to.write_raw(&data, caps) };
+                let sent = match written {
+                    Ok(()) => std::future::poll_fn(|cx| to.poll_flush(cx)).await,
+                    Err(err) => Err(err),
+                };
+                if let Err(err) = sent {
+                    return from.cancel(Some(err.message().to_string()));
+                }
+            }
+            Ok(None) => return to.close(None),
+            Err(err) => return to.close(Some(err)),
+        }
+    }
 }
 
 /// Moves items from one sequence into another, keeping backpressure end to

@@ -53,7 +53,7 @@ pub use sequence::Sequence;
 pub use writer::SequenceWriter;
 
 pub(crate) use consumer::RemoteConsumer;
-pub(crate) use end::{ReceivedReader, ReceivedWriter, StreamEnd, StreamSlot};
+pub(crate) use end::{fail_streams, ReceivedReader, ReceivedWriter, StreamEnd, StreamSlot};
 pub(crate) use producer::RemoteProducer;
 
 use serde::{Deserialize, Serialize};
@@ -143,23 +143,32 @@ pub fn sequence_result<T: Send + 'static>(mut reader: Sequence<T>, call: crate::
 pub fn splice<T: Serialize + serde::de::DeserializeOwned + Send + 'static>(from: Sequence<T>, to: SequenceWriter<T>) {
     use sequence::ReaderBackend;
     use writer::WriterBackend;
-    match (from.take_backend(), to.take_backend()) {
-        (Some(ReaderBackend::Local(shared)), Some(WriterBackend::Remote(producer))) => {
+    let Some(writer) = to.take_backend() else { return };
+    let Some(mut end) = from.take_end() else {
+        return SequenceWriter::from_backend(writer).abort();
+    };
+    let (reader, keep) = (end.backend.take().expect("a taken end has its backend"), end.keep.take());
+    // The handler's pair is fed by a writer in this process: point it at the caller.
+    let direct = keep.is_none() && matches!(&reader, ReaderBackend::Local(shared) if !shared.has_source());
+    match (reader, writer) {
+        (ReaderBackend::Local(shared), WriterBackend::Remote(producer)) if direct => {
             shared.redirect_to_sink(&producer);
             producer.schedule_now();
         }
-        (Some(ReaderBackend::Local(shared)), Some(WriterBackend::Local(target))) => shared.forward_to(&target),
-        (Some(reader), Some(writer)) => {
-            let (from, to) = (Sequence::from_backend(reader), SequenceWriter::from_backend(writer));
+        (ReaderBackend::Local(shared), WriterBackend::Local(target)) if direct && !target.is_redirected() => {
+            shared.forward_to(&target)
+        }
+        // Fed from elsewhere (a connection, another call): pump, keeping what it keeps alive.
+        (reader, writer) => {
+            let mut from = Sequence::from_backend(reader);
+            if let Some(keep) = keep {
+                from.keep_alive(keep);
+            }
+            let to = SequenceWriter::from_backend(writer);
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(end::pump(from, to));
             }
         }
-        (None, Some(writer)) => {
-            let to = SequenceWriter::from_backend(writer);
-            to.abort();
-        }
-        _ => {}
     }
 }
 

@@ -43,6 +43,8 @@ struct Producing {
     /// A byte stream: windows and counts are in bytes, not items.
     bytes_mode: bool,
     caps: VecDeque<CapEntry>,
+    /// Bytes of the first pending item already sent as `StreamPart`s.
+    part_sent: u32,
     sent: u64,
     /// Items the consumer has read (from its last window message).
     acked: u64,
@@ -120,6 +122,7 @@ impl RemoteProducer {
                 chunk_bytes: 0,
                 bytes_mode,
                 caps: VecDeque::new(),
+                part_sent: 0,
                 sent: 0,
                 acked: 0,
                 window: window.sane(),
@@ -163,6 +166,22 @@ impl RemoteProducer {
         Ok(self.claim_schedule(&mut state))
     }
 
+    /// Queues one item already encoded elsewhere (a relay passing items on
+    /// without knowing their type), with the capabilities it refers to.
+    pub(crate) fn push_raw(&self, item: &[u8], caps: Vec<CapEntry>) -> Result<bool, RpcError> {
+        let mut state = self.lock();
+        if let Some(ending) = &state.ending {
+            return Err(ending.for_writer());
+        }
+        if state.closing.is_some() {
+            return Err(Ending::Closed.for_writer());
+        }
+        state.pending.extend_from_slice(item);
+        state.items.push_back((item.len() as u32, caps.len() as u32));
+        state.caps.extend(caps);
+        Ok(self.claim_schedule(&mut state))
+    }
+
     /// Queues a chunk of a byte stream (kept as is: no copy until it is framed).
     pub(crate) fn push_bytes(&self, chunk: Bytes) -> Result<bool, RpcError> {
         let mut state = self.lock();
@@ -177,6 +196,13 @@ impl RemoteProducer {
             state.chunks.push_back(chunk);
         }
         Ok(self.claim_schedule(&mut state))
+    }
+
+    pub(crate) fn write_raw(&self, item: &[u8], caps: Vec<CapEntry>) -> Result<(), RpcError> {
+        if self.push_raw(item, caps)? {
+            self.schedule();
+        }
+        Ok(())
     }
 
     pub(crate) fn write_bytes(&self, chunk: Bytes) -> Result<(), RpcError> {
@@ -194,20 +220,18 @@ impl RemoteProducer {
         true
     }
 
-    /// Tells the connection to emit whatever is pending (not with its lock held).
+    /// Tells the connection to emit whatever is pending (not with its lock
+    /// held). Unconditional: after a redirect, pushes may have claimed the
+    /// schedule without telling the connection.
     pub(crate) fn schedule_now(&self) {
-        let schedule = {
-            let mut state = self.lock();
-            self.claim_schedule(&mut state)
-        };
-        if schedule {
-            self.schedule();
-        }
+        self.lock().scheduled = true;
+        self.schedule();
     }
 
     fn schedule(&self) {
         if let Some(conn) = self.conn.upgrade() {
-            conn.lock().schedule_stream(self.id);
+            let id = self.id;
+            conn.with_state(move |state| state.schedule_stream(id));
         }
     }
 
@@ -341,6 +365,7 @@ impl RemoteProducer {
             // the next write move everything still pending.
             bytes::Buf::advance(&mut state.pending, MAX_BYTES_PER_MESSAGE as usize);
             state.items[0].0 -= MAX_BYTES_PER_MESSAGE as u32;
+            state.part_sent += MAX_BYTES_PER_MESSAGE as u32;
             return MAX_BYTES_PER_MESSAGE;
         }
         let most = (state.window.batch as u64).min(state.credit()) as usize;
@@ -356,8 +381,17 @@ impl RemoteProducer {
         let cap_total: u32 = batch.iter().map(|(_, caps)| caps).sum();
         let caps: Vec<CapEntry> = state.caps.drain(..cap_total as usize).collect();
         let item_caps = if cap_total == 0 { Vec::new() } else { batch.iter().map(|(_, c)| *c).collect() };
-        let sent =
-            conn.send_stream_data(shared, self.id, count as u32, item_caps, caps, &state.pending[..bytes as usize]);
+        // Whole lengths: the first item's earlier parts count too.
+        let mut item_lens: Vec<u32> = batch.iter().map(|(len, _)| *len).collect();
+        item_lens[0] += std::mem::take(&mut state.part_sent);
+        let sent = conn.send_stream_data(
+            shared,
+            self.id,
+            count as u32,
+            (item_caps, item_lens),
+            caps,
+            &state.pending[..bytes as usize],
+        );
         bytes::Buf::advance(&mut state.pending, bytes as usize);
         match sent {
             Ok(()) => state.sent += count as u64,
@@ -401,7 +435,13 @@ impl RemoteProducer {
             let limit = (state.window.batch as u64).min(MAX_BYTES_PER_MESSAGE);
             let n = limit.min(state.credit()).min(state.chunk_bytes) as usize;
             let chunks = &mut state.chunks;
-            let header = Message::StreamData { stream: id, count: n as u32, item_caps: Vec::new(), caps: Vec::new() };
+            let header = Message::StreamData {
+                stream: id,
+                count: n as u32,
+                item_caps: Vec::new(),
+                caps: Vec::new(),
+                item_lens: Vec::new(),
+            };
             conn.send_message_with(&header, n, |out| {
                 let mut left = n;
                 while left > 0 {

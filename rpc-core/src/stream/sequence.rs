@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::consumer::ReadCache;
 use super::core::Shared;
-use super::end::{self, ReaderEnd};
+use super::end::{self, Keep, ReaderEnd};
 use super::writer::{SequenceWriter, WriterBackend};
 use super::RemoteConsumer;
 use super::Window;
@@ -84,12 +84,14 @@ pub(crate) enum ReaderBackend<T> {
 pub struct Sequence<T> {
     /// `None` once the end was sent away or consumed.
     backend: Mutex<Option<ReaderBackend<T>>>,
-    /// Keeps alive what this sequence depends on (the call that fills it).
-    keep: Option<Box<dyn Send + Sync>>,
+    /// Keeps alive what this sequence depends on (the call that fills it);
+    /// travels with the end when it is sent on.
+    keep: Mutex<Option<Keep>>,
     /// Ends the sequence when no item arrives for this long.
     idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
-    /// Received items taken from a remote consumer, decoded without its lock.
-    cache: ReadCache,
+    /// Received items taken from a remote consumer, decoded without its lock;
+    /// handed back to the consumer when the end is sent on.
+    cache: Mutex<ReadCache>,
 }
 
 impl<T> Sequence<T> {
@@ -103,11 +105,27 @@ impl<T> Sequence<T> {
     }
 
     pub(crate) fn from_backend(backend: ReaderBackend<T>) -> Self {
-        Sequence { backend: Mutex::new(Some(backend)), keep: None, idle: None, cache: ReadCache::default() }
+        Sequence {
+            backend: Mutex::new(Some(backend)),
+            keep: Mutex::new(None),
+            idle: None,
+            cache: Mutex::new(ReadCache::default()),
+        }
     }
 
-    pub(crate) fn keep_alive(&mut self, keep: Box<dyn Send + Sync>) {
-        self.keep = Some(keep);
+    pub(crate) fn keep_alive(&mut self, keep: Keep) {
+        *self.keep.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(keep);
+    }
+
+    /// Takes the end out to send it on: its backend with every unread item
+    /// (a partly read cache goes back to the consumer) and what it keeps alive.
+    pub(crate) fn take_end(&self) -> Option<ReaderEnd<T>> {
+        let backend = self.take_backend()?;
+        if let ReaderBackend::Remote(consumer) = &backend {
+            consumer.restore_cache(&mut self.cache.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        let keep = self.keep.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Some(ReaderEnd { backend: Some(backend), keep })
     }
 
     pub(crate) fn take_backend(&self) -> Option<ReaderBackend<T>> {
@@ -203,7 +221,9 @@ impl<T: DeserializeOwned> Sequence<T> {
         }
         let polled = match backend {
             Some(ReaderBackend::Local(shared)) => shared.poll_read(cx),
-            Some(ReaderBackend::Remote(consumer)) => consumer.poll_read_cached(&mut self.cache, cx),
+            Some(ReaderBackend::Remote(consumer)) => {
+                consumer.poll_read_cached(self.cache.get_mut().unwrap_or_else(|e| e.into_inner()), cx)
+            }
             None => Poll::Ready(Err(RpcError::cancelled("this sequence end was sent away"))),
         };
         let Some((timeout, sleep)) = &mut self.idle else { return polled };
@@ -332,14 +352,18 @@ impl<T> fmt::Debug for Sequence<T> {
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> Serialize for Sequence<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let backend =
-            self.take_backend().ok_or_else(|| serde::ser::Error::custom("this sequence end was already sent"))?;
-        end::serialize(Box::new(ReaderEnd(Some(backend))), serializer)
+        let end = self.take_end().ok_or_else(|| serde::ser::Error::custom("this sequence end was already sent"))?;
+        end::serialize(Box::new(end), serializer)
     }
 }
 
 impl<'de, T: Serialize + DeserializeOwned + Send + 'static> Deserialize<'de> for Sequence<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        end::deserialize_reader(deserializer).map(Sequence::from_backend)
+        let (backend, keep) = end::deserialize_reader(deserializer)?;
+        let mut sequence = Sequence::from_backend(backend);
+        if let Some(keep) = keep {
+            sequence.keep_alive(keep);
+        }
+        Ok(sequence)
     }
 }

@@ -87,8 +87,10 @@ pub(crate) enum Message {
     Abort(RpcError),
     /// Items of a stream the sender produces: `count` items follow the header,
     /// back to back; `item_caps` says how many of `caps` each holds (empty
-    /// when none holds any).
-    StreamData { stream: u32, count: u32, item_caps: Vec<u32>, caps: Vec<CapDescriptor> },
+    /// when none holds any); `item_lens` gives each item's encoded length (so
+    /// a relay can pass items on without knowing their type; empty for a byte
+    /// stream, whose `count` is bytes).
+    StreamData { stream: u32, count: u32, item_caps: Vec<u32>, caps: Vec<CapDescriptor>, item_lens: Vec<u32> },
     /// The consumer has read `read` items in all; its window is now `window`.
     StreamWindow { stream: u32, read: u64, window: Window },
     /// The producer closed the stream after its last item, maybe with an error.

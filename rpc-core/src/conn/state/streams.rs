@@ -162,14 +162,14 @@ impl ConnState {
         shared: &Arc<ConnShared>,
         stream: u32,
         count: u32,
-        item_caps: Vec<u32>,
+        (item_caps, item_lens): (Vec<u32>, Vec<u32>),
         caps: Vec<CapEntry>,
         data: &[u8],
     ) -> Result<(), RpcError> {
         let descriptors = self.export_caps(shared, &caps);
         self.defer_drop(caps);
         let caps = descriptors?;
-        self.send(&Message::StreamData { stream, count, item_caps, caps }, data);
+        self.send(&Message::StreamData { stream, count, item_caps, caps, item_lens }, data);
         Ok(())
     }
 
@@ -208,25 +208,22 @@ impl ConnState {
         shared: &Arc<ConnShared>,
         stream: u32,
         count: u32,
-        item_caps: Vec<u32>,
+        (item_caps, item_lens): (Vec<u32>, Vec<u32>),
         descriptors: &[CapDescriptor],
         trailer: Bytes,
     ) -> Result<(), Violation> {
         let mut caps = self.import_caps(shared, descriptors)?;
-        match self.streams.get(&stream).cloned() {
-            Some(StreamHalf::Consumer(consumer)) => {
-                let delivered = consumer.on_data(count, trailer, item_caps, &mut caps);
-                self.defer_drop(caps);
-                delivered
-            }
+        let handled = match self.streams.get(&stream).cloned() {
+            Some(StreamHalf::Consumer(consumer)) => consumer.on_data(count, trailer, (item_caps, item_lens), &mut caps),
             Some(StreamHalf::Producer(_)) => {
                 Err(RpcError::protocol(format!("data for stream {stream}, which we produce")))
             }
-            None => {
-                self.defer_drop(caps);
-                self.unknown_stream(stream, "data")
-            }
-        }
+            None => self.unknown_stream(stream, "data"),
+        };
+        // On every path, error paths included: what was just imported may
+        // lock this connection when it drops.
+        self.defer_drop(caps);
+        handled
     }
 
     pub(crate) fn handle_stream_window(&mut self, stream: u32, read: u64, window: Window) -> Result<(), Violation> {
