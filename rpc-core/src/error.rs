@@ -43,6 +43,39 @@ pub enum ErrorKind {
     Application,
     /// A value could not be serialized or deserialized.
     Serialization,
+    /// The handler serving the call panicked; the message carries the
+    /// method and the panic's message. Only that call fails: the object,
+    /// its connection and the server keep serving (see
+    /// [`eventual`](crate::eventual#panics-in-handlers)).
+    ///
+    /// ```
+    /// use rpc_core::{eventual, ErrorKind};
+    ///
+    /// #[eventual]
+    /// pub trait Fragile {
+    ///     fn divide(&self, a: u32, b: u32) -> u32;
+    /// }
+    ///
+    /// struct Unchecked;
+    ///
+    /// impl Fragile for Unchecked {
+    ///     fn divide(&self, a: u32, b: u32) -> u32 {
+    ///         a / b // panics when b == 0
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # std::panic::set_hook(Box::new(|_| {}));
+    /// let fragile = FragileProxy::new(Unchecked);
+    /// let err = fragile.divide(1, 0).await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::HandlerPanicked);
+    /// assert!(err.message().contains("Fragile.divide panicked: attempt to divide by zero"));
+    /// // The same object keeps serving.
+    /// assert_eq!(fragile.divide(6, 3).await.unwrap(), 2);
+    /// # }
+    /// ```
+    HandlerPanicked,
 }
 
 impl ErrorKind {
@@ -57,6 +90,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timed out",
             ErrorKind::Application => "application error",
             ErrorKind::Serialization => "serialization error",
+            ErrorKind::HandlerPanicked => "handler panicked",
         }
     }
 }

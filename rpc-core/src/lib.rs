@@ -216,6 +216,13 @@
 //!   a silent peer is detected by keepalive ([`Config`]).
 //! * Hostile input gets an error reply or closes the connection with a reason;
 //!   [`Limits`] bound frame size, calls in flight, exports and nesting depth.
+//! * A handler that panics (a plain `fn` or an `async fn`, before or after an
+//!   await) fails its own call with [`ErrorKind::HandlerPanicked`], whose
+//!   message names the method and carries the panic message; a sequence or
+//!   byte stream it was about to return ends with the same error. The object
+//!   keeps serving its later calls, and its connection (a bootstrap object
+//!   included), other objects and other connections are unaffected. The
+//!   panic hook still runs, so the panic is logged as usual.
 #![warn(missing_docs, unreachable_pub)]
 
 extern crate self as rpc_core;
@@ -244,8 +251,8 @@ pub use wire::PROTOCOL_VERSION;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::cap::dispatch::{
-        interface_id, ready_err, reply_result, reply_value, unimplemented, Dispatch, DispatchFuture, IncomingCall,
-        InterfaceInfo, MethodId, Reply,
+        catch_panic, fail_bytes, fail_sequence, interface_id, ready_err, reply_result, reply_value, unimplemented,
+        Dispatch, DispatchFuture, IncomingCall, InterfaceInfo, MethodId, Reply,
     };
     pub use crate::stream::{bytes_result, sequence_result, splice, splice_bytes};
     pub use serde;

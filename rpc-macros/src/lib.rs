@@ -48,6 +48,22 @@ use proc_macro::TokenStream;
 ///   `Result<T, E>` returns `Promise<T, E>`; one returning a `...Proxy`
 ///   returns that proxy at once, pipelined; any other `T` gives `Promise<T>`.
 ///
+/// # Panics in handlers
+///
+/// A method that panics fails its own call and nothing more. The caller gets
+/// an `RpcError` of kind `ErrorKind::HandlerPanicked` whose message names the
+/// method and carries the panic message (a `Result<T, E>` method's caller gets
+/// it through `E: From<RpcError>`); a `Sequence` or `Bytes` the method was
+/// about to return ends with that error. This holds for plain `fn` and
+/// `async fn` methods, whether the panic comes at once or after an await,
+/// and for panics in the arguments' `Deserialize` or the result's `Serialize`.
+/// The object goes on serving later calls, and other objects and
+/// connections never notice. The process's panic hook still runs (and
+/// prints the panic, by default). A panic in a task the method spawned is
+/// that task's own business, as usual with tokio.
+///
+/// (`rpc_core::ErrorKind::HandlerPanicked` has an example.)
+///
 /// # Arguments
 ///
 /// - `id = 0x...u64`: the interface id on the wire (by default, a hash of

@@ -142,6 +142,8 @@ pub enum Kind {
     Application,
     /// See [`rpc_core::ErrorKind::Serialization`].
     Serialization,
+    /// See [`rpc_core::ErrorKind::HandlerPanicked`].
+    HandlerPanicked,
 }
 
 /// Mirror of [`rpc_core::RpcError`] as it is serialized.

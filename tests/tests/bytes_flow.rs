@@ -60,7 +60,7 @@ impl Store for Shelf {
 }
 
 async fn bounded<F: std::future::Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(20), future).await.unwrap_or_else(|_| panic!("{what} timed out"))
+    tokio::time::timeout(Duration::from_secs(60), future).await.unwrap_or_else(|_| panic!("{what} timed out"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,7 +46,7 @@ fn worker() -> (Worker, mpsc::UnboundedReceiver<u32>, DropCounter) {
 }
 
 async fn next_started(rx: &mut mpsc::UnboundedReceiver<u32>) -> Option<u32> {
-    tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(60), rx.recv()).await.ok().flatten()
 }
 
 #[tokio::test]

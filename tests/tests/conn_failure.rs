@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
 /// Bound on any single wait in this file.
-const LIMIT: Duration = Duration::from_secs(10);
+const LIMIT: Duration = Duration::from_secs(60);
 
 #[eventual]
 pub trait Stall {
@@ -154,7 +154,9 @@ async fn pending_calls_fail_when_the_server_closes_multi_thread() {
     for (tag, result) in within("pending", futures::future::join_all(pending)).await.into_iter().enumerate() {
         assert_disconnected(&format!("hang({tag})"), result);
     }
-    assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
+    // Below the default keepalive timeout (15 s), so the close, not keepalive, ended them;
+    // generous so a busy machine does not trip it.
+    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
     assert!(cancelled.wait_for(10).await);
 }
 

@@ -20,7 +20,7 @@ async fn the_demo_plays_a_round_and_returns_the_final_scores() {
             events += 1;
         }
     });
-    let outcome = tokio::time::timeout(Duration::from_secs(30), run).await.expect("the demo timed out").unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(120), run).await.expect("the demo timed out").unwrap();
     assert_eq!(outcome.scores.scores.keys().collect::<Vec<_>>(), ["alice", "bob", "carol"]);
     assert_eq!(outcome.scores.scores.values().max(), Some(&3));
     assert!(outcome.scores.to_string().starts_with("final scores: alice="));

@@ -49,7 +49,7 @@ fn start_bots(addr: SocketAddr, names: &[&'static str], playing: mpsc::Unbounded
 
 async fn wait_until_playing(playing: &mut mpsc::UnboundedReceiver<()>, bots: usize) {
     for _ in 0..bots {
-        tokio::time::timeout(Duration::from_secs(10), playing.recv()).await.expect("the round did not start");
+        tokio::time::timeout(Duration::from_secs(60), playing.recv()).await.expect("the round did not start");
     }
 }
 
@@ -74,7 +74,8 @@ fn every_client_notices_a_server_killed_mid_round() {
         wait_until_playing(&mut playing, 3).await;
         let killed = Instant::now();
         server.shutdown_background(); // every task and socket of the server goes at once
-        expect_disconnected(bots, killed, Duration::from_secs(3)).await;
+                                      // Bounded for hangs, not speed: the sockets close at once, keepalive (2 s) is the fallback.
+        expect_disconnected(bots, killed, Duration::from_secs(10)).await;
     });
 }
 
@@ -93,7 +94,8 @@ fn every_client_notices_a_silent_server_within_the_keepalive_timeout() {
         let silenced = Instant::now();
         cut.send(true).unwrap(); // sockets stay open, nothing gets through
         let timeout = server::keepalive_config().keepalive_timeout;
-        expect_disconnected(bots, silenced, timeout + Duration::from_millis(1500)).await;
+        // Keepalive is the only way to notice; the slack absorbs a busy machine's late timers.
+        expect_disconnected(bots, silenced, timeout * 5).await;
     });
 }
 

@@ -83,7 +83,7 @@ impl Hostile for Server {
 
     async fn slow(&self, tag: u32) -> u32 {
         let mut gate = self.gate.subscribe();
-        let opened = matches!(timeout(Duration::from_secs(10), gate.wait_for(|open| *open)).await, Ok(Ok(_)));
+        let opened = matches!(timeout(Duration::from_secs(60), gate.wait_for(|open| *open)).await, Ok(Ok(_)));
         if opened {
             tag
         } else {

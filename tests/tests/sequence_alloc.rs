@@ -153,7 +153,7 @@ impl Park for Parking {
     }
 }
 
-const LIMIT: Duration = Duration::from_secs(10);
+const LIMIT: Duration = Duration::from_secs(60);
 
 /// Runs `body` on a current-thread runtime with the paused clock.
 fn paused(body: impl std::future::Future<Output = ()>) {

@@ -1,5 +1,7 @@
 //! Sequences end to end: returned, uploaded, in both directions, local and remote.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -83,7 +85,7 @@ impl Feed for Source {
 }
 
 async fn bounded<F: std::future::Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(10), future).await.unwrap_or_else(|_| panic!("{what} timed out"))
+    tokio::time::timeout(Duration::from_secs(60), future).await.unwrap_or_else(|_| panic!("{what} timed out"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,24 +214,40 @@ async fn calls_are_not_stuck_behind_large_items() {
     let (blobs, _conns) = Via::Remote.reach(BlobsProxy::new(BlobSource)).await;
     let mut items = blobs.blobs(30, 1 << 20);
     items.set_capacity(4);
+    let read = Arc::new(AtomicUsize::new(0));
+    let counter = read.clone();
     let reader = tokio::spawn(async move {
         let mut n = 0;
         while let Some(item) = items.read().await.unwrap() {
             assert_eq!(item.len(), 1 << 20);
             n += 1;
+            counter.store(n, Ordering::SeqCst);
         }
         n
     });
+    // Measured in items, not time, so a busy machine cannot fail it: how many
+    // 1 MiB items reached the reader while each ping was on its way. A ping
+    // queued behind whole windows of items would see several pass every time.
+    bounded("the first item", async {
+        while read.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    let mut passed = Vec::new();
     let mut worst = Duration::ZERO;
     for _ in 0..20 {
-        let start = std::time::Instant::now();
+        let (before, start) = (read.load(Ordering::SeqCst), std::time::Instant::now());
         assert_eq!(bounded("ping", blobs.ping()).await.unwrap(), 7);
         worst = worst.max(start.elapsed());
+        passed.push(read.load(Ordering::SeqCst) - before);
     }
+    let during = read.load(Ordering::SeqCst) < 30;
     assert_eq!(bounded("reader", reader).await.unwrap(), 30);
-    // Generous for a loaded 2-core debug build; without parts and budgets a
-    // ping queues behind whole windows of 1 MiB items.
-    assert!(worst < Duration::from_millis(250), "a ping took {worst:?} during the transfer");
+    passed.sort_unstable();
+    println!("pings done before the last item: {during}");
+    println!("items passing a ping: {passed:?}; slowest ping {worst:?} (printed, not asserted)");
+    assert!(passed[passed.len() / 2] <= 2, "half the pings waited behind more than 2 MiB of items: {passed:?}");
 }
 
 #[eventual]

@@ -17,7 +17,7 @@ use tokio::time::{sleep, timeout, Instant};
 /// Bound on the whole thousand-sequence run.
 const SCALE_LIMIT: Duration = Duration::from_secs(120);
 /// Bound on any other single wait.
-const LIMIT: Duration = Duration::from_secs(10);
+const LIMIT: Duration = Duration::from_secs(60);
 
 #[eventual]
 pub trait Bulk {

@@ -144,19 +144,17 @@ fn reply(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
             #krate::__private::reply_value(())
         },
         Return::Sequence { item, .. } => {
-            let (item, writer) = (checked(item, Check::Value), writer_ident());
-            quote! {
-                #krate::__private::splice::<#item>(#invoke, #writer);
-                #krate::__private::reply_value(())
-            }
+            let item = checked(item, Check::Value);
+            let splice = quote!(#krate::__private::splice::<#item>);
+            returned_stream(gen, method, invoke, splice, quote!(#krate::__private::fail_sequence))
         }
-        Return::Bytes(_) => {
-            let writer = writer_ident();
-            quote! {
-                #krate::__private::splice_bytes(#invoke, #writer);
-                #krate::__private::reply_value(())
-            }
-        }
+        Return::Bytes(_) => returned_stream(
+            gen,
+            method,
+            invoke,
+            quote!(#krate::__private::splice_bytes),
+            quote!(#krate::__private::fail_bytes),
+        ),
         Return::Value(ty) | Return::Proxy(ty) => {
             let ty = checked(ty, Check::Value);
             quote!(#krate::__private::reply_value::<#ty>(#invoke))
@@ -164,6 +162,33 @@ fn reply(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
         Return::Result { ok, err } => {
             let (ok, err) = (checked(ok, Check::Value), checked(err, Check::Error));
             quote!(#krate::__private::reply_result::<#ok, #err>(#invoke))
+        }
+    }
+}
+
+/// A returned stream: splice what the handler returns into the caller's
+/// writer. If the handler panics before returning it, the writer ends with
+/// the panic's error (rather than an abort) and the call fails with it too.
+fn returned_stream(
+    gen: &Gen<'_>,
+    method: &Method<'_>,
+    invoke: TokenStream,
+    splice: TokenStream,
+    fail: TokenStream,
+) -> TokenStream {
+    let (krate, info, writer) = (gen.krate, &gen.info, writer_ident());
+    let index = Literal::u16_suffixed(method.id());
+    let (stream, err) = (Ident::new("__stream", Span::mixed_site()), err_ident());
+    quote! {
+        match #krate::__private::catch_panic(#info, #index, async { #invoke }).await {
+            ::core::result::Result::Ok(#stream) => {
+                #splice(#stream, #writer);
+                #krate::__private::reply_value(())
+            }
+            ::core::result::Result::Err(#err) => {
+                #fail(#writer, ::core::clone::Clone::clone(&#err));
+                ::core::result::Result::Err(#err)
+            }
         }
     }
 }

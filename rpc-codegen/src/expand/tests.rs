@@ -267,4 +267,7 @@ fn a_sequence_return_is_handed_back_at_once_with_the_writer_sent_along() {
     assert!(out.contains(":: rpc_core :: SequenceWriter <"), "{out}");
     assert!(out.contains("let (__arg0 , __writer ,)"), "{out}");
     assert!(out.contains("__private :: splice"), "{out}");
+    // A panic before the handler returns ends the writer with the panic's error.
+    assert!(out.contains("__private :: catch_panic"), "{out}");
+    assert!(out.contains("__private :: fail_sequence (__writer"), "{out}");
 }

@@ -5,10 +5,20 @@
 //! order calls were made on the capability; the dispatcher decodes the
 //! arguments, calls the user's method and returns a [`DispatchFuture`] that
 //! resolves to the encoded reply.
+//!
+//! A handler that panics fails its own call and nothing more: the runtime
+//! catches the panic (in the synchronous part of [`Dispatch::dispatch`] and
+//! around every poll of the returned future) and replies with an
+//! [`ErrorKind::HandlerPanicked`](crate::ErrorKind::HandlerPanicked) error
+//! that names the method and carries the panic message.
 
+use std::any::Any;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+
+use futures::FutureExt;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -102,6 +112,46 @@ pub(crate) fn application_error<E: Serialize + std::fmt::Debug>(err: &E) -> RpcE
         Ok(bytes) => RpcError::application(format!("{err:?}"), bytes),
         Err(e) => RpcError::serialization(format!("cannot encode application error {err:?}: {e}")),
     }
+}
+
+/// The error a caller sees when the handler of `interface`'s method `method`
+/// panicked with `payload`.
+pub(crate) fn panic_error(interface: &'static InterfaceInfo, method: u16, payload: &(dyn Any + Send)) -> RpcError {
+    let name = MethodId { interface, index: method }.name();
+    let message = match (payload.downcast_ref::<&'static str>(), payload.downcast_ref::<String>()) {
+        (Some(text), _) => format!("{name} panicked: {text}"),
+        (None, Some(text)) => format!("{name} panicked: {text}"),
+        (None, None) => format!("{name} panicked (with a payload that is not a string)"),
+    };
+    RpcError::new(crate::ErrorKind::HandlerPanicked, message)
+}
+
+/// Runs `handler`, turning a panic in any of its polls into [`panic_error`].
+///
+/// Generated stubs use it where a panic must reach more than the reply (a
+/// returned stream's writer); every other panic is caught by the object's
+/// serving task.
+pub async fn catch_panic<F: Future>(
+    interface: &'static InterfaceInfo,
+    method: u16,
+    handler: F,
+) -> Result<F::Output, RpcError> {
+    match AssertUnwindSafe(handler).catch_unwind().await {
+        Ok(output) => Ok(output),
+        Err(payload) => Err(panic_error(interface, method, &*payload)),
+    }
+}
+
+/// Ends a returned sequence's writer with `err` (its handler failed before
+/// returning the sequence), so the caller reads that error rather than an abort.
+pub fn fail_sequence<T>(writer: crate::SequenceWriter<T>, err: RpcError) {
+    // The end is recorded at the first poll; the rest only waits for delivery.
+    drop(writer.close(Some(err)).now_or_never());
+}
+
+/// [`fail_sequence`] for a returned byte stream.
+pub fn fail_bytes(writer: crate::BytesWriter, err: RpcError) {
+    drop(writer.close(Some(err)).now_or_never());
 }
 
 /// A dispatch future that fails at once (used when arguments do not decode).

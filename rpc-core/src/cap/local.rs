@@ -6,17 +6,25 @@
 //! so handlers interleave at their await points but never start out of order.
 //! When the last handle to the object is dropped the queue closes, the task
 //! finishes the handlers still running, and the object is dropped.
+//!
+//! A handler that panics fails its own call and nothing more: the panic is
+//! caught where the task runs user code (the synchronous part of dispatch,
+//! every poll of a handler, and dropping a finished handler), the caller gets
+//! an [`ErrorKind::HandlerPanicked`](crate::ErrorKind::HandlerPanicked) error,
+//! and the task goes on serving the object's other calls.
 
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use futures::future::{AbortHandle, Abortable};
+use futures::future::{AbortHandle, Abortable, CatchUnwind};
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use tokio::sync::mpsc;
 
-use super::dispatch::{Dispatch, DispatchFuture, IncomingCall};
+use super::dispatch::{panic_error, Dispatch, DispatchFuture, IncomingCall, InterfaceInfo};
 use super::{Canceller, ClientHook, OutgoingCall, ReplySink};
 use crate::RpcError;
 
@@ -66,22 +74,32 @@ impl ClientHook for LocalServer {
     }
 }
 
-/// A started handler: the user's future, abortable, and where its reply goes.
-/// A concrete type, so a running call costs no second box.
+/// A started handler: the user's future, abortable, with its panics caught,
+/// and where its reply goes. A concrete type, so a running call costs no
+/// second box.
 struct Running {
-    handler: Abortable<DispatchFuture>,
+    /// `None` once finished (dropped early, so a panicking destructor is caught too).
+    handler: Option<Abortable<CatchUnwind<AssertUnwindSafe<DispatchFuture>>>>,
     reply: Arc<dyn ReplySink>,
+    interface: &'static InterfaceInfo,
+    method: u16,
 }
 
 impl Future for Running {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let outcome = match Pin::new(&mut self.handler).poll(cx) {
-            Poll::Ready(Ok(outcome)) => outcome,
+        let Some(handler) = self.handler.as_mut() else { return Poll::Ready(()) };
+        let outcome = match Pin::new(handler).poll(cx) {
+            Poll::Ready(Ok(Ok(outcome))) => outcome,
+            Poll::Ready(Ok(Err(panic))) => Err(panic_error(self.interface, self.method, &*panic)),
             Poll::Ready(Err(_aborted)) => Err(RpcError::cancelled("the caller cancelled the call")),
             Poll::Pending => return Poll::Pending,
         };
+        // Whatever the handler still owns is the user's: drop it where a
+        // panic cannot take the serving task down.
+        let handler = self.handler.take();
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(handler)));
         self.reply.complete(outcome);
         Poll::Ready(())
     }
@@ -111,9 +129,20 @@ impl Serve {
         }
         let (abort, registration) = AbortHandle::new_pair();
         reply.set_canceller(Canceller::Abort(abort));
-        let incoming = IncomingCall { method: call.method, args: call.payload };
-        let handler = Abortable::new(self.object.clone().dispatch(incoming), registration);
-        Some(Running { handler, reply })
+        let method = call.method;
+        let incoming = IncomingCall { method, args: call.payload };
+        // Dispatching runs user code too (argument decoding, a sync method's
+        // setup in a hand-written `Dispatch`).
+        let object = self.object.clone();
+        let future = match catch_unwind(AssertUnwindSafe(move || object.dispatch(incoming))) {
+            Ok(future) => future,
+            Err(panic) => {
+                reply.complete(Err(panic_error(interface, method, &*panic)));
+                return None;
+            }
+        };
+        let handler = Some(Abortable::new(AssertUnwindSafe(future).catch_unwind(), registration));
+        Some(Running { handler, reply, interface, method })
     }
 }
 
