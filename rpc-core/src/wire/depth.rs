@@ -6,26 +6,28 @@
 //! ordinary decode error once the limit is exceeded.
 //!
 //! The same wrapper charges a [`Budget`] of decoded bytes while it decodes, so
-//! a small frame cannot decode into a huge value: `Vec<Option<Page>>`
+//! a small frame cannot decode into a huge value: `Vec<Option<[u8; 4096]>>`
 //! holding `None`s costs one wire byte but 4 KiB of memory per element, and a
 //! `Vec<()>` costs no byte at all but time per element. The charges:
 //!
 //! - every value, when the deserializer hands it to its visitor: the
-//!   `size_of` of the type being built (`V::Value`; a `Box<T>` is charged the
-//!   `T` it boxes, as `T`'s visitor builds it), plus the length of any string
-//!   or byte buffer it carries;
-//! - every element of a sequence and every entry of a map, before it is
-//!   decoded: [`ELEMENT_COST`] bytes, so zero-sized elements are paid for too
-//!   and a declared length of `u64::MAX` ends after at most `limit / ELEMENT_COST`
-//!   steps;
-//! - the `size_hint` a visitor sees is capped at [`MAX_HINT`] elements, so
-//!   a visitor's preallocation (serde's own caps it at 1 MiB) stays small and
-//!   collections grow as elements arrive and are charged.
+//!   `size_of` of the type being built (`V::Value`), less what its slot was
+//!   already charged (a struct's field, an array's element or the content of
+//!   a `Some` lives inside its parent, which paid for it; a `Box<T>` field
+//!   paid for the pointer, so the `T` it boxes pays the rest), plus the length
+//!   of any string or byte buffer it carries;
+//! - every element of a sequence and every entry of a map (beyond the fields
+//!   of a struct or tuple) before it is decoded: [`ELEMENT_COST`] byte, or
+//!   [`ZST_ELEMENT_COST`] for a zero-sized type, so zero-sized elements are
+//!   paid for too and a declared length of `u64::MAX` ends after at most
+//!   `limit / ZST_ELEMENT_COST` steps;
+//! - the `size_hint` a visitor sees is capped at [`MAX_HINT`] elements, so a
+//!   visitor's preallocation stays small (serde's own caps it at 1 MiB per
+//!   collection) and collections grow as elements arrive and are charged.
 //!
-//! Values nested inline (a struct's fields, an array's elements) are charged
-//! at each level, so the charge is an upper bound of the real size (about 2x
-//! for a vector of small structs); a vector's spare capacity is not charged,
-//! so memory held may reach about twice the charge.
+//! So the charge is about the value's real size (collections' spare capacity
+//! aside, which can make memory held reach twice the charge), and a decode
+//! fails as soon as the charge passes the limit, before the rest is built.
 
 use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
 use std::cell::Cell;
@@ -162,6 +164,8 @@ impl Depth<'_> {
 pub(crate) struct DepthLimited<'b, D> {
     inner: D,
     depth: Depth<'b>,
+    /// Bytes of this value's slot its parent already paid for.
+    prepaid: usize,
 }
 
 impl<'b, D> DepthLimited<'b, D> {
@@ -169,11 +173,16 @@ impl<'b, D> DepthLimited<'b, D> {
     /// charging `budget` for what is decoded.
     pub(crate) fn new(inner: D, max_depth: u32, budget: &'b Budget) -> Self {
         let depth = Depth { remaining: max_depth, limit: max_depth, budget };
-        Self::at(inner, depth)
+        Self::at(inner, depth, 0)
     }
 
-    fn at(inner: D, depth: Depth<'b>) -> Self {
-        Self { inner, depth }
+    fn at(inner: D, depth: Depth<'b>, prepaid: usize) -> Self {
+        Self { inner, depth, prepaid }
+    }
+
+    /// The visitor wrapper for a value whose elements (if any) live on their own.
+    fn visitor<V>(&self, visitor: V) -> DepthVisitor<'b, V> {
+        DepthVisitor { visitor, depth: self.depth, prepaid: self.prepaid, fields: None }
     }
 }
 
@@ -213,7 +222,8 @@ pub(crate) fn from_postcard_bytes<'de, T: serde::Deserialize<'de>>(
 macro_rules! forward_deserialize {
     ($($method:ident($($arg:ident: $ty:ty),*);)*) => {$(
         fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, D::Error> {
-            self.inner.$method($($arg,)* DepthVisitor { visitor, depth: self.depth })
+            let visitor = self.visitor(visitor);
+            self.inner.$method($($arg,)* visitor)
         }
     )*};
 }
@@ -246,13 +256,37 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for DepthLimited<'_, D> {
         deserialize_unit_struct(name: &'static str);
         deserialize_newtype_struct(name: &'static str);
         deserialize_seq();
-        deserialize_tuple(len: usize);
-        deserialize_tuple_struct(name: &'static str, len: usize);
         deserialize_map();
-        deserialize_struct(name: &'static str, fields: &'static [&'static str]);
         deserialize_enum(name: &'static str, variants: &'static [&'static str]);
         deserialize_identifier();
         deserialize_ignored_any();
+    }
+
+    // Tuples and structs hold their fields inline: `len` fields are paid for
+    // by the aggregate's own size.
+    fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, D::Error> {
+        let visitor = DepthVisitor { fields: Some(len), ..self.visitor(visitor) };
+        self.inner.deserialize_tuple(len, visitor)
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        let visitor = DepthVisitor { fields: Some(len), ..self.visitor(visitor) };
+        self.inner.deserialize_tuple_struct(name, len, visitor)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        let visitor = DepthVisitor { fields: Some(fields.len()), ..self.visitor(visitor) };
+        self.inner.deserialize_struct(name, fields, visitor)
     }
 
     fn is_human_readable(&self) -> bool {
@@ -265,12 +299,24 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for DepthLimited<'_, D> {
 struct DepthVisitor<'b, V> {
     visitor: V,
     depth: Depth<'b>,
+    /// Bytes of the value's slot already paid for.
+    prepaid: usize,
+    /// `Some(n)` for a tuple or struct: its first `n` elements are inline fields.
+    fields: Option<usize>,
 }
 
-impl<'de, V: Visitor<'de>> DepthVisitor<'_, V> {
+impl<'b, 'de, V: Visitor<'de>> DepthVisitor<'b, V> {
     /// Charges the value about to be built, plus `extra` bytes it carries.
     fn charge<E: de::Error>(&self, extra: usize) -> Result<(), E> {
-        self.depth.budget.charge(size_of::<V::Value>().saturating_add(extra))
+        self.depth.budget.charge(size_of::<V::Value>().saturating_sub(self.prepaid).saturating_add(extra))
+    }
+
+    /// Access to the elements of the value, one level down.
+    fn access<A>(&self, access: A, depth: Depth<'b>) -> DepthAccess<'b, A> {
+        match self.fields {
+            Some(fields) => DepthAccess { access, depth, inline: fields },
+            None => DepthAccess { access, depth, inline: 0 },
+        }
     }
 }
 
@@ -320,25 +366,28 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for DepthVisitor<'_, V> {
     fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<V::Value, D::Error> {
         self.charge::<D::Error>(0)?;
         let depth = self.depth.enter()?;
-        self.visitor.visit_some(DepthLimited::at(deserializer, depth))
+        // The content lives inside the option, which is paid for.
+        self.visitor.visit_some(DepthLimited::at(deserializer, depth, size_of::<V::Value>()))
     }
 
     fn visit_newtype_struct<D: Deserializer<'de>>(self, deserializer: D) -> Result<V::Value, D::Error> {
         self.charge::<D::Error>(0)?;
         let depth = self.depth.enter()?;
-        self.visitor.visit_newtype_struct(DepthLimited::at(deserializer, depth))
+        self.visitor.visit_newtype_struct(DepthLimited::at(deserializer, depth, size_of::<V::Value>()))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
         self.charge::<A::Error>(0)?;
         let depth = self.depth.enter()?;
-        self.visitor.visit_seq(DepthAccess { access: seq, depth })
+        let access = self.access(seq, depth);
+        self.visitor.visit_seq(access)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
         self.charge::<A::Error>(0)?;
         let depth = self.depth.enter()?;
-        self.visitor.visit_map(DepthAccess { access: map, depth })
+        let access = self.access(map, depth);
+        self.visitor.visit_map(access)
     }
 
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
@@ -347,20 +396,39 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for DepthVisitor<'_, V> {
         // level so a tuple/struct variant's fields do not count a second time.
         self.depth.enter::<A::Error>()?;
         let level = self.depth;
-        self.visitor.visit_enum(DepthEnum { access: data, level })
+        // The variant's contents live inside the enum, which is paid for.
+        let prepaid = self.prepaid.max(size_of::<V::Value>());
+        self.visitor.visit_enum(DepthEnum { access: data, level, prepaid })
     }
 }
 
-/// Seq or map access whose elements, keys and values are decoded at `depth`,
-/// each element or entry charged [`element_cost`] first.
+/// Seq or map access whose elements, keys and values are decoded at `depth`.
+/// The first `inline` elements are a tuple's or struct's fields, paid for by
+/// the aggregate; every further element or entry is charged [`element_cost`]
+/// first and its value in full.
 struct DepthAccess<'b, A> {
     access: A,
     depth: Depth<'b>,
+    inline: usize,
 }
 
-impl<A> DepthAccess<'_, A> {
+impl<'b, A> DepthAccess<'b, A> {
     fn hint(&self, hint: Option<usize>) -> Option<usize> {
         hint.map(|n| n.min(MAX_HINT))
+    }
+
+    /// Charges the next element (a value of type `T`); returns what its slot has prepaid.
+    fn next<T, E: de::Error>(&mut self) -> Result<usize, E> {
+        if self.inline > 0 {
+            self.inline -= 1;
+            return Ok(size_of::<T>());
+        }
+        self.depth.budget.charge::<E>(element_cost::<T>())?;
+        Ok(0)
+    }
+
+    fn seed<S>(&self, seed: S, prepaid: usize) -> DepthSeed<'b, S> {
+        DepthSeed { seed, depth: self.depth, prepaid }
     }
 }
 
@@ -368,9 +436,9 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for DepthAccess<'_, A> {
     type Error = A::Error;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, A::Error> {
-        self.depth.budget.charge::<A::Error>(element_cost::<T::Value>())?;
-        let depth = self.depth;
-        self.access.next_element_seed(DepthSeed { seed, depth })
+        let prepaid = self.next::<T::Value, A::Error>()?;
+        let seed = self.seed(seed, prepaid);
+        self.access.next_element_seed(seed)
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -382,14 +450,22 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for DepthAccess<'_, A> {
     type Error = A::Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
+        // A struct's field names are identifiers, not stored: their slot is free.
+        let prepaid = if self.inline > 0 { size_of::<K::Value>() } else { 0 };
         self.depth.budget.charge::<A::Error>(element_cost::<K::Value>())?;
-        let depth = self.depth;
-        self.access.next_key_seed(DepthSeed { seed, depth })
+        let seed = self.seed(seed, prepaid);
+        self.access.next_key_seed(seed)
     }
 
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
-        let depth = self.depth;
-        self.access.next_value_seed(DepthSeed { seed, depth })
+        let prepaid = if self.inline > 0 {
+            self.inline -= 1;
+            size_of::<T::Value>()
+        } else {
+            0
+        };
+        let seed = self.seed(seed, prepaid);
+        self.access.next_value_seed(seed)
     }
 
     fn next_entry_seed<K: DeserializeSeed<'de>, T: DeserializeSeed<'de>>(
@@ -397,10 +473,15 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for DepthAccess<'_, A> {
         key: K,
         value: T,
     ) -> Result<Option<(K::Value, T::Value)>, A::Error> {
+        let (key_paid, value_paid) = if self.inline > 0 {
+            self.inline -= 1;
+            (size_of::<K::Value>(), size_of::<T::Value>())
+        } else {
+            (0, 0)
+        };
         self.depth.budget.charge::<A::Error>(element_cost::<(K::Value, T::Value)>())?;
-        let depth = self.depth;
-        let key = DepthSeed { seed: key, depth };
-        let value = DepthSeed { seed: value, depth };
+        let key = self.seed(key, key_paid);
+        let value = self.seed(value, value_paid);
         self.access.next_entry_seed(key, value)
     }
 
@@ -409,10 +490,12 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for DepthAccess<'_, A> {
     }
 }
 
-/// Enum or variant access; `level` is the enum's own (already checked) level.
+/// Enum or variant access; `level` is the enum's own (already checked) level
+/// and `prepaid` what the enum paid for its variant's contents.
 struct DepthEnum<'b, A> {
     access: A,
     level: Depth<'b>,
+    prepaid: usize,
 }
 
 impl<'b, 'de, A: EnumAccess<'de>> EnumAccess<'de> for DepthEnum<'b, A> {
@@ -421,11 +504,11 @@ impl<'b, 'de, A: EnumAccess<'de>> EnumAccess<'de> for DepthEnum<'b, A> {
 
     fn variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<(T::Value, Self::Variant), A::Error> {
         // The tag is inside the enum, so a self-describing format cannot nest
-        // enums through tags without using up depth.
-        let seed = DepthSeed { seed, depth: self.level.enter()? };
+        // enums through tags without using up depth. It is not stored: free.
+        let seed = DepthSeed { seed, depth: self.level.enter()?, prepaid: size_of::<T::Value>() };
         let (value, variant) = self.access.variant_seed(seed)?;
-        let level = self.level;
-        Ok((value, DepthEnum { access: variant, level }))
+        let DepthEnum { level, prepaid, .. } = self;
+        Ok((value, DepthEnum { access: variant, level, prepaid }))
     }
 }
 
@@ -438,13 +521,13 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for DepthEnum<'_, A> {
 
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, A::Error> {
         let depth = self.level.enter()?;
-        self.access.newtype_variant_seed(DepthSeed { seed, depth })
+        self.access.newtype_variant_seed(DepthSeed { seed, depth, prepaid: self.prepaid })
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
         // The visitor enters the enum's level itself when handed the fields.
-        let depth = self.level;
-        self.access.tuple_variant(len, DepthVisitor { visitor, depth })
+        let visitor = DepthVisitor { visitor, depth: self.level, prepaid: self.prepaid, fields: Some(len) };
+        self.access.tuple_variant(len, visitor)
     }
 
     fn struct_variant<V: Visitor<'de>>(
@@ -452,22 +535,24 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for DepthEnum<'_, A> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, A::Error> {
-        let depth = self.level;
-        self.access.struct_variant(fields, DepthVisitor { visitor, depth })
+        let visitor = DepthVisitor { visitor, depth: self.level, prepaid: self.prepaid, fields: Some(fields.len()) };
+        self.access.struct_variant(fields, visitor)
     }
 }
 
-/// Seed that decodes its value through [`DepthLimited`] at `depth`.
+/// Seed that decodes its value through [`DepthLimited`] at `depth`, its slot
+/// `prepaid` bytes paid for.
 struct DepthSeed<'b, S> {
     seed: S,
     depth: Depth<'b>,
+    prepaid: usize,
 }
 
 impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for DepthSeed<'_, S> {
     type Value = S::Value;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<S::Value, D::Error> {
-        self.seed.deserialize(DepthLimited::at(deserializer, self.depth))
+        self.seed.deserialize(DepthLimited::at(deserializer, self.depth, self.prepaid))
     }
 }
 
@@ -833,5 +918,31 @@ mod tests {
         let mut de = postcard::Deserializer::from_bytes(&bytes);
         let hint = Hint::deserialize(DepthLimited::new(&mut de, 64, &budget)).unwrap();
         assert_eq!(hint.0, Some(MAX_HINT));
+    }
+
+    #[test]
+    fn inline_fields_are_charged_once_and_boxed_contents_in_full() {
+        #[derive(Serialize, Deserialize)]
+        struct Holder {
+            tag: u8,
+            boxed: Box<Option<Page>>,
+        }
+        let charge_of = |bytes: &[u8]| {
+            let budget = Budget::new(u64::MAX);
+            let mut de = postcard::Deserializer::from_bytes(bytes);
+            let _ = Vec::<Holder>::deserialize(DepthLimited::new(&mut de, 64, &budget)).unwrap();
+            budget.used()
+        };
+        // 100 holders of boxed `Some` pages: each a 16-byte slot plus a 4097-byte
+        // box (charged less the pointer its slot paid for).
+        let full: Vec<Holder> =
+            (0..100).map(|i| Holder { tag: i, boxed: Box::new(Some([[[i; 32]; 32]; 4])) }).collect();
+        let real = 100 * (size_of::<Holder>() + size_of::<Option<Page>>() - size_of::<Box<()>>()) as u64;
+        let used = charge_of(&postcard::to_stdvec(&full).unwrap());
+        assert!(used >= real && used < real + real / 20, "charged {used} for {real}");
+        // The boxes' contents are charged even when they are one wire byte (`None`).
+        let empty: Vec<Holder> = (0..100).map(|i| Holder { tag: i, boxed: Box::new(None) }).collect();
+        let used = charge_of(&postcard::to_stdvec(&empty).unwrap());
+        assert!(used >= real && used < real + real / 20, "charged {used} for {real}");
     }
 }
