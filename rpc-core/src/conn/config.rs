@@ -37,9 +37,10 @@ pub struct Limits {
     /// decoding, before memory is allocated for it: every value costs the
     /// `size_of` of its Rust type plus its string or byte contents, every
     /// sequence element or map entry at least one byte more (so zero-sized
-    /// elements are paid for too). Inline values are charged at each nesting
-    /// level, so the charge overestimates (about 2x for a vector of small
-    /// structs).
+    /// elements are paid for too). A value's fields are charged once, with
+    /// it, so the charge is close to the real size; memory held may reach
+    /// about twice the limit (a vector's spare capacity), briefly three times
+    /// (while it reallocates).
     ///
     /// Exceeding it fails the call with `LimitExceeded` (the connection stays
     /// up); an item over it cancels its sequence (the reader sees

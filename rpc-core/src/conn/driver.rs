@@ -276,14 +276,17 @@ async fn read_frames<R: AsyncRead>(shared: &Arc<ConnShared>, reader: &mut ReadHa
         } else if completed || frame_started.is_none() {
             frame_started = Some(Instant::now());
         }
-        if buf.capacity() - buf.len() < MIN_SPARE {
+        // Room for the rest of a frame that fits in a chunk, so it arrives in one read.
+        let wanted = frame::missing(buf).map_or(MIN_SPARE, |missing| missing.min(chunk).max(MIN_SPARE));
+        if buf.capacity() - buf.len() < wanted {
             // Listen before trying, so budget given back in between is not missed.
             let freed = PARTIAL_FRAMES_FREED.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            if !make_room(buf, chunk, &mut charge, budget) {
-                // The budget is spent: read nothing until some is given back
-                // or this frame runs out of time.
+            if !make_room(buf, chunk, &mut charge, budget) && buf.capacity() - buf.len() < MIN_SPARE {
+                // The budget is spent and the room left is too small to read
+                // into: read nothing until some is given back or this frame
+                // runs out of time.
                 let deadline = frame_started.unwrap_or_else(Instant::now) + frame_timeout;
                 tokio::select! {
                     _ = freed => continue,

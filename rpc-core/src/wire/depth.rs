@@ -26,8 +26,9 @@
 //!   collection) and collections grow as elements arrive and are charged.
 //!
 //! So the charge is about the value's real size (collections' spare capacity
-//! aside, which can make memory held reach twice the charge), and a decode
-//! fails as soon as the charge passes the limit, before the rest is built.
+//! aside: a vector that doubled holds up to twice its charge, and three times
+//! while it reallocates), and a decode fails as soon as the charge passes the
+//! limit, before the rest is built.
 
 use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
 use std::cell::Cell;
