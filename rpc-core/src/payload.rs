@@ -21,6 +21,9 @@ use crate::RpcError;
 
 /// Default nesting limit for payloads decoded without a connection's limit.
 pub(crate) const DEFAULT_MAX_DEPTH: u32 = 64;
+/// Decoded-size limit for payloads that never crossed a connection (made in
+/// this process, so trusted): none.
+pub(crate) const LOCAL_MAX_DECODED: u64 = u64::MAX;
 
 /// One entry of a payload's capability table.
 #[derive(Clone, Debug)]
@@ -40,6 +43,8 @@ pub struct Payload {
     pub(crate) bytes: Bytes,
     pub(crate) caps: Vec<CapEntry>,
     pub(crate) max_depth: u32,
+    /// Decoded-size budget (see [`crate::Limits::max_decoded_size`]).
+    pub(crate) max_decoded: u64,
 }
 
 thread_local! {
@@ -56,15 +61,20 @@ impl Payload {
         let encoded = postcard::serialize_with_flavor(value, Appender(&mut bytes));
         let caps = ENCODING.with(|c| c.replace(outer)).unwrap_or_default();
         encoded.map_err(|e| RpcError::serialization(format!("cannot encode value: {e}")))?;
-        Ok(Payload { bytes: bytes.freeze(), caps, max_depth: DEFAULT_MAX_DEPTH })
+        Ok(Payload { bytes: bytes.freeze(), caps, max_depth: DEFAULT_MAX_DEPTH, max_decoded: LOCAL_MAX_DECODED })
+    }
+
+    /// A payload received from a peer, to be decoded within our `limits`.
+    pub(crate) fn received(bytes: Bytes, caps: Vec<CapEntry>, limits: &crate::Limits) -> Payload {
+        Payload { bytes, caps, max_depth: limits.max_depth, max_decoded: limits.max_decoded_size }
     }
 
     /// Deserializes a `T`, turning capability indexes back into live handles.
     pub(crate) fn decode<T: DeserializeOwned>(&self) -> Result<T, RpcError> {
         let outer = DECODING.with(|c| c.replace(Some(self.caps.clone())));
-        let result = depth::from_postcard_bytes::<T>(&self.bytes, self.max_depth);
+        let result = depth::from_postcard_bytes::<T>(&self.bytes, self.max_depth, self.max_decoded);
         DECODING.with(|c| c.replace(outer));
-        result.map(|(value, _rest)| value).map_err(|e| RpcError::serialization(format!("cannot decode value: {e}")))
+        result.map(|(value, _rest)| value).map_err(|e| e.to_rpc("cannot decode value"))
     }
 }
 
@@ -82,16 +92,18 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(out: &mut BytesMut, value: &T) 
 }
 
 /// Deserializes one `T` from the front of `bytes` with capability table
-/// `caps`; returns it and the number of bytes used.
+/// `caps`, within the nesting and decoded-size limits; returns it and the
+/// number of bytes used.
 pub(crate) fn decode_from<T: DeserializeOwned>(
     bytes: &[u8],
     caps: Vec<CapEntry>,
     max_depth: u32,
+    max_decoded: u64,
 ) -> Result<(T, usize), RpcError> {
     let outer = DECODING.with(|c| c.replace(Some(caps)));
-    let result = depth::from_postcard_bytes::<T>(bytes, max_depth);
+    let result = depth::from_postcard_bytes::<T>(bytes, max_depth, max_decoded);
     DECODING.with(|c| c.replace(outer));
-    let (value, rest) = result.map_err(|e| RpcError::serialization(format!("cannot decode item: {e}")))?;
+    let (value, rest) = result.map_err(|e| e.to_rpc("cannot decode item"))?;
     Ok((value, bytes.len() - rest.len()))
 }
 

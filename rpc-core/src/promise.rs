@@ -292,7 +292,10 @@ fn application_or<E: From<RpcError> + DeserializeOwned + 'static>(err: RpcError)
     // With `E = RpcError` there is no application type to decode into.
     let wants_value = std::any::TypeId::of::<E>() != std::any::TypeId::of::<RpcError>();
     if wants_value && err.kind() == crate::ErrorKind::Application {
-        let decoded = err.payload().map(|bytes| crate::wire::depth::from_postcard_bytes::<E>(bytes, DEFAULT_MAX_DEPTH));
+        // It may come from a peer, and no connection's limit is at hand here: the default one.
+        let max_size = crate::Limits::default().max_decoded_size;
+        let decoded =
+            err.payload().map(|bytes| crate::wire::depth::from_postcard_bytes::<E>(bytes, DEFAULT_MAX_DEPTH, max_size));
         if let Some(Ok((value, _))) = decoded {
             return value;
         }

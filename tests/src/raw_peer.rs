@@ -23,8 +23,13 @@ use tokio::time::timeout;
 use crate::wire_mirror::{call, encode, CapDesc, Kind, Msg, WireError, WireHello, WireLimits, BOOTSTRAP, MAGIC};
 
 /// What the raw client advertises: roomy, so the server never holds back on our account.
-pub const CLIENT_LIMITS: WireLimits =
-    WireLimits { max_frame_size: 1 << 20, max_outstanding_calls: 64, max_exports: 64, max_depth: 64 };
+pub const CLIENT_LIMITS: WireLimits = WireLimits {
+    max_frame_size: 1 << 20,
+    max_outstanding_calls: 64,
+    max_exports: 64,
+    max_depth: 64,
+    max_decoded_size: 4 << 20,
+};
 
 /// The nonce in the raw client's Hello.
 pub const CLIENT_NONCE: u64 = 0x5eed;

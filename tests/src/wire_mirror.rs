@@ -26,6 +26,8 @@ pub struct WireLimits {
     pub max_exports: u32,
     /// Deepest nesting the sender decodes.
     pub max_depth: u32,
+    /// Largest decoded size of one message the sender accepts.
+    pub max_decoded_size: u64,
 }
 
 impl From<Limits> for WireLimits {
@@ -35,6 +37,7 @@ impl From<Limits> for WireLimits {
             max_outstanding_calls: l.max_outstanding_calls,
             max_exports: l.max_exports,
             max_depth: l.max_depth,
+            max_decoded_size: l.max_decoded_size,
         }
     }
 }

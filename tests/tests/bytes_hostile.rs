@@ -71,8 +71,13 @@ fn data(stream: u32, count: u32) -> Msg {
 
 // ----- the server ------------------------------------------------------------
 
-const SERVER_LIMITS: Limits =
-    Limits { max_frame_size: 64 << 10, max_outstanding_calls: 8, max_exports: 16, max_depth: 16 };
+const SERVER_LIMITS: Limits = Limits {
+    max_frame_size: 64 << 10,
+    max_outstanding_calls: 8,
+    max_exports: 16,
+    max_depth: 16,
+    max_decoded_size: 256 << 10,
+};
 
 /// VmPeak is per process and the tests of a file run in parallel: every test
 /// holds this lock (through its [`TestServer`]), so a peak is charged to the

@@ -141,8 +141,13 @@ fn nested_bytes(n: usize) -> Vec<u8> {
 
 // ----- the server ------------------------------------------------------------
 
-const SERVER_LIMITS: Limits =
-    Limits { max_frame_size: 64 << 10, max_outstanding_calls: 8, max_exports: 16, max_depth: 16 };
+const SERVER_LIMITS: Limits = Limits {
+    max_frame_size: 64 << 10,
+    max_outstanding_calls: 8,
+    max_exports: 16,
+    max_depth: 16,
+    max_decoded_size: 256 << 10,
+};
 
 /// The server for the tests, with a gate `slow` calls wait for.
 struct TestServer {
@@ -398,7 +403,13 @@ async fn hello_with_another_version_is_refused() {
 
 #[tokio::test]
 async fn framework_advertises_version_and_limits_in_its_first_frame() {
-    let limits = Limits { max_frame_size: 12_345, max_outstanding_calls: 3, max_exports: 5, max_depth: 7 };
+    let limits = Limits {
+        max_frame_size: 12_345,
+        max_outstanding_calls: 3,
+        max_exports: 5,
+        max_depth: 7,
+        max_decoded_size: 49_380,
+    };
     let config = Config { limits, ..server_config(SERVER_LIMITS) };
     let (ours, mut theirs) = tokio::io::duplex(64 << 10);
     let gate = Arc::new(watch::channel(true).0);

@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 /// Limits a side enforces on what its peer sends; both sides advertise theirs
 /// in the handshake so a well-behaved peer stays within them.
 ///
+/// Only the receiving side enforces them: a frame over `max_frame_size` is
+/// also refused by the sender before it leaves, but a value over the peer's
+/// `max_decoded_size` is sent and fails on arrival (the sender cannot know the
+/// receiver's charge without decoding it).
+///
 /// # Examples
 ///
 /// ```
@@ -14,6 +19,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// let limits = Limits { max_outstanding_calls: 64, ..Limits::default() };
 /// assert_eq!(limits.max_frame_size, Limits::default().max_frame_size);
+/// assert_eq!(limits.max_decoded_size, 4 * u64::from(limits.max_frame_size));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
@@ -26,11 +32,38 @@ pub struct Limits {
     pub max_exports: u32,
     /// Deepest nesting of compound values accepted in a payload.
     pub max_depth: u32,
+    /// Largest decoded size of one message, in bytes: a frame header, a
+    /// call's arguments, a result, or one sequence item. Charged while
+    /// decoding, before memory is allocated for it: every value costs the
+    /// `size_of` of its Rust type plus its string or byte contents, every
+    /// sequence element or map entry at least one byte more (so zero-sized
+    /// elements are paid for too). A value's fields are charged once, with
+    /// it, so the charge is close to the real size; memory held may reach
+    /// about twice the limit (a vector's spare capacity), briefly three times
+    /// (while it reallocates).
+    ///
+    /// Exceeding it fails the call with `LimitExceeded` (the connection stays
+    /// up); an item over it cancels its sequence (the reader sees
+    /// `LimitExceeded`); a frame header over it closes the connection.
+    ///
+    /// The default is four times the default `max_frame_size` (64 MiB); raise
+    /// it with `max_frame_size` when large values are expected, since a small
+    /// wire encoding (varints, `None`s) may decode to several times its size.
+    pub max_decoded_size: u64,
 }
+
+/// Default [`Limits::max_frame_size`]: 16 MiB.
+const DEFAULT_MAX_FRAME: u32 = 16 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_frame_size: 16 << 20, max_outstanding_calls: 4096, max_exports: 65_536, max_depth: 64 }
+        Limits {
+            max_frame_size: DEFAULT_MAX_FRAME,
+            max_outstanding_calls: 4096,
+            max_exports: 65_536,
+            max_depth: 64,
+            max_decoded_size: 4 * DEFAULT_MAX_FRAME as u64,
+        }
     }
 }
 
@@ -63,6 +96,21 @@ pub struct Config {
     /// that has no call frames to ride along with, so items written across
     /// several turns share a message. `None` (the default) sends at once.
     pub stream_nagle: Option<Duration>,
+    /// How long a frame may take to arrive once its first byte has: a peer
+    /// that announces a frame and stalls is closed with a `Timeout` reason
+    /// after this long (default 5 s), whatever keepalive says. A frame of
+    /// `max_frame_size` bytes must arrive at `max_frame_size / frame_timeout`
+    /// bytes per second or faster.
+    pub frame_timeout: Duration,
+    /// Process-wide cap, in bytes, on read-buffer memory held for frames that
+    /// have not fully arrived (default 256 MiB). A frame's buffer grows as its
+    /// bytes arrive, never on its announced length; frames no larger than a
+    /// read chunk (64 KiB) need nothing from this budget, larger ones take
+    /// their growth from it and give it back when complete. A connection that
+    /// finds the budget spent stops reading until some is given back or its
+    /// `frame_timeout` closes it. The count is shared by every connection in
+    /// the process; each compares it with the cap of its own `Config`.
+    pub partial_frames_budget: usize,
 }
 
 impl Default for Config {
@@ -73,6 +121,8 @@ impl Default for Config {
             keepalive_timeout: Duration::from_secs(15),
             handshake_timeout: Duration::from_secs(10),
             stream_nagle: None,
+            frame_timeout: Duration::from_secs(5),
+            partial_frames_budget: 256 << 20,
         }
     }
 }

@@ -1,12 +1,16 @@
 //! The tasks that own the socket: handshake, reader, writer, keepalive.
 //!
-//! The reader decodes frames and hands them to the protocol state. The writer
+//! The reader decodes frames and hands them to the protocol state; its buffer
+//! grows as bytes arrive (never on a frame's announced length), a frame must
+//! finish within `Config::frame_timeout`, and growth for frames larger than a
+//! read chunk comes from a process-wide budget. The writer
 //! sleeps until the state's outgoing buffer is non-empty, then swaps it out
 //! and writes it whole, so everything queued while a write was in progress
 //! leaves in the next single write (calls coalesce under load by themselves).
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -139,16 +143,122 @@ fn next_chunk(large_reads: &mut u32, n: usize) -> usize {
     }
 }
 
+/// Spare room below which the reader makes more before reading.
+const MIN_SPARE: usize = 4096;
+
+/// Bytes held, process-wide, by read buffers growing for frames larger than a
+/// read chunk that have not fully arrived; capped by
+/// [`Config::partial_frames_budget`].
+static PARTIAL_FRAMES: AtomicUsize = AtomicUsize::new(0);
+
+/// Woken whenever some of [`PARTIAL_FRAMES`] is given back.
+static PARTIAL_FRAMES_FREED: Notify = Notify::const_new();
+
+/// One reader's share of [`PARTIAL_FRAMES`], given back when its frame is
+/// complete and on drop.
+#[derive(Default)]
+struct PartialCharge {
+    held: usize,
+}
+
+impl PartialCharge {
+    /// Takes `bytes` if the process-wide count stays within `cap`.
+    fn try_take(&mut self, bytes: usize, cap: usize) -> bool {
+        let mut now = PARTIAL_FRAMES.load(Ordering::Relaxed);
+        loop {
+            let Some(after) = now.checked_add(bytes).filter(|&after| after <= cap) else {
+                return false;
+            };
+            match PARTIAL_FRAMES.compare_exchange_weak(now, after, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => {
+                    self.held += bytes;
+                    return true;
+                }
+                Err(actual) => now = actual,
+            }
+        }
+    }
+
+    /// Adjusts what is held from `taken` to what the buffer really grew by.
+    fn settle(&mut self, taken: usize, grown: usize) {
+        if grown > taken {
+            PARTIAL_FRAMES.fetch_add(grown - taken, Ordering::AcqRel);
+            self.held += grown - taken;
+        } else {
+            self.give_back(taken - grown);
+        }
+    }
+
+    fn give_back(&mut self, bytes: usize) {
+        let bytes = bytes.min(self.held);
+        if bytes > 0 {
+            self.held -= bytes;
+            PARTIAL_FRAMES.fetch_sub(bytes, Ordering::AcqRel);
+            PARTIAL_FRAMES_FREED.notify_waiters();
+        }
+    }
+
+    fn release(&mut self) {
+        self.give_back(self.held);
+    }
+}
+
+impl Drop for PartialCharge {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Makes room to read into `buf`, which holds no complete frame. Room grows
+/// with what has arrived, never with a frame's announced length: a chunk at
+/// a time, or for a frame larger than a chunk as much as it already has
+/// (doubling, so copies stay linear), taken from the process-wide budget.
+/// Returns false, changing nothing, when that budget is spent.
+fn make_room(buf: &mut BytesMut, chunk: usize, charge: &mut PartialCharge, cap: usize) -> bool {
+    let missing = frame::missing(buf).unwrap_or(0);
+    if missing <= chunk {
+        buf.reserve(chunk);
+        return true;
+    }
+    let additional = missing.min(buf.len().max(chunk));
+    if !charge.try_take(additional, cap) {
+        return false;
+    }
+    let before = buf.capacity();
+    buf.reserve(additional);
+    charge.settle(additional, buf.capacity().saturating_sub(before));
+    true
+}
+
+/// Why a connection whose frame did not arrive within `limit` is closed.
+fn frame_timeout_reason(buf: &BytesMut, limit: Duration) -> RpcError {
+    let message = if buf.len() < frame::PREFIX {
+        format!("a frame's length prefix did not arrive within the frame timeout of {limit:?}")
+    } else {
+        let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        let arrived = buf.len() - frame::PREFIX;
+        format!("a frame of {len} bytes did not arrive within the frame timeout of {limit:?} ({arrived} bytes did)")
+    };
+    RpcError::new(crate::ErrorKind::Timeout, message)
+}
+
 /// Reads until the connection must close; returns why.
 async fn read_frames<R: AsyncRead>(shared: &Arc<ConnShared>, reader: &mut ReadHalf<R>, buf: &mut BytesMut) -> RpcError {
     let max_frame = shared.config.limits.max_frame_size;
+    let frame_timeout = shared.config.frame_timeout;
+    let budget = shared.config.partial_frames_budget;
     let mut closed = shared.closed.subscribe();
     let mut chunk = READ_CHUNK;
     let mut large_reads = 0u32;
+    let mut charge = PartialCharge::default();
+    // When the incomplete frame at the front of `buf` began to arrive.
+    let mut frame_started: Option<Instant> = None;
     loop {
+        let mut completed = false;
         loop {
             match frame::decode(buf, max_frame) {
                 Ok(Some(frame)) => {
+                    completed = true;
                     if let Err(violation) = handle_frame(shared, frame) {
                         return violation;
                     }
@@ -157,10 +267,39 @@ async fn read_frames<R: AsyncRead>(shared: &Arc<ConnShared>, reader: &mut ReadHa
                 Err(violation) => return violation,
             }
         }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(chunk);
+        if completed {
+            // The frame that grew the buffer is whole: its memory is the payload's now.
+            charge.release();
         }
-        let deadline = Instant::now() + shared.config.keepalive_timeout;
+        if buf.is_empty() {
+            frame_started = None;
+        } else if completed || frame_started.is_none() {
+            frame_started = Some(Instant::now());
+        }
+        // Room for the rest of a frame that fits in a chunk, so it arrives in one read.
+        let wanted = frame::missing(buf).map_or(MIN_SPARE, |missing| missing.min(chunk).max(MIN_SPARE));
+        if buf.capacity() - buf.len() < wanted {
+            // Listen before trying, so budget given back in between is not missed.
+            let freed = PARTIAL_FRAMES_FREED.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if !make_room(buf, chunk, &mut charge, budget) && buf.capacity() - buf.len() < MIN_SPARE {
+                // The budget is spent and the room left is too small to read
+                // into: read nothing until some is given back or this frame
+                // runs out of time.
+                let deadline = frame_started.unwrap_or_else(Instant::now) + frame_timeout;
+                tokio::select! {
+                    _ = freed => continue,
+                    _ = sleep_until(deadline) => return frame_timeout_reason(buf, frame_timeout),
+                    _ = closed.wait_for(Option::is_some) => {
+                        return shared.closed_reason().unwrap_or_else(|| RpcError::disconnected("closed"));
+                    }
+                }
+            }
+        }
+        let keepalive = Instant::now() + shared.config.keepalive_timeout;
+        let frame_deadline = frame_started.map(|started| started + frame_timeout);
+        let deadline = frame_deadline.map_or(keepalive, |d| d.min(keepalive));
         tokio::select! {
             read = reader.read_buf(buf) => match read {
                 Ok(0) => return RpcError::disconnected("the peer closed the connection"),
@@ -168,6 +307,9 @@ async fn read_frames<R: AsyncRead>(shared: &Arc<ConnShared>, reader: &mut ReadHa
                 Err(err) => return RpcError::disconnected(format!("I/O error: {err}")),
             },
             _ = sleep_until(deadline) => {
+                if frame_deadline == Some(deadline) {
+                    return frame_timeout_reason(buf, frame_timeout);
+                }
                 let timeout = shared.config.keepalive_timeout;
                 return RpcError::disconnected(format!("no sign of life from the peer for {timeout:?} (keepalive)"));
             }
@@ -180,8 +322,8 @@ async fn read_frames<R: AsyncRead>(shared: &Arc<ConnShared>, reader: &mut ReadHa
 
 /// Decodes one frame and applies it to the state.
 fn handle_frame(shared: &Arc<ConnShared>, frame: Bytes) -> Result<(), RpcError> {
-    let max_depth = shared.config.limits.max_depth;
-    let (message, rest) = depth::from_postcard_bytes::<Message>(&frame, max_depth)
+    let limits = &shared.config.limits;
+    let (message, rest) = depth::from_postcard_bytes::<Message>(&frame, limits.max_depth, limits.max_decoded_size)
         .map_err(|e| RpcError::protocol(format!("malformed frame ({e})")))?;
     let trailer = frame.slice(frame.len() - rest.len()..);
     let mut state = shared.lock();

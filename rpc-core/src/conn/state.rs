@@ -288,7 +288,7 @@ impl ConnState {
         let reply = match result {
             Ok(descriptors) => {
                 let caps = self.import_caps(shared, &descriptors)?;
-                Ok(Payload { bytes: trailer, caps, max_depth: self.limits.max_depth })
+                Ok(Payload::received(trailer, caps, &self.limits))
             }
             Err(err) => Err(err),
         };
@@ -332,7 +332,7 @@ impl ConnState {
         trailer: Bytes,
     ) -> Result<(), Violation> {
         let caps = self.import_caps(shared, descriptors)?;
-        let payload = Payload { bytes: trailer, caps, max_depth: self.limits.max_depth };
+        let payload = Payload::received(trailer, caps, &self.limits);
         if self.answers.contains_key(&id) {
             self.defer_drop(payload);
             return Err(RpcError::protocol(format!("question id {id} reused while its call is still active")));

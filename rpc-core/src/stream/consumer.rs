@@ -33,6 +33,8 @@ pub(crate) struct RemoteConsumer {
     /// Half the window: how many cached reads to count before telling the consumer.
     half_window: AtomicU64,
     max_depth: u32,
+    /// Decoded-size budget of one item (`Limits::max_decoded_size`).
+    max_decoded: u64,
 }
 
 /// Items a reader took from its consumer in one go, so it can decode them
@@ -99,6 +101,7 @@ impl RemoteConsumer {
             discarded: AtomicBool::new(false),
             half_window: AtomicU64::new(half(window)),
             max_depth,
+            max_decoded: conn.config.limits.max_decoded_size,
             state: Mutex::new(Consuming {
                 batches: VecDeque::new(),
                 received: 0,
@@ -142,7 +145,7 @@ impl RemoteConsumer {
                 }
             };
         };
-        let decoded = decode_next::<T>(batch, max_depth);
+        let decoded = decode_next::<T>(batch, max_depth, self.max_decoded);
         if batch.remaining == 0 {
             state.batches.pop_front();
         }
@@ -206,7 +209,7 @@ impl RemoteConsumer {
                 return self.poll_read(cx);
             }
             if let Some(batch) = cache.batch.as_mut().filter(|b| b.remaining > 0) {
-                let decoded = decode_next::<T>(batch, self.max_depth());
+                let decoded = decode_next::<T>(batch, self.max_depth(), self.max_decoded);
                 let used_up = batch.remaining == 0;
                 return Poll::Ready(self.after_cached_read(cache, decoded, used_up));
             }
@@ -534,12 +537,12 @@ fn take_next(batch: &mut RawBatch) -> RawItem {
 }
 
 /// Decodes the next item of `batch` and advances past it.
-fn decode_next<T: DeserializeOwned>(batch: &mut RawBatch, max_depth: u32) -> Result<T, RpcError> {
+fn decode_next<T: DeserializeOwned>(batch: &mut RawBatch, max_depth: u32, max_decoded: u64) -> Result<T, RpcError> {
     let cap_count = batch.item_caps.pop_front().unwrap_or(0) as usize;
     let caps: Vec<CapEntry> = batch.caps.drain(..cap_count.min(batch.caps.len())).collect();
     batch.remaining -= 1;
     let len = (batch.lens.pop_front().unwrap_or(0) as usize).min(batch.bytes.len());
-    let decoded = payload::decode_from::<T>(&batch.bytes[..len], caps, max_depth);
+    let decoded = payload::decode_from::<T>(&batch.bytes[..len], caps, max_depth, max_decoded);
     bytes::Buf::advance(&mut batch.bytes, len);
     let (item, used) = decoded?;
     if used != len {

@@ -1,67 +1,221 @@
-//! Nesting-depth limit for decoding payloads from untrusted peers.
+//! Nesting-depth and decoded-size limits for decoding payloads from untrusted peers.
 //!
 //! Serde decodes recursive types by recursing, so hostile bytes describing a
 //! million nested values would overflow the stack. [`DepthLimited`] wraps any
 //! deserializer and counts compound values on the way down, failing with an
 //! ordinary decode error once the limit is exceeded.
+//!
+//! The same wrapper charges a [`Budget`] of decoded bytes while it decodes, so
+//! a small frame cannot decode into a huge value: `Vec<Option<[u8; 4096]>>`
+//! holding `None`s costs one wire byte but 4 KiB of memory per element, and a
+//! `Vec<()>` costs no byte at all but time per element. The charges:
+//!
+//! - every value, when the deserializer hands it to its visitor: the
+//!   `size_of` of the type being built (`V::Value`), less what its slot was
+//!   already charged (a struct's field, an array's element or the content of
+//!   a `Some` lives inside its parent, which paid for it; a `Box<T>` field
+//!   paid for the pointer, so the `T` it boxes pays the rest), plus the length
+//!   of any string or byte buffer it carries;
+//! - every element of a sequence and every entry of a map (beyond the fields
+//!   of a struct or tuple) before it is decoded: [`ELEMENT_COST`] byte, or
+//!   [`ZST_ELEMENT_COST`] for a zero-sized type, so zero-sized elements are
+//!   paid for too and a declared length of `u64::MAX` ends after at most
+//!   `limit / ZST_ELEMENT_COST` steps;
+//! - the `size_hint` a visitor sees is capped at [`MAX_HINT`] elements, so a
+//!   visitor's preallocation stays small (serde's own caps it at 1 MiB per
+//!   collection) and collections grow as elements arrive and are charged.
+//!
+//! So the charge is about the value's real size (collections' spare capacity
+//! aside: a vector that doubled holds up to twice its charge, and three times
+//! while it reallocates), and a decode fails as soon as the charge passes the
+//! limit, before the rest is built.
 
 use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
+use std::cell::Cell;
 use std::fmt;
+use std::mem::size_of;
 
-/// Compound levels still allowed below the current value, plus the configured
-/// limit (kept only for the error message).
-#[derive(Clone, Copy, Debug)]
-struct Depth {
-    remaining: u32,
-    limit: u32,
+/// What each element of a sequence and each entry of a map costs at least,
+/// whatever its type.
+pub(crate) const ELEMENT_COST: usize = 1;
+
+/// What an element of a zero-sized type costs instead: it takes no memory and
+/// no wire byte, only decoding time, so a hostile declared length is ended
+/// after `limit / ZST_ELEMENT_COST` steps (about a million for the default
+/// limit: ~0.1 s in a debug build) instead of `limit` steps (~8 s).
+pub(crate) const ZST_ELEMENT_COST: usize = 64;
+
+/// The charge for one element or entry whose decoded value is a `T`.
+fn element_cost<T>() -> usize {
+    if size_of::<T>() == 0 {
+        ZST_ELEMENT_COST
+    } else {
+        ELEMENT_COST
+    }
 }
 
-impl Depth {
+/// Largest `size_hint` passed on to a visitor, in elements.
+pub(crate) const MAX_HINT: usize = 1024;
+
+/// Bytes a decode may still produce, shared by every level of one decode.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    used: Cell<u64>,
+    limit: u64,
+    /// Set when a charge failed: what the decode would have used.
+    exceeded: Cell<Option<u64>>,
+    /// Set when the depth limit was hit.
+    too_deep: Cell<Option<u32>>,
+}
+
+impl Budget {
+    /// A budget of `limit` bytes.
+    pub(crate) fn new(limit: u64) -> Self {
+        Budget { used: Cell::new(0), limit, exceeded: Cell::new(None), too_deep: Cell::new(None) }
+    }
+
+    /// Bytes charged so far.
+    #[cfg(test)]
+    pub(crate) fn used(&self) -> u64 {
+        self.used.get()
+    }
+
+    /// Charges `bytes`, or fails (charging nothing) if that would pass the limit.
+    fn charge<E: de::Error>(&self, bytes: usize) -> Result<(), E> {
+        let wanted = self.used.get().saturating_add(bytes as u64);
+        if wanted > self.limit {
+            self.exceeded.set(Some(wanted));
+            return Err(E::custom(format_args!(
+                "payload decodes to more than the limit of {} bytes (max_decoded_size; at least {wanted} needed)",
+                self.limit
+            )));
+        }
+        self.used.set(wanted);
+        Ok(())
+    }
+}
+
+/// Why a decode failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum DecodeError {
+    /// The bytes are not a value of the type.
+    Malformed(postcard::Error),
+    /// The value nests deeper than `limit`.
+    TooDeep { limit: u32 },
+    /// The value decodes to more than `limit` bytes; `needed` is how far the
+    /// charge had got when it failed (a lower bound of the value's size).
+    TooLarge { limit: u64, needed: u64 },
+}
+
+impl DecodeError {
+    /// As an [`RpcError`](crate::RpcError): `LimitExceeded` for the size
+    /// budget, `Serialization` otherwise; `what` starts the message.
+    pub(crate) fn to_rpc(&self, what: &str) -> crate::RpcError {
+        match self {
+            DecodeError::TooLarge { .. } => crate::RpcError::limit(format!("{what}: {self}")),
+            _ => crate::RpcError::serialization(format!("{what}: {self}")),
+        }
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Malformed(e) => write!(f, "{e}"),
+            DecodeError::TooDeep { limit } => write!(f, "payload nests deeper than the limit of {limit}"),
+            DecodeError::TooLarge { limit, needed } => write!(
+                f,
+                "payload decodes to more than the limit of {limit} bytes (max_decoded_size; at least {needed} needed)"
+            ),
+        }
+    }
+}
+
+/// Compound levels still allowed below the current value, the configured
+/// limit (kept for the error message) and the decode's size budget.
+#[derive(Clone, Copy, Debug)]
+struct Depth<'b> {
+    remaining: u32,
+    limit: u32,
+    budget: &'b Budget,
+}
+
+impl Depth<'_> {
     /// Depth for the contents of a compound value at this level, or the
     /// depth-exceeded error once no level is left.
     fn enter<E: de::Error>(self) -> Result<Self, E> {
         match self.remaining.checked_sub(1) {
             Some(remaining) => Ok(Self { remaining, ..self }),
-            None => Err(E::custom(format_args!("payload nests deeper than the limit of {}", self.limit))),
+            None => {
+                self.budget.too_deep.set(Some(self.limit));
+                Err(E::custom(format_args!("payload nests deeper than the limit of {}", self.limit)))
+            }
         }
     }
 }
 
-/// Deserializer adapter that fails instead of recursing past a nesting limit.
+/// Deserializer adapter that fails instead of recursing past a nesting limit
+/// or decoding past a size budget.
 ///
 /// Each seq, tuple, tuple struct, map, struct, enum, newtype struct and `Some`
 /// counts as one level; an enum together with its variant's fields counts once.
-/// Decoding a value nested more than `max_depth` levels deep fails with
-/// `D::Error` made by [`serde::de::Error::custom`]. Scalars never count.
-pub(crate) struct DepthLimited<D> {
+/// Decoding a value nested more than `max_depth` levels deep, or charging more
+/// than the budget (see the module docs), fails with `D::Error` made by
+/// [`serde::de::Error::custom`]. Scalars never count as a level.
+pub(crate) struct DepthLimited<'b, D> {
     inner: D,
-    depth: Depth,
+    depth: Depth<'b>,
+    /// Bytes of this value's slot its parent already paid for.
+    prepaid: usize,
 }
 
-impl<D> DepthLimited<D> {
-    /// Wraps `inner`, allowing at most `max_depth` nested compound values.
-    pub(crate) fn new(inner: D, max_depth: u32) -> Self {
-        let depth = Depth { remaining: max_depth, limit: max_depth };
-        Self::at(inner, depth)
+impl<'b, D> DepthLimited<'b, D> {
+    /// Wraps `inner`, allowing at most `max_depth` nested compound values and
+    /// charging `budget` for what is decoded.
+    pub(crate) fn new(inner: D, max_depth: u32, budget: &'b Budget) -> Self {
+        let depth = Depth { remaining: max_depth, limit: max_depth, budget };
+        Self::at(inner, depth, 0)
     }
 
-    fn at(inner: D, depth: Depth) -> Self {
-        Self { inner, depth }
+    fn at(inner: D, depth: Depth<'b>, prepaid: usize) -> Self {
+        Self { inner, depth, prepaid }
+    }
+
+    /// The visitor wrapper for a value whose elements (if any) live on their own.
+    fn visitor<V>(&self, visitor: V) -> DepthVisitor<'b, V> {
+        DepthVisitor { visitor, depth: self.depth, prepaid: self.prepaid, fields: None }
     }
 }
 
-/// Decodes `T` from postcard bytes, failing (not overflowing) when nesting exceeds `max_depth`.
+/// Decodes `T` from postcard bytes, failing (not overflowing, not allocating
+/// without bound) when nesting exceeds `max_depth` or the decoded value would
+/// take more than `max_size` bytes.
 ///
 /// Returns the value and the unused remainder, like [`postcard::take_from_bytes`].
-/// `postcard::Error` cannot carry a message, so exceeding the limit surfaces as
-/// [`postcard::Error::SerdeDeCustom`].
+/// `postcard::Error` cannot carry a message, so the limits are reported
+/// through the [`Budget`] the wrappers share.
 pub(crate) fn from_postcard_bytes<'de, T: serde::Deserialize<'de>>(
     bytes: &'de [u8],
     max_depth: u32,
-) -> Result<(T, &'de [u8]), postcard::Error> {
+    max_size: u64,
+) -> Result<(T, &'de [u8]), DecodeError> {
+    let budget = Budget::new(max_size);
     let mut deserializer = postcard::Deserializer::from_bytes(bytes);
-    let value = T::deserialize(DepthLimited::new(&mut deserializer, max_depth))?;
-    Ok((value, deserializer.finalize()?))
+    let decoded = T::deserialize(DepthLimited::new(&mut deserializer, max_depth, &budget));
+    let value = match decoded {
+        Ok(value) => value,
+        Err(e) => {
+            return Err(if let Some(needed) = budget.exceeded.get() {
+                DecodeError::TooLarge { limit: max_size, needed }
+            } else if let Some(limit) = budget.too_deep.get() {
+                DecodeError::TooDeep { limit }
+            } else {
+                DecodeError::Malformed(e)
+            })
+        }
+    };
+    let rest = deserializer.finalize().map_err(DecodeError::Malformed)?;
+    Ok((value, rest))
 }
 
 // Every method wraps the visitor: a self-describing format may hand a seq or
@@ -69,12 +223,13 @@ pub(crate) fn from_postcard_bytes<'de, T: serde::Deserialize<'de>>(
 macro_rules! forward_deserialize {
     ($($method:ident($($arg:ident: $ty:ty),*);)*) => {$(
         fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, D::Error> {
-            self.inner.$method($($arg,)* DepthVisitor { visitor, depth: self.depth })
+            let visitor = self.visitor(visitor);
+            self.inner.$method($($arg,)* visitor)
         }
     )*};
 }
 
-impl<'de, D: Deserializer<'de>> Deserializer<'de> for DepthLimited<D> {
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for DepthLimited<'_, D> {
     type Error = D::Error;
 
     forward_deserialize! {
@@ -102,13 +257,37 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for DepthLimited<D> {
         deserialize_unit_struct(name: &'static str);
         deserialize_newtype_struct(name: &'static str);
         deserialize_seq();
-        deserialize_tuple(len: usize);
-        deserialize_tuple_struct(name: &'static str, len: usize);
         deserialize_map();
-        deserialize_struct(name: &'static str, fields: &'static [&'static str]);
         deserialize_enum(name: &'static str, variants: &'static [&'static str]);
         deserialize_identifier();
         deserialize_ignored_any();
+    }
+
+    // Tuples and structs hold their fields inline: `len` fields are paid for
+    // by the aggregate's own size.
+    fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, D::Error> {
+        let visitor = DepthVisitor { fields: Some(len), ..self.visitor(visitor) };
+        self.inner.deserialize_tuple(len, visitor)
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        let visitor = DepthVisitor { fields: Some(len), ..self.visitor(visitor) };
+        self.inner.deserialize_tuple_struct(name, len, visitor)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        let visitor = DepthVisitor { fields: Some(fields.len()), ..self.visitor(visitor) };
+        self.inner.deserialize_struct(name, fields, visitor)
     }
 
     fn is_human_readable(&self) -> bool {
@@ -116,23 +295,44 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for DepthLimited<D> {
     }
 }
 
-/// Forwards to `visitor`, entering one level for each compound value it is handed.
-struct DepthVisitor<V> {
+/// Forwards to `visitor`, charging the value it builds and entering one
+/// level for each compound value it is handed.
+struct DepthVisitor<'b, V> {
     visitor: V,
-    depth: Depth,
+    depth: Depth<'b>,
+    /// Bytes of the value's slot already paid for.
+    prepaid: usize,
+    /// `Some(n)` for a tuple or struct: its first `n` elements are inline fields.
+    fields: Option<usize>,
 }
 
-// Scalars pass straight through; forwarding each method individually keeps the
-// inner visitor's own defaults and zero-copy borrowing intact.
+impl<'b, 'de, V: Visitor<'de>> DepthVisitor<'b, V> {
+    /// Charges the value about to be built, plus `extra` bytes it carries.
+    fn charge<E: de::Error>(&self, extra: usize) -> Result<(), E> {
+        self.depth.budget.charge(size_of::<V::Value>().saturating_sub(self.prepaid).saturating_add(extra))
+    }
+
+    /// Access to the elements of the value, one level down.
+    fn access<A>(&self, access: A, depth: Depth<'b>) -> DepthAccess<'b, A> {
+        match self.fields {
+            Some(fields) => DepthAccess { access, depth, inline: fields },
+            None => DepthAccess { access, depth, inline: 0 },
+        }
+    }
+}
+
+// Scalars pass straight through after their charge; forwarding each method
+// individually keeps the inner visitor's own defaults and zero-copy borrowing intact.
 macro_rules! forward_visit {
-    ($($method:ident($($arg:ident: $ty:ty)?);)*) => {$(
+    ($($method:ident($($arg:ident: $ty:ty)?) $(+ $len:ident)?;)*) => {$(
         fn $method<E: de::Error>(self $(, $arg: $ty)?) -> Result<V::Value, E> {
+            self.charge::<E>(0 $(+ $len.len())?)?;
             self.visitor.$method($($arg)?)
         }
     )*};
 }
 
-impl<'de, V: Visitor<'de>> Visitor<'de> for DepthVisitor<V> {
+impl<'de, V: Visitor<'de>> Visitor<'de> for DepthVisitor<'_, V> {
     type Value = V::Value;
 
     fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -154,75 +354,119 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for DepthVisitor<V> {
         visit_f32(v: f32);
         visit_f64(v: f64);
         visit_char(v: char);
-        visit_str(v: &str);
-        visit_borrowed_str(v: &'de str);
-        visit_string(v: String);
-        visit_bytes(v: &[u8]);
-        visit_borrowed_bytes(v: &'de [u8]);
-        visit_byte_buf(v: Vec<u8>);
+        visit_str(v: &str) + v;
+        visit_borrowed_str(v: &'de str) + v;
+        visit_string(v: String) + v;
+        visit_bytes(v: &[u8]) + v;
+        visit_borrowed_bytes(v: &'de [u8]) + v;
+        visit_byte_buf(v: Vec<u8>) + v;
         visit_none();
         visit_unit();
     }
 
     fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<V::Value, D::Error> {
+        self.charge::<D::Error>(0)?;
         let depth = self.depth.enter()?;
-        self.visitor.visit_some(DepthLimited::at(deserializer, depth))
+        // The content lives inside the option, which is paid for.
+        self.visitor.visit_some(DepthLimited::at(deserializer, depth, size_of::<V::Value>()))
     }
 
     fn visit_newtype_struct<D: Deserializer<'de>>(self, deserializer: D) -> Result<V::Value, D::Error> {
+        self.charge::<D::Error>(0)?;
         let depth = self.depth.enter()?;
-        self.visitor.visit_newtype_struct(DepthLimited::at(deserializer, depth))
+        self.visitor.visit_newtype_struct(DepthLimited::at(deserializer, depth, size_of::<V::Value>()))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
+        self.charge::<A::Error>(0)?;
         let depth = self.depth.enter()?;
-        self.visitor.visit_seq(DepthAccess { access: seq, depth })
+        let access = self.access(seq, depth);
+        self.visitor.visit_seq(access)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        self.charge::<A::Error>(0)?;
         let depth = self.depth.enter()?;
-        self.visitor.visit_map(DepthAccess { access: map, depth })
+        let access = self.access(map, depth);
+        self.visitor.visit_map(access)
     }
 
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
+        self.charge::<A::Error>(0)?;
         // Fail before the variant's contents are read; the enum keeps its own
         // level so a tuple/struct variant's fields do not count a second time.
         self.depth.enter::<A::Error>()?;
         let level = self.depth;
-        self.visitor.visit_enum(DepthEnum { access: data, level })
+        // The variant's contents live inside the enum, which is paid for.
+        let prepaid = self.prepaid.max(size_of::<V::Value>());
+        self.visitor.visit_enum(DepthEnum { access: data, level, prepaid })
     }
 }
 
 /// Seq or map access whose elements, keys and values are decoded at `depth`.
-struct DepthAccess<A> {
+/// The first `inline` elements are a tuple's or struct's fields, paid for by
+/// the aggregate; every further element or entry is charged [`element_cost`]
+/// first and its value in full.
+struct DepthAccess<'b, A> {
     access: A,
-    depth: Depth,
+    depth: Depth<'b>,
+    inline: usize,
 }
 
-impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for DepthAccess<A> {
+impl<'b, A> DepthAccess<'b, A> {
+    fn hint(&self, hint: Option<usize>) -> Option<usize> {
+        hint.map(|n| n.min(MAX_HINT))
+    }
+
+    /// Charges the next element (a value of type `T`); returns what its slot has prepaid.
+    fn next<T, E: de::Error>(&mut self) -> Result<usize, E> {
+        if self.inline > 0 {
+            self.inline -= 1;
+            return Ok(size_of::<T>());
+        }
+        self.depth.budget.charge::<E>(element_cost::<T>())?;
+        Ok(0)
+    }
+
+    fn seed<S>(&self, seed: S, prepaid: usize) -> DepthSeed<'b, S> {
+        DepthSeed { seed, depth: self.depth, prepaid }
+    }
+}
+
+impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for DepthAccess<'_, A> {
     type Error = A::Error;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, A::Error> {
-        let depth = self.depth;
-        self.access.next_element_seed(DepthSeed { seed, depth })
+        let prepaid = self.next::<T::Value, A::Error>()?;
+        let seed = self.seed(seed, prepaid);
+        self.access.next_element_seed(seed)
     }
 
     fn size_hint(&self) -> Option<usize> {
-        self.access.size_hint()
+        self.hint(self.access.size_hint())
     }
 }
 
-impl<'de, A: MapAccess<'de>> MapAccess<'de> for DepthAccess<A> {
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for DepthAccess<'_, A> {
     type Error = A::Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
-        let depth = self.depth;
-        self.access.next_key_seed(DepthSeed { seed, depth })
+        // A struct's field names are identifiers, not stored: their slot is free.
+        let prepaid = if self.inline > 0 { size_of::<K::Value>() } else { 0 };
+        self.depth.budget.charge::<A::Error>(element_cost::<K::Value>())?;
+        let seed = self.seed(seed, prepaid);
+        self.access.next_key_seed(seed)
     }
 
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
-        let depth = self.depth;
-        self.access.next_value_seed(DepthSeed { seed, depth })
+        let prepaid = if self.inline > 0 {
+            self.inline -= 1;
+            size_of::<T::Value>()
+        } else {
+            0
+        };
+        let seed = self.seed(seed, prepaid);
+        self.access.next_value_seed(seed)
     }
 
     fn next_entry_seed<K: DeserializeSeed<'de>, T: DeserializeSeed<'de>>(
@@ -230,38 +474,46 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for DepthAccess<A> {
         key: K,
         value: T,
     ) -> Result<Option<(K::Value, T::Value)>, A::Error> {
-        let depth = self.depth;
-        let key = DepthSeed { seed: key, depth };
-        let value = DepthSeed { seed: value, depth };
+        let (key_paid, value_paid) = if self.inline > 0 {
+            self.inline -= 1;
+            (size_of::<K::Value>(), size_of::<T::Value>())
+        } else {
+            (0, 0)
+        };
+        self.depth.budget.charge::<A::Error>(element_cost::<(K::Value, T::Value)>())?;
+        let key = self.seed(key, key_paid);
+        let value = self.seed(value, value_paid);
         self.access.next_entry_seed(key, value)
     }
 
     fn size_hint(&self) -> Option<usize> {
-        self.access.size_hint()
+        self.hint(self.access.size_hint())
     }
 }
 
-/// Enum or variant access; `level` is the enum's own (already checked) level.
-struct DepthEnum<A> {
+/// Enum or variant access; `level` is the enum's own (already checked) level
+/// and `prepaid` what the enum paid for its variant's contents.
+struct DepthEnum<'b, A> {
     access: A,
-    level: Depth,
+    level: Depth<'b>,
+    prepaid: usize,
 }
 
-impl<'de, A: EnumAccess<'de>> EnumAccess<'de> for DepthEnum<A> {
+impl<'b, 'de, A: EnumAccess<'de>> EnumAccess<'de> for DepthEnum<'b, A> {
     type Error = A::Error;
-    type Variant = DepthEnum<A::Variant>;
+    type Variant = DepthEnum<'b, A::Variant>;
 
     fn variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<(T::Value, Self::Variant), A::Error> {
         // The tag is inside the enum, so a self-describing format cannot nest
-        // enums through tags without using up depth.
-        let seed = DepthSeed { seed, depth: self.level.enter()? };
+        // enums through tags without using up depth. It is not stored: free.
+        let seed = DepthSeed { seed, depth: self.level.enter()?, prepaid: size_of::<T::Value>() };
         let (value, variant) = self.access.variant_seed(seed)?;
-        let level = self.level;
-        Ok((value, DepthEnum { access: variant, level }))
+        let DepthEnum { level, prepaid, .. } = self;
+        Ok((value, DepthEnum { access: variant, level, prepaid }))
     }
 }
 
-impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for DepthEnum<A> {
+impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for DepthEnum<'_, A> {
     type Error = A::Error;
 
     fn unit_variant(self) -> Result<(), A::Error> {
@@ -270,13 +522,13 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for DepthEnum<A> {
 
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, A::Error> {
         let depth = self.level.enter()?;
-        self.access.newtype_variant_seed(DepthSeed { seed, depth })
+        self.access.newtype_variant_seed(DepthSeed { seed, depth, prepaid: self.prepaid })
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
         // The visitor enters the enum's level itself when handed the fields.
-        let depth = self.level;
-        self.access.tuple_variant(len, DepthVisitor { visitor, depth })
+        let visitor = DepthVisitor { visitor, depth: self.level, prepaid: self.prepaid, fields: Some(len) };
+        self.access.tuple_variant(len, visitor)
     }
 
     fn struct_variant<V: Visitor<'de>>(
@@ -284,22 +536,24 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for DepthEnum<A> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, A::Error> {
-        let depth = self.level;
-        self.access.struct_variant(fields, DepthVisitor { visitor, depth })
+        let visitor = DepthVisitor { visitor, depth: self.level, prepaid: self.prepaid, fields: Some(fields.len()) };
+        self.access.struct_variant(fields, visitor)
     }
 }
 
-/// Seed that decodes its value through [`DepthLimited`] at `depth`.
-struct DepthSeed<S> {
+/// Seed that decodes its value through [`DepthLimited`] at `depth`, its slot
+/// `prepaid` bytes paid for.
+struct DepthSeed<'b, S> {
     seed: S,
-    depth: Depth,
+    depth: Depth<'b>,
+    prepaid: usize,
 }
 
-impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for DepthSeed<S> {
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for DepthSeed<'_, S> {
     type Value = S::Value;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<S::Value, D::Error> {
-        self.seed.deserialize(DepthLimited::at(deserializer, self.depth))
+        self.seed.deserialize(DepthLimited::at(deserializer, self.depth, self.prepaid))
     }
 }
 
@@ -310,6 +564,9 @@ mod tests {
     use serde::de::IntoDeserializer;
     use serde::{Deserialize, Serialize, Serializer};
     use std::collections::BTreeMap;
+
+    /// No size limit, for the depth tests.
+    const NO_BUDGET: u64 = u64::MAX;
 
     #[derive(Serialize, Deserialize, Debug, PartialEq)]
     enum Tree {
@@ -333,7 +590,7 @@ mod tests {
     fn shallow_tree_decodes() {
         let bytes = postcard::to_stdvec(&tree(10)).unwrap();
         assert_eq!(bytes, tree_bytes(10));
-        let (decoded, rest) = from_postcard_bytes::<Tree>(&bytes, 64).unwrap();
+        let (decoded, rest) = from_postcard_bytes::<Tree>(&bytes, 64, NO_BUDGET).unwrap();
         assert_eq!(decoded, tree(10));
         assert!(rest.is_empty());
     }
@@ -341,23 +598,24 @@ mod tests {
     #[test]
     fn limit_is_inclusive() {
         // 63 nodes + leaf = 64 levels: exactly at the limit.
-        assert!(from_postcard_bytes::<Tree>(&tree_bytes(63), 64).is_ok());
-        assert!(from_postcard_bytes::<Tree>(&tree_bytes(64), 64).is_err());
+        assert!(from_postcard_bytes::<Tree>(&tree_bytes(63), 64, NO_BUDGET).is_ok());
+        assert!(from_postcard_bytes::<Tree>(&tree_bytes(64), 64, NO_BUDGET).is_err());
     }
 
     #[test]
     fn deep_tree_fails_via_postcard() {
         let bytes = postcard::to_stdvec(&tree(100)).unwrap();
-        let err = from_postcard_bytes::<Tree>(&bytes, 64).unwrap_err();
-        // postcard::Error drops custom messages; see `TreeDe` for the text.
-        assert_eq!(err, postcard::Error::SerdeDeCustom);
+        let err = from_postcard_bytes::<Tree>(&bytes, 64, NO_BUDGET).unwrap_err();
+        // postcard::Error drops custom messages; the budget records the cause.
+        assert_eq!(err, DecodeError::TooDeep { limit: 64 });
+        assert_eq!(err.to_string(), "payload nests deeper than the limit of 64");
     }
 
     #[test]
     fn hostile_million_deep_fails_fast() {
         let bytes = tree_bytes(1_000_000);
-        let err = from_postcard_bytes::<Tree>(&bytes, 64).unwrap_err();
-        assert_eq!(err, postcard::Error::SerdeDeCustom);
+        let err = from_postcard_bytes::<Tree>(&bytes, 64, NO_BUDGET).unwrap_err();
+        assert_eq!(err, DecodeError::TooDeep { limit: 64 });
     }
 
     /// Message-preserving deserializer that yields `nodes` nested `Tree::Node`s.
@@ -411,10 +669,10 @@ mod tests {
 
     #[test]
     fn error_message_names_the_limit() {
-        let ok = Tree::deserialize(DepthLimited::new(TreeDe { nodes: 10 }, 64));
+        let ok = Tree::deserialize(DepthLimited::new(TreeDe { nodes: 10 }, 64, &Budget::new(u64::MAX)));
         assert_eq!(ok.unwrap(), tree(10));
         for nodes in [100, 1_000_000] {
-            let err = Tree::deserialize(DepthLimited::new(TreeDe { nodes }, 64)).unwrap_err();
+            let err = Tree::deserialize(DepthLimited::new(TreeDe { nodes }, 64, &Budget::new(u64::MAX))).unwrap_err();
             assert_eq!(err.to_string(), "payload nests deeper than the limit of 64");
         }
     }
@@ -518,7 +776,7 @@ mod tests {
     fn data_model_round_trips() {
         let value = everything();
         let bytes = postcard::to_stdvec(&value).unwrap();
-        let (decoded, rest) = from_postcard_bytes::<Everything<'_>>(&bytes, 64).unwrap();
+        let (decoded, rest) = from_postcard_bytes::<Everything<'_>>(&bytes, 64, NO_BUDGET).unwrap();
         assert_eq!(decoded, value);
         assert!(rest.is_empty());
     }
@@ -527,17 +785,165 @@ mod tests {
     fn shallow_limit_still_admits_flat_values() {
         // Everything is at most 3 levels deep (struct > vec > vec/enum).
         let bytes = postcard::to_stdvec(&everything()).unwrap();
-        assert!(from_postcard_bytes::<Everything<'_>>(&bytes, 3).is_ok());
-        assert!(from_postcard_bytes::<Everything<'_>>(&bytes, 2).is_err());
-        assert_eq!(from_postcard_bytes::<u64>(&[5], 0).unwrap().0, 5);
+        assert!(from_postcard_bytes::<Everything<'_>>(&bytes, 3, NO_BUDGET).is_ok());
+        assert!(from_postcard_bytes::<Everything<'_>>(&bytes, 2, NO_BUDGET).is_err());
+        assert_eq!(from_postcard_bytes::<u64>(&[5], 0, NO_BUDGET).unwrap().0, 5);
     }
 
     #[test]
     fn remainder_is_returned() {
         let mut bytes = postcard::to_stdvec(&(Meters(300), "x")).unwrap();
         bytes.extend_from_slice(&[0xAA, 0xBB]);
-        let ((meters, s), rest) = from_postcard_bytes::<(Meters, &str)>(&bytes, 8).unwrap();
+        let ((meters, s), rest) = from_postcard_bytes::<(Meters, &str)>(&bytes, 8, NO_BUDGET).unwrap();
         assert_eq!((meters, s), (Meters(300), "x"));
         assert_eq!(rest, &[0xAA, 0xBB]);
+    }
+
+    // ----- the decoded-size budget ---------------------------------------------
+
+    /// 4 KiB inline (serde derives arrays up to 32 elements, hence the nesting).
+    type Page = [[[u8; 32]; 32]; 4];
+
+    /// postcard bytes of a sequence of `len` elements whose bytes are `element`.
+    fn seq_bytes(len: u64, element: &[u8], count: usize) -> Vec<u8> {
+        let mut bytes = postcard::to_stdvec(&len).unwrap();
+        for _ in 0..count {
+            bytes.extend_from_slice(element);
+        }
+        bytes
+    }
+
+    #[test]
+    fn nones_that_decode_to_4_kib_each_exceed_the_budget_at_once() {
+        // 100,000 `None`s: 100 KB on the wire, 400 MB decoded.
+        let bytes = seq_bytes(100_000, &[0], 100_000);
+        assert!(bytes.len() < 100_010);
+        let limit = 1 << 20;
+        let started = std::time::Instant::now();
+        let err = from_postcard_bytes::<Vec<Option<Page>>>(&bytes, 64, limit).unwrap_err();
+        let DecodeError::TooLarge { limit: reported, needed } = err else { panic!("{err:?}") };
+        assert_eq!(reported, limit);
+        assert!(needed > limit && needed < limit + 8192, "stopped at {needed}");
+        // Failing took a few hundred elements, not 100,000 (generous for a debug build).
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
+        let rpc = err.to_rpc("cannot decode value");
+        assert_eq!(rpc.kind(), crate::ErrorKind::LimitExceeded);
+        assert!(rpc.message().contains("1048576"), "{rpc}");
+    }
+
+    #[test]
+    fn zero_sized_elements_are_charged_and_a_huge_declared_length_ends() {
+        // `Vec<()>` declared u64::MAX long: no element has a byte on the wire.
+        let bytes = seq_bytes(u64::MAX, &[], 0);
+        let started = std::time::Instant::now();
+        let err = from_postcard_bytes::<Vec<()>>(&bytes, 64, 100_000).unwrap_err();
+        assert!(matches!(err, DecodeError::TooLarge { limit: 100_000, .. }), "{err:?}");
+        // The default limit (64 MiB) ends it after a million steps, well within a second.
+        let err = from_postcard_bytes::<Vec<()>>(&bytes, 64, 64 << 20).unwrap_err();
+        assert!(matches!(err, DecodeError::TooLarge { .. }), "{err:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+        // Within budget, a vector of units is fine.
+        let bytes = seq_bytes(1000, &[], 0);
+        let (units, rest) = from_postcard_bytes::<Vec<()>>(&bytes, 64, 100_000).unwrap();
+        assert_eq!((units.len(), rest.len()), (1000, 0));
+    }
+
+    #[test]
+    fn a_boxed_value_is_charged_what_it_boxes() {
+        let bytes = seq_bytes(1000, &[0], 1000);
+        // 1000 boxes of 4097-byte options: about 4 MB, though each is one wire byte.
+        let err = from_postcard_bytes::<Vec<Box<Option<Page>>>>(&bytes, 64, 1 << 20).unwrap_err();
+        assert!(matches!(err, DecodeError::TooLarge { .. }), "{err:?}");
+        assert!(from_postcard_bytes::<Vec<Box<Option<Page>>>>(&bytes, 64, 8 << 20).is_ok());
+    }
+
+    #[test]
+    fn strings_and_maps_are_charged_their_contents() {
+        let text = "x".repeat(10_000);
+        let bytes = postcard::to_stdvec(&text).unwrap();
+        assert!(from_postcard_bytes::<String>(&bytes, 64, 10_000).is_err());
+        assert!(from_postcard_bytes::<String>(&bytes, 64, 10_000 + 24).is_ok());
+        let map: BTreeMap<u32, ()> = (0..1000).map(|k| (k, ())).collect();
+        let bytes = postcard::to_stdvec(&map).unwrap();
+        assert!(from_postcard_bytes::<BTreeMap<u32, ()>>(&bytes, 64, 5000).is_err());
+        assert_eq!(from_postcard_bytes::<BTreeMap<u32, ()>>(&bytes, 64, 1 << 20).unwrap().0, map);
+    }
+
+    #[test]
+    fn a_legitimate_value_within_budget_decodes_and_the_charge_bounds_its_size() {
+        let value: Vec<(u32, String)> = (0..10_000).map(|i| (i, i.to_string())).collect();
+        let bytes = postcard::to_stdvec(&value).unwrap();
+        let budget = Budget::new(u64::MAX);
+        let mut de = postcard::Deserializer::from_bytes(&bytes);
+        let decoded = Vec::<(u32, String)>::deserialize(DepthLimited::new(&mut de, 64, &budget)).unwrap();
+        assert_eq!(decoded, value);
+        let real: usize = size_of::<Vec<(u32, String)>>()
+            + value.iter().map(|(_, s)| size_of::<(u32, String)>() + s.len()).sum::<usize>();
+        let used = budget.used();
+        assert!(used >= real as u64 && used <= 3 * real as u64, "charged {used} for {real} bytes");
+        // The same bytes fail under a budget below the real size, and pass at the charge.
+        assert!(matches!(
+            from_postcard_bytes::<Vec<(u32, String)>>(&bytes, 64, real as u64 - 1),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        assert!(from_postcard_bytes::<Vec<(u32, String)>>(&bytes, 64, used).is_ok());
+    }
+
+    #[test]
+    fn the_limit_is_inclusive() {
+        // A top-level u64 costs its 8 bytes.
+        assert_eq!(from_postcard_bytes::<u64>(&[5], 0, 8).unwrap().0, 5);
+        assert_eq!(from_postcard_bytes::<u64>(&[5], 0, 7).unwrap_err(), DecodeError::TooLarge { limit: 7, needed: 8 });
+    }
+
+    #[test]
+    fn visitors_see_a_capped_size_hint() {
+        struct Hint(Option<usize>);
+        impl<'de> Deserialize<'de> for Hint {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = Hint;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a seq")
+                    }
+                    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Hint, A::Error> {
+                        Ok(Hint(seq.size_hint()))
+                    }
+                }
+                d.deserialize_seq(V)
+            }
+        }
+        let bytes = seq_bytes(100_000, &[0], 100_000);
+        let budget = Budget::new(u64::MAX);
+        let mut de = postcard::Deserializer::from_bytes(&bytes);
+        let hint = Hint::deserialize(DepthLimited::new(&mut de, 64, &budget)).unwrap();
+        assert_eq!(hint.0, Some(MAX_HINT));
+    }
+
+    #[test]
+    fn inline_fields_are_charged_once_and_boxed_contents_in_full() {
+        #[derive(Serialize, Deserialize)]
+        struct Holder {
+            tag: u8,
+            boxed: Box<Option<Page>>,
+        }
+        let charge_of = |bytes: &[u8]| {
+            let budget = Budget::new(u64::MAX);
+            let mut de = postcard::Deserializer::from_bytes(bytes);
+            let _ = Vec::<Holder>::deserialize(DepthLimited::new(&mut de, 64, &budget)).unwrap();
+            budget.used()
+        };
+        // 100 holders of boxed `Some` pages: each a 16-byte slot plus a 4097-byte
+        // box (charged less the pointer its slot paid for).
+        let full: Vec<Holder> =
+            (0..100).map(|i| Holder { tag: i, boxed: Box::new(Some([[[i; 32]; 32]; 4])) }).collect();
+        let real = 100 * (size_of::<Holder>() + size_of::<Option<Page>>() - size_of::<Box<()>>()) as u64;
+        let used = charge_of(&postcard::to_stdvec(&full).unwrap());
+        assert!(used >= real && used < real + real / 20, "charged {used} for {real}");
+        // The boxes' contents are charged even when they are one wire byte (`None`).
+        let empty: Vec<Holder> = (0..100).map(|i| Holder { tag: i, boxed: Box::new(None) }).collect();
+        let used = charge_of(&postcard::to_stdvec(&empty).unwrap());
+        assert!(used >= real && used < real + real / 20, "charged {used} for {real}");
     }
 }

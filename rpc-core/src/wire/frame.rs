@@ -1,8 +1,9 @@
 //! Length-prefixed framing as pure functions over byte buffers.
 //!
-//! The length is checked against the limit before a single byte of the frame
-//! is buffered beyond what the socket already delivered, so a hostile length
-//! prefix cannot make us allocate.
+//! The length is checked against the limit before anything else, and nothing
+//! is ever reserved on a frame's announced length: the reader grows its buffer
+//! as bytes arrive (`conn/driver.rs`), so a hostile length prefix cannot make
+//! us allocate.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::Serialize;
@@ -54,8 +55,8 @@ impl Extend<u8> for &mut ExtendBuf<'_> {
 ///
 /// # Errors
 ///
-/// A protocol error when the announced length exceeds `max_frame`; nothing is
-/// reserved for it.
+/// A protocol error when the announced length exceeds `max_frame`. Nothing
+/// is reserved for an incomplete frame; see [`missing`].
 pub(crate) fn decode(buf: &mut BytesMut, max_frame: u32) -> Result<Option<Bytes>, RpcError> {
     if buf.len() < PREFIX {
         return Ok(None);
@@ -66,12 +67,21 @@ pub(crate) fn decode(buf: &mut BytesMut, max_frame: u32) -> Result<Option<Bytes>
     }
     let total = PREFIX + len as usize;
     if buf.len() < total {
-        // Room for the rest of this frame only: `len` is now known to be within the limit.
-        buf.reserve(total - buf.len());
         return Ok(None);
     }
     buf.advance(PREFIX);
     Ok(Some(buf.split_to(len as usize).freeze()))
+}
+
+/// Bytes still to arrive of the incomplete frame at the front of `buf`, once
+/// its length prefix is there (call after [`decode`] returned `None`, so the
+/// length is known to be within the limit).
+pub(crate) fn missing(buf: &BytesMut) -> Option<usize> {
+    if buf.len() < PREFIX {
+        return None;
+    }
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    (PREFIX + len).checked_sub(buf.len()).filter(|&n| n > 0)
 }
 
 #[cfg(test)]
@@ -97,6 +107,7 @@ mod tests {
         encode(&mut whole, &"hello", b"").unwrap();
         let mut buf = BytesMut::from(&whole[..whole.len() - 1]);
         assert!(decode(&mut buf, 1024).unwrap().is_none());
+        assert_eq!(missing(&buf), Some(1));
         buf.extend_from_slice(&whole[whole.len() - 1..]);
         assert!(decode(&mut buf, 1024).unwrap().is_some());
     }
@@ -110,5 +121,16 @@ mod tests {
         let mut buf = BytesMut::new();
         buf.put_u32_le(1025);
         assert!(decode(&mut buf, 1024).is_err());
+    }
+
+    #[test]
+    fn an_announced_frame_reserves_nothing() {
+        let mut buf = BytesMut::with_capacity(16);
+        buf.put_u32_le(16 << 20);
+        buf.put_u8(1);
+        assert!(decode(&mut buf, 16 << 20).unwrap().is_none());
+        assert!(buf.capacity() < 1024, "reserved {} bytes on an announcement", buf.capacity());
+        assert_eq!(missing(&buf), Some((16 << 20) - 1));
+        assert_eq!(missing(&BytesMut::from(&[1u8, 0][..])), None, "no prefix yet");
     }
 }
