@@ -80,6 +80,13 @@ enum StreamHalf {
 /// Everything one connection knows; see the module docs.
 pub(crate) struct ConnState {
     pub(crate) out: BytesMut,
+    /// Bytes in `out` that we owe the peer because it asked: replies to its
+    /// calls, pongs, embargo echoes. Bounded by `Config::max_unsent_output`
+    /// (the reader waits before taking more requests off the wire).
+    pub(crate) owed: usize,
+    /// When the peer's last ping arrived, and how many in a row came too soon.
+    last_ping: Option<tokio::time::Instant>,
+    ping_strikes: u32,
     pub(crate) deferred: Vec<Deferred>,
     questions: IdTable<Question>,
     answers: HashMap<u32, Answer>,
@@ -110,6 +117,9 @@ impl ConnState {
     pub(crate) fn new(limits: Limits, peer_limits: Limits, bootstrap: Option<Client>, stream_parity: u32) -> Self {
         let mut state = ConnState {
             out: BytesMut::with_capacity(8 << 10),
+            owed: 0,
+            last_ping: None,
+            ping_strikes: 0,
             deferred: Vec::new(),
             questions: IdTable::default(),
             answers: HashMap::new(),
@@ -149,6 +159,13 @@ impl ConnState {
         if let Err(err) = frame::encode(&mut self.out, message, trailer) {
             tracing::error!("dropping unencodable frame: {err}");
         }
+    }
+
+    /// [`Self::send`] for output the peer asked for (counted in `owed`).
+    fn send_owed(&mut self, message: &Message, trailer: &[u8]) {
+        let before = self.out.len();
+        self.send(message, trailer);
+        self.owed += self.out.len() - before;
     }
 
     /// Fails `call` once the lock is released (its payload may hold imports).
@@ -336,14 +353,14 @@ impl ConnState {
         if self.answers.len() >= max {
             let err = RpcError::limit(format!("more than {max} calls in flight on this connection"));
             self.defer_drop(payload);
-            self.send(&Message::Return { question: id, result: Err(err) }, &[]);
+            self.send_owed(&Message::Return { question: id, result: Err(err) }, &[]);
             return Ok(());
         }
         let target = match self.resolve_target(target) {
             Ok(target) => target,
             Err(err) => {
                 self.defer_drop(payload);
-                self.send(&Message::Return { question: id, result: Err(err) }, &[]);
+                self.send_owed(&Message::Return { question: id, result: Err(err) }, &[]);
                 return Ok(());
             }
         };
@@ -416,7 +433,7 @@ impl ConnState {
         if answer.finished || self.closed.is_some() {
             let answer = self.answers.remove(&id);
             self.defer_drop(answer);
-            self.send(
+            self.send_owed(
                 &Message::Return { question: id, result: Err(RpcError::cancelled("the caller cancelled the call")) },
                 &[],
             );
@@ -425,17 +442,17 @@ impl ConnState {
         let result = match reply {
             Ok(payload) => match self.export_caps(shared, &payload.caps) {
                 Ok(descriptors) => {
-                    self.send(&Message::Return { question: id, result: Ok(descriptors) }, &payload.bytes);
+                    self.send_owed(&Message::Return { question: id, result: Ok(descriptors) }, &payload.bytes);
                     Ok(payload.caps)
                 }
                 Err(err) => {
-                    self.send(&Message::Return { question: id, result: Err(err.clone()) }, &[]);
+                    self.send_owed(&Message::Return { question: id, result: Err(err.clone()) }, &[]);
                     self.defer_drop(payload);
                     Err(err)
                 }
             },
             Err(err) => {
-                self.send(&Message::Return { question: id, result: Err(err.clone()) }, &[]);
+                self.send_owed(&Message::Return { question: id, result: Err(err.clone()) }, &[]);
                 Err(err)
             }
         };
@@ -503,12 +520,44 @@ impl ConnState {
         }
         // Every call the peer pipelined on that answer was forwarded before this
         // frame was read, so the echo travels behind them.
-        self.send(&Message::DisembargoReply { id }, &[]);
+        self.send_owed(&Message::DisembargoReply { id }, &[]);
         Ok(())
     }
 
-    pub(crate) fn handle_ping(&mut self, nonce: u64) {
-        self.send(&Message::Pong(nonce), &[]);
+    /// Answers a ping, counting a strike if it came sooner than
+    /// `min_interval` after the last; more than `max_strikes` strikes in a
+    /// row close the connection. `now` is when the ping was read.
+    pub(crate) fn handle_ping(
+        &mut self,
+        nonce: u64,
+        now: tokio::time::Instant,
+        min_interval: std::time::Duration,
+        max_strikes: u32,
+    ) -> Result<(), Violation> {
+        if !min_interval.is_zero() {
+            let too_soon = self.last_ping.is_some_and(|last| now.saturating_duration_since(last) < min_interval);
+            self.last_ping = Some(now);
+            if too_soon {
+                self.ping_strikes += 1;
+                if self.ping_strikes > max_strikes {
+                    return Err(RpcError::limit(format!(
+                        "too many pings: {} in a row came less than {min_interval:?} apart \
+                         (ping_min_interval; {max_strikes} allowed)",
+                        self.ping_strikes
+                    )));
+                }
+            } else {
+                self.ping_strikes = 0;
+            }
+        }
+        self.send_owed(&Message::Pong(nonce), &[]);
+        Ok(())
+    }
+
+    /// The reader waited for the peer to read: pings that queued up meanwhile
+    /// arrive back to back through no fault of the peer.
+    pub(crate) fn forgive_pings(&mut self) {
+        self.last_ping = None;
     }
 
     pub(crate) fn send_ping(&mut self, nonce: u64) {
