@@ -13,12 +13,12 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::FutureExt;
 use rpc_core::{eventual, Config, Connection, ErrorKind, Limits, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
+use tokio::sync::Mutex;
 use tokio::time::timeout;
 
 use rpc_tests::raw_peer::{framed, CLIENT_LIMITS, CLIENT_NONCE};
@@ -82,10 +82,11 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 /// Tests of this binary run one at a time, so memory figures are their own.
-static SERIAL: Mutex<()> = Mutex::new(());
+/// (Each test has its own runtime; a tokio mutex works across them.)
+static SERIAL: Mutex<()> = Mutex::const_new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 /// Live heap bytes now; the peak is reset to them.
@@ -294,19 +295,19 @@ async fn flood_never_reading(frame: fn(usize) -> Vec<u8>, what: &str) {
 
 #[tokio::test(start_paused = true)]
 async fn ping_flood_never_reading_stays_within_the_bound_and_is_closed() {
-    let _serial = serial();
+    let _serial = serial().await;
     flood_never_reading(ping, "ping flood").await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn call_flood_never_reading_stays_within_the_bound_and_is_closed() {
-    let _serial = serial();
+    let _serial = serial().await;
     flood_never_reading(add_call, "call flood").await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_flood_that_pauses_to_read_is_served_in_full() {
-    let _serial = serial();
+    let _serial = serial().await;
     // Backpressure, not punishment: a peer that reads late gets every answer
     // (a sum, or an error if it had more calls in flight than the limit).
     let (conn, peer) = duplex_server(flood_config(), 64 << 10).await;
@@ -341,7 +342,7 @@ async fn a_flood_that_pauses_to_read_is_served_in_full() {
 
 #[test]
 fn ping_flood_over_tcp_is_cut_off_and_the_server_keeps_serving() {
-    let _serial = serial();
+    let _serial = SERIAL.blocking_lock();
     use rpc_tests::raw_peer::{handshake, Bootstrap, LoopbackServer};
     let config =
         Config { max_unsent_output: 256 << 10, write_stall_timeout: Duration::from_millis(500), ..Config::default() };
@@ -379,7 +380,7 @@ fn ping_flood_over_tcp_is_cut_off_and_the_server_keeps_serving() {
 
 #[tokio::test(start_paused = true)]
 async fn pings_faster_than_allowed_close_with_too_many_pings() {
-    let _serial = serial();
+    let _serial = serial().await;
     let config = Config { ping_min_interval: Duration::from_millis(100), max_ping_strikes: 3, ..flood_config() };
     let (conn, mut peer) = duplex_server(config, 64 << 10).await;
     // The first ping is fine; the next three are strikes; the fifth is one too many.
@@ -395,7 +396,7 @@ async fn pings_faster_than_allowed_close_with_too_many_pings() {
 
 #[tokio::test(start_paused = true)]
 async fn pings_that_keep_the_interval_are_answered_forever() {
-    let _serial = serial();
+    let _serial = serial().await;
     let config = Config { ping_min_interval: Duration::from_millis(100), max_ping_strikes: 2, ..flood_config() };
     let (conn, mut peer) = duplex_server(config, 64 << 10).await;
     for i in 0..500 {
@@ -411,7 +412,7 @@ async fn pings_that_keep_the_interval_are_answered_forever() {
 
 #[tokio::test(start_paused = true)]
 async fn a_normal_client_with_keepalive_is_never_struck() {
-    let _serial = serial();
+    let _serial = serial().await;
     // The strictest server this client's keepalive allows.
     let server_config = Config {
         ping_min_interval: Duration::from_millis(200),
