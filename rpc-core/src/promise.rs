@@ -200,6 +200,19 @@ impl CallHandle {
 /// Dropping a promise before it resolves tells the callee the answer is no
 /// longer wanted; a handler still running there is cancelled.
 ///
+/// Over a connection, a call whose arguments exceed the frame limit the peer
+/// advertised ([`Connection::peer_limits`](crate::Connection::peer_limits))
+/// is not sent: its promise fails at once with
+/// [`ErrorKind::LimitExceeded`](crate::ErrorKind::LimitExceeded), naming the
+/// size and the limit. A reply too large for our own limit fails the same
+/// way. Only that call fails; the connection and other calls carry on. Send
+/// bulk data as a [`Bytes`](crate::Bytes) stream or a
+/// [`Sequence`](crate::Sequence) instead (see
+/// [`Limits::max_frame_size`](crate::Limits::max_frame_size)). If the
+/// connection closes, pending promises fail with
+/// [`ErrorKind::Disconnected`](crate::ErrorKind::Disconnected), carrying the
+/// peer's reason when it gave one.
+///
 /// # Examples
 ///
 /// ```

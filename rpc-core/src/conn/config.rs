@@ -24,6 +24,16 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     /// Largest frame accepted, in bytes (length prefix excluded).
+    ///
+    /// A frame over the limit is a protocol violation: the receiver closes
+    /// the connection. A well-behaved sender never writes one. A call
+    /// whose arguments would exceed the peer's limit fails alone with
+    /// [`ErrorKind::LimitExceeded`](crate::ErrorKind::LimitExceeded),
+    /// naming the size and the limit, before anything is sent. A reply
+    /// that would exceed it reaches the caller as that same error. Either
+    /// way the connection stays up. Bulk data belongs in a
+    /// [`Bytes`](crate::Bytes) stream or a [`Sequence`](crate::Sequence),
+    /// which travel in bounded messages whatever their total size.
     pub max_frame_size: u32,
     /// Calls from the peer that may be unanswered at once; more get a
     /// `LimitExceeded` error reply.
@@ -111,6 +121,27 @@ pub struct Config {
     /// `frame_timeout` closes it. The count is shared by every connection in
     /// the process; each compares it with the cap of its own `Config`.
     pub partial_frames_budget: usize,
+    /// Most bytes of output we owe the peer (replies to its calls, pongs,
+    /// embargo echoes) that may wait unsent because the peer is not reading.
+    /// Over this bound we stop taking calls, pings and embargo requests off
+    /// the wire until the peer reads. Returns, stream data and the like are
+    /// still read. Our own calls and stream data do not count: the
+    /// application decides how much of those it queues.
+    pub max_unsent_output: usize,
+    /// How long output we owe may stay over [`Config::max_unsent_output`]
+    /// (the peer not reading while it asks for more) before we close the
+    /// connection with a `Timeout` error that says why. After a close, this
+    /// is also the longest we keep trying to write the rest of our output.
+    pub write_stall_timeout: Duration,
+    /// Pings from the peer closer together than this count as strikes. A
+    /// framework peer pings only after it has sent nothing for its
+    /// `keepalive_interval`, so set this below the shortest keepalive
+    /// interval your peers use. `Duration::ZERO` turns strikes off.
+    pub ping_min_interval: Duration,
+    /// Strikes (see [`Config::ping_min_interval`]) allowed in a row. One
+    /// more closes the connection with `LimitExceeded`, "too many pings".
+    /// A ping that keeps the interval clears the strikes.
+    pub max_ping_strikes: u32,
 }
 
 impl Default for Config {
@@ -123,6 +154,10 @@ impl Default for Config {
             stream_nagle: None,
             frame_timeout: Duration::from_secs(5),
             partial_frames_budget: 256 << 20,
+            max_unsent_output: 4 << 20,
+            write_stall_timeout: Duration::from_secs(30),
+            ping_min_interval: Duration::from_millis(100),
+            max_ping_strikes: 10,
         }
     }
 }

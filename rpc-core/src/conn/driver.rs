@@ -7,8 +7,15 @@
 //! sleeps until the state's outgoing buffer is non-empty, then swaps it out
 //! and writes it whole, so everything queued while a write was in progress
 //! leaves in the next single write (calls coalesce under load by themselves).
+//!
+//! Output the peer asks for (replies, pongs, embargo echoes) is bounded: while
+//! more than `Config::max_unsent_output` of it waits unsent, the reader takes
+//! no more calls, pings or disembargos off the wire (the peer's own writes
+//! then block), and if that lasts `Config::write_stall_timeout` the
+//! connection closes. Pings closer together than `Config::ping_min_interval`
+//! are strikes; too many close the connection with "too many pings".
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,6 +66,10 @@ where
     let shared = Arc::new(ConnShared {
         state: Mutex::new(ConnState::new(config.limits, theirs.limits, bootstrap, stream_parity)),
         wake_writer: Notify::new(),
+        owed_in_flight: AtomicUsize::new(0),
+        output_drained: Notify::new(),
+        write_failed: AtomicBool::new(false),
+        abandon_output: AtomicBool::new(false),
         closed,
         users: AtomicUsize::new(0),
         config,
@@ -259,7 +270,7 @@ async fn read_frames<R: AsyncRead>(shared: &Arc<ConnShared>, reader: &mut ReadHa
             match frame::decode(buf, max_frame) {
                 Ok(Some(frame)) => {
                     completed = true;
-                    if let Err(violation) = handle_frame(shared, frame) {
+                    if let Err(violation) = handle_frame(shared, frame, &mut closed).await {
                         return violation;
                     }
                 }
@@ -320,12 +331,21 @@ async fn read_frames<R: AsyncRead>(shared: &Arc<ConnShared>, reader: &mut ReadHa
     }
 }
 
-/// Decodes one frame and applies it to the state.
-fn handle_frame(shared: &Arc<ConnShared>, frame: Bytes) -> Result<(), RpcError> {
+/// Decodes one frame and applies it to the state. A frame that asks for
+/// output waits first while the output we owe the peer is over the bound.
+async fn handle_frame(
+    shared: &Arc<ConnShared>,
+    frame: Bytes,
+    closed: &mut watch::Receiver<Option<RpcError>>,
+) -> Result<(), RpcError> {
     let limits = &shared.config.limits;
     let (message, rest) = depth::from_postcard_bytes::<Message>(&frame, limits.max_depth, limits.max_decoded_size)
         .map_err(|e| RpcError::protocol(format!("malformed frame ({e})")))?;
     let trailer = frame.slice(frame.len() - rest.len()..);
+    let asks_for_output = matches!(message, Message::Call { .. } | Message::Ping(_) | Message::Disembargo { .. });
+    if asks_for_output && shared.owes_too_much(&shared.lock()) {
+        wait_for_output_room(shared, closed).await?;
+    }
     let mut state = shared.lock();
     if state.is_closed().is_some() {
         return Ok(());
@@ -340,8 +360,8 @@ fn handle_frame(shared: &Arc<ConnShared>, frame: Bytes) -> Result<(), RpcError> 
         Message::Disembargo { target, id } => state.handle_disembargo(target, id),
         Message::DisembargoReply { id } => state.handle_disembargo_reply(id),
         Message::Ping(nonce) => {
-            state.handle_ping(nonce);
-            Ok(())
+            let config = &shared.config;
+            state.handle_ping(nonce, Instant::now(), config.ping_min_interval, config.max_ping_strikes)
         }
         Message::Pong(_) => Ok(()),
         Message::Abort(reason) => {
@@ -360,11 +380,100 @@ fn handle_frame(shared: &Arc<ConnShared>, frame: Bytes) -> Result<(), RpcError> 
     }
 }
 
+/// Waits until the output we owe the peer is back within the bound. If the
+/// peer reads none of it for `write_stall_timeout`, gives up: the connection
+/// closes with the returned reason and unsent output is dropped.
+async fn wait_for_output_room(
+    shared: &Arc<ConnShared>,
+    closed: &mut watch::Receiver<Option<RpcError>>,
+) -> Result<(), RpcError> {
+    let stall = shared.config.write_stall_timeout;
+    let deadline = Instant::now() + stall;
+    loop {
+        tokio::select! {
+            _ = shared.output_drained.notified() => {}
+            _ = sleep_until(deadline) => break,
+            _ = closed.wait_for(Option::is_some) => {
+                return Err(shared.closed_reason().unwrap_or_else(|| RpcError::disconnected("closed")));
+            }
+        }
+        let mut state = shared.lock();
+        if !shared.owes_too_much(&state) {
+            state.forgive_pings();
+            return Ok(());
+        }
+    }
+    let unsent = shared.owed_unsent(&shared.lock());
+    shared.abandon_output.store(true, Ordering::Release);
+    let max = shared.config.max_unsent_output;
+    Err(RpcError::new(
+        crate::ErrorKind::Timeout,
+        format!(
+            "the peer is not reading: {unsent} bytes of replies it asked for stayed unsent for {stall:?}, \
+             over the limit of {max} bytes (max_unsent_output)"
+        ),
+    ))
+}
+
+/// How writing one batch ended.
+enum Written {
+    All,
+    /// The connection closed and the rest of the output is dropped.
+    Abandoned,
+    Failed(std::io::Error),
+}
+
+/// Writes `batch`, of which up to `owed` bytes are output we owe the peer,
+/// keeping `owed_in_flight` current. Once the connection is closed, the rest
+/// gets until `linger` (set here on first sight of the close), or nothing if
+/// the peer stopped reading.
+async fn write_batch<W: AsyncWrite>(
+    shared: &ConnShared,
+    writer: &mut WriteHalf<W>,
+    batch: &[u8],
+    owed: usize,
+    closed: &mut watch::Receiver<Option<RpcError>>,
+    linger: &mut Option<Instant>,
+) -> Written {
+    let mut written = 0;
+    shared.owed_in_flight.store(owed.min(batch.len()), Ordering::Release);
+    let result = loop {
+        if written == batch.len() {
+            break Written::All;
+        }
+        if shared.abandon_output.load(Ordering::Acquire) {
+            break Written::Abandoned;
+        }
+        let until = linger.unwrap_or_else(|| Instant::now() + shared.config.write_stall_timeout);
+        tokio::select! {
+            result = writer.write(&batch[written..]) => match result {
+                Ok(0) => break Written::Failed(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    written += n;
+                    shared.owed_in_flight.store(owed.min(batch.len() - written), Ordering::Release);
+                    shared.output_drained.notify_one();
+                }
+                Err(err) => break Written::Failed(err),
+            },
+            _ = closed.wait_for(Option::is_some), if linger.is_none() => {
+                *linger = Some(Instant::now() + shared.config.write_stall_timeout);
+            }
+            _ = sleep_until(until), if linger.is_some() => break Written::Abandoned,
+        }
+    };
+    shared.owed_in_flight.store(0, Ordering::Release);
+    shared.output_drained.notify_one();
+    result
+}
+
 async fn write_loop<W: AsyncWrite>(shared: Arc<ConnShared>, mut writer: WriteHalf<W>) {
     let mut spare = BytesMut::with_capacity(8 << 10);
     let interval = shared.config.keepalive_interval;
     let mut next_ping = Instant::now() + interval;
     let mut nonce = 0u64;
+    let mut closed = shared.closed.subscribe();
+    // Set once the connection is closed: the last moment to finish writing.
+    let mut linger = None;
     // Streams still had data to emit after the last round: go again at once.
     let mut more = false;
     loop {
@@ -386,28 +495,47 @@ async fn write_loop<W: AsyncWrite>(shared: Arc<ConnShared>, mut writer: WriteHal
                 tokio::time::sleep(delay).await;
             }
         }
-        let (batch, closing) = {
+        let (batch, owed, closing) = {
             let mut state = shared.lock();
             state.emit_streams(&shared);
             more = !state.ready.is_empty();
             std::mem::swap(&mut state.out, &mut spare);
-            let idle = shared.users.load(std::sync::atomic::Ordering::Acquire) == 0 && state.is_idle();
-            (std::mem::take(&mut spare), state.is_closed().is_some() || idle)
+            let owed = std::mem::take(&mut state.owed);
+            let idle = shared.users.load(Ordering::Acquire) == 0 && state.is_idle();
+            (std::mem::take(&mut spare), owed, state.is_closed().is_some() || idle)
         };
         if !batch.is_empty() {
             next_ping = Instant::now() + interval;
-            if let Err(err) = writer.write_all(&batch).await {
-                shared.close(RpcError::disconnected(format!("I/O error: {err}")), false);
-                break;
+            match write_batch(&shared, &mut writer, &batch, owed, &mut closed, &mut linger).await {
+                Written::All => {}
+                Written::Abandoned => break,
+                Written::Failed(err) => return write_failed(&shared, err, &mut closed).await,
             }
         }
         spare = batch;
         spare.clear();
         if closing {
-            let _ = writer.flush().await;
-            let _ = writer.shutdown().await;
+            let until = linger.unwrap_or_else(|| Instant::now() + shared.config.write_stall_timeout);
+            let _ = tokio::time::timeout_at(until, async {
+                let _ = writer.flush().await;
+                let _ = writer.shutdown().await;
+            })
+            .await;
             shared.close(RpcError::disconnected("the connection was closed"), false);
             break;
         }
     }
+}
+
+/// Our write failed, most likely because the peer closed the connection. If
+/// it said why (an `Abort`), that frame is already on its way to our reader,
+/// which closes the connection with the peer's reason: give it the time to
+/// read it, and close with the I/O error only if it does not.
+async fn write_failed(shared: &ConnShared, err: std::io::Error, closed: &mut watch::Receiver<Option<RpcError>>) {
+    let err = RpcError::disconnected(format!("I/O error: {err}"));
+    shared.write_failed.store(true, Ordering::Release);
+    shared.output_drained.notify_one();
+    let grace = shared.config.keepalive_timeout;
+    let _ = timeout(grace, closed.wait_for(Option::is_some)).await;
+    shared.close(err, false);
 }

@@ -22,7 +22,7 @@ mod state;
 mod tables;
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{watch, Notify};
@@ -39,6 +39,17 @@ pub(crate) struct ConnShared {
     state: Mutex<ConnState>,
     /// Wakes the writer when the outgoing buffer becomes non-empty.
     wake_writer: Notify,
+    /// Output we owe the peer (see `ConnState::owed`) in the write under way,
+    /// not yet written.
+    owed_in_flight: AtomicUsize,
+    /// The writer made progress (or gave up): a reader waiting for room in
+    /// the unsent output looks again.
+    output_drained: Notify,
+    /// The writer's last write failed; nothing more will be written.
+    write_failed: AtomicBool,
+    /// The peer stopped reading: on close, drop unsent output at once
+    /// instead of trying to write it.
+    abandon_output: AtomicBool,
     /// Set once, with the reason, when the connection closes.
     closed: watch::Sender<Option<RpcError>>,
     /// Handles that keep the connection open (see [`UserRef`]).
@@ -196,6 +207,17 @@ impl ConnShared {
 
     pub(crate) fn closed_reason(&self) -> Option<RpcError> {
         self.closed.borrow().clone()
+    }
+
+    /// Bytes of output we owe the peer and have not written yet.
+    fn owed_unsent(&self, state: &ConnState) -> usize {
+        state.owed + self.owed_in_flight.load(Ordering::Acquire)
+    }
+
+    /// Whether the output we owe the peer is over the bound, so frames that
+    /// ask for more must wait (moot once writing has failed).
+    fn owes_too_much(&self, state: &ConnState) -> bool {
+        self.owed_unsent(state) > self.config.max_unsent_output && !self.write_failed.load(Ordering::Acquire)
     }
 
     fn user_ref(self: &Arc<Self>) -> UserRef {

@@ -83,6 +83,13 @@ enum StreamHalf {
 /// Everything one connection knows; see the module docs.
 pub(crate) struct ConnState {
     pub(crate) out: BytesMut,
+    /// Bytes in `out` that we owe the peer because it asked: replies to its
+    /// calls, pongs, embargo echoes. Bounded by `Config::max_unsent_output`
+    /// (the reader waits before taking more requests off the wire).
+    pub(crate) owed: usize,
+    /// When the peer's last ping arrived, and how many in a row came too soon.
+    last_ping: Option<tokio::time::Instant>,
+    ping_strikes: u32,
     pub(crate) deferred: Vec<Deferred>,
     questions: IdTable<Question>,
     answers: HashMap<u32, Answer>,
@@ -113,6 +120,9 @@ impl ConnState {
     pub(crate) fn new(limits: Limits, peer_limits: Limits, bootstrap: Option<Client>, stream_parity: u32) -> Self {
         let mut state = ConnState {
             out: BytesMut::with_capacity(8 << 10),
+            owed: 0,
+            last_ping: None,
+            ping_strikes: 0,
             deferred: Vec::new(),
             questions: IdTable::default(),
             answers: HashMap::new(),
@@ -154,6 +164,13 @@ impl ConnState {
         }
     }
 
+    /// [`Self::send`] for output the peer asked for (counted in `owed`).
+    fn send_owed(&mut self, message: &Message, trailer: &[u8]) {
+        let before = self.out.len();
+        self.send(message, trailer);
+        self.owed += self.out.len() - before;
+    }
+
     /// Fails `call` once the lock is released (its payload may hold imports).
     fn fail_call(&mut self, call: OutgoingCall, err: RpcError) {
         if !call.payload.caps.is_empty() {
@@ -174,7 +191,8 @@ impl ConnState {
 
     // ----- calls we make -------------------------------------------------
 
-    /// Sends `call` to the peer's capability `target`.
+    /// Sends `call` to the peer's capability `target`. A call too large for
+    /// the peer's frame limit fails alone, before anything is sent.
     pub(crate) fn send_call(&mut self, shared: &Arc<ConnShared>, target: PeerRef, call: OutgoingCall) {
         if let Err(err) = self.check_can_call() {
             return self.fail_call(call, err);
@@ -183,23 +201,95 @@ impl ConnState {
             Ok(caps) => caps,
             Err(err) => return self.fail_call(call, err),
         };
+        let max = self.peer_limits.max_frame_size as usize;
+        if call.payload.bytes.len() >= max {
+            // Too large whatever the header. Exporting first (and taking it
+            // back now) ends the payload's stream ends with this error.
+            let err = too_large("call", "arguments", call.payload.bytes.len(), max);
+            self.unexport(&caps, &err);
+            return self.fail_call(call, err);
+        }
         let question =
             Question { sink: Some(call.reply.clone()), returned: None, released: false, pipes: HashMap::new() };
         let id = self.questions.insert(question);
-        let target = match target {
+        let wire_target = match target {
             PeerRef::Export(id) => Target::Export(id),
-            PeerRef::Answer { question, cap } => {
-                if let Some(q) = self.questions.get_mut(question) {
-                    q.pipes.entry(cap).or_default().sent = true;
-                }
-                Target::Answer { question, cap }
-            }
+            PeerRef::Answer { question, cap } => Target::Answer { question, cap },
         };
-        let header = Message::Call { question: id, target, interface: call.interface, method: call.method, caps };
+        let header =
+            Message::Call { question: id, target: wire_target, interface: call.interface, method: call.method, caps };
+        if let Some(len) = self.oversized(&header, call.payload.bytes.len()) {
+            let q = self.questions.remove(id);
+            self.defer_drop(q);
+            let err = too_large("call", "frame", len, max);
+            if let Message::Call { caps, .. } = &header {
+                self.unexport(caps, &err);
+            }
+            return self.fail_call(call, err);
+        }
+        if let PeerRef::Answer { question, cap } = target {
+            if let Some(q) = self.questions.get_mut(question) {
+                q.pipes.entry(cap).or_default().sent = true;
+            }
+        }
         self.send(&header, &call.payload.bytes);
         let question_ref = QuestionRef { user: shared.user_ref(), id };
         self.deferred.push(Deferred::SetCanceller(call.reply, Canceller::Question(question_ref)));
         self.defer_drop(call.payload);
+    }
+
+    /// The frame size of `message` with `trailer` bytes after it, if that is
+    /// over the peer's frame limit. Exact; cheap unless close to the limit.
+    fn oversized(&self, message: &Message, trailer: usize) -> Option<usize> {
+        let max = self.peer_limits.max_frame_size as usize;
+        // Generous bounds on the header (varints at their longest).
+        const DESCRIPTOR: usize = 32;
+        let bound = match message {
+            Message::Call { caps, .. } => 48 + DESCRIPTOR * caps.len(),
+            Message::Return { result: Ok(caps), .. } => 24 + DESCRIPTOR * caps.len(),
+            _ => usize::MAX,
+        };
+        if bound.saturating_add(trailer) <= max {
+            return None;
+        }
+        let header =
+            postcard::serialize_with_flavor(message, postcard::ser_flavors::Size::default()).unwrap_or(usize::MAX);
+        let len = header.saturating_add(trailer);
+        (len > max).then_some(len)
+    }
+
+    /// Takes back what [`Self::export_caps`] did for `descriptors`, which the
+    /// peer will never see: export references, and stream halves opened for
+    /// the ends (whose other ends, still ours, then end with `err`).
+    fn unexport(&mut self, descriptors: &[CapDescriptor], err: &RpcError) {
+        for descriptor in descriptors {
+            match *descriptor {
+                CapDescriptor::SenderHosted(id) => {
+                    let Some(export) = self.exports.get_mut(id) else { continue };
+                    export.refs = export.refs.saturating_sub(1);
+                    if export.refs == 0 && !export.permanent {
+                        let export = self.exports.remove(id).expect("present");
+                        self.export_ids.remove(&export.client.identity());
+                        self.defer_drop(export.client);
+                    }
+                }
+                CapDescriptor::SequenceReader { stream, .. }
+                | CapDescriptor::SequenceWriter { stream, .. }
+                | CapDescriptor::BytesReader { stream, .. }
+                | CapDescriptor::BytesWriter { stream, .. } => {
+                    self.ready.retain(|&ready| ready != stream);
+                    let Some(half) = self.streams.remove(&stream) else { continue };
+                    let ending = Ending::Disconnected(err.clone());
+                    let dropped = match &half {
+                        StreamHalf::Producer(producer) => producer.on_end(ending),
+                        StreamHalf::Consumer(consumer) => consumer.on_end(ending),
+                    };
+                    self.deferred.push(Deferred::Drop(dropped));
+                    self.defer_drop(half);
+                }
+                CapDescriptor::ReceiverHosted(_) | CapDescriptor::ReceiverAnswer { .. } => {}
+            }
+        }
     }
 
     fn check_can_call(&self) -> Result<(), RpcError> {
@@ -342,14 +432,14 @@ impl ConnState {
         if self.answers.len() >= max {
             let err = RpcError::limit(format!("more than {max} calls in flight on this connection"));
             self.defer_drop(payload);
-            self.send(&Message::Return { question: id, result: Err(err) }, &[]);
+            self.send_owed(&Message::Return { question: id, result: Err(err) }, &[]);
             return Ok(());
         }
         let target = match self.resolve_target(target) {
             Ok(target) => target,
             Err(err) => {
                 self.defer_drop(payload);
-                self.send(&Message::Return { question: id, result: Err(err) }, &[]);
+                self.send_owed(&Message::Return { question: id, result: Err(err) }, &[]);
                 return Ok(());
             }
         };
@@ -423,26 +513,17 @@ impl ConnState {
         if answer.finished || self.closed.is_some() {
             let answer = self.answers.remove(&id);
             self.defer_drop(answer);
-            self.send(
+            self.send_owed(
                 &Message::Return { question: id, result: Err(RpcError::cancelled("the caller cancelled the call")) },
                 &[],
             );
             return self.defer_drop(reply);
         }
         let result = match reply {
-            Ok(payload) => match self.export_caps(shared, &payload.caps) {
-                Ok(descriptors) => {
-                    self.send(&Message::Return { question: id, result: Ok(descriptors) }, &payload.bytes);
-                    Ok(payload.caps)
-                }
-                Err(err) => {
-                    self.send(&Message::Return { question: id, result: Err(err.clone()) }, &[]);
-                    self.defer_drop(payload);
-                    Err(err)
-                }
-            },
+            Ok(payload) => self.send_reply(shared, id, payload),
             Err(err) => {
-                self.send(&Message::Return { question: id, result: Err(err.clone()) }, &[]);
+                let err = self.fit_error(err);
+                self.send_owed(&Message::Return { question: id, result: Err(err.clone()) }, &[]);
                 Err(err)
             }
         };
@@ -456,6 +537,54 @@ impl ConnState {
         } else {
             let answer = self.answers.remove(&id);
             self.defer_drop(answer);
+        }
+    }
+
+    /// Writes the `Return` of a value; a value too large for the peer's frame
+    /// limit becomes a `LimitExceeded` error instead (the connection stays).
+    fn send_reply(&mut self, shared: &Arc<ConnShared>, id: u32, payload: Payload) -> Result<Vec<CapEntry>, RpcError> {
+        let max = self.peer_limits.max_frame_size as usize;
+        let err = match self.export_caps(shared, &payload.caps) {
+            Ok(descriptors) => {
+                let len = payload.bytes.len();
+                let oversized = if len >= max { Some(len) } else { None };
+                let header = Message::Return { question: id, result: Ok(descriptors) };
+                match oversized.or_else(|| self.oversized(&header, len)) {
+                    None => {
+                        self.send_owed(&header, &payload.bytes);
+                        return Ok(payload.caps);
+                    }
+                    Some(size) => {
+                        let part = if size == len { "value" } else { "frame" };
+                        let err = too_large("reply", part, size, max);
+                        if let Message::Return { result: Ok(descriptors), .. } = &header {
+                            self.unexport(descriptors, &err);
+                        }
+                        err
+                    }
+                }
+            }
+            Err(err) => err,
+        };
+        self.send_owed(&Message::Return { question: id, result: Err(err.clone()) }, &[]);
+        self.defer_drop(payload);
+        Err(err)
+    }
+
+    /// `err`, or if its `Return` would exceed the peer's frame limit (a huge
+    /// application error value), a `LimitExceeded` error saying so.
+    fn fit_error(&self, err: RpcError) -> RpcError {
+        let size = err.message().len() + err.payload().map_or(0, <[u8]>::len);
+        if size + 64 < self.peer_limits.max_frame_size as usize {
+            return err;
+        }
+        let message = Message::Return { question: u32::MAX, result: Err(err) };
+        match self.oversized(&message, 0) {
+            None => match message {
+                Message::Return { result: Err(err), .. } => err,
+                _ => unreachable!("built above"),
+            },
+            Some(len) => too_large("error reply", "frame", len, self.peer_limits.max_frame_size as usize),
         }
     }
 
@@ -514,12 +643,44 @@ impl ConnState {
         }
         // Every call the peer pipelined on that answer was forwarded before this
         // frame was read, so the echo travels behind them.
-        self.send(&Message::DisembargoReply { id }, &[]);
+        self.send_owed(&Message::DisembargoReply { id }, &[]);
         Ok(())
     }
 
-    pub(crate) fn handle_ping(&mut self, nonce: u64) {
-        self.send(&Message::Pong(nonce), &[]);
+    /// Answers a ping, counting a strike if it came sooner than
+    /// `min_interval` after the last; more than `max_strikes` strikes in a
+    /// row close the connection. `now` is when the ping was read.
+    pub(crate) fn handle_ping(
+        &mut self,
+        nonce: u64,
+        now: tokio::time::Instant,
+        min_interval: std::time::Duration,
+        max_strikes: u32,
+    ) -> Result<(), Violation> {
+        if !min_interval.is_zero() {
+            let too_soon = self.last_ping.is_some_and(|last| now.saturating_duration_since(last) < min_interval);
+            self.last_ping = Some(now);
+            if too_soon {
+                self.ping_strikes += 1;
+                if self.ping_strikes > max_strikes {
+                    return Err(RpcError::limit(format!(
+                        "too many pings: {} in a row came less than {min_interval:?} apart \
+                         (ping_min_interval; {max_strikes} allowed)",
+                        self.ping_strikes
+                    )));
+                }
+            } else {
+                self.ping_strikes = 0;
+            }
+        }
+        self.send_owed(&Message::Pong(nonce), &[]);
+        Ok(())
+    }
+
+    /// The reader waited for the peer to read: pings that queued up meanwhile
+    /// arrive back to back through no fault of the peer.
+    pub(crate) fn forgive_pings(&mut self) {
+        self.last_ping = None;
     }
 
     pub(crate) fn send_ping(&mut self, nonce: u64) {
@@ -528,17 +689,27 @@ impl ConnState {
 
     // ----- capabilities in payloads --------------------------------------
 
-    /// Names each capability of an outgoing payload for the peer, exporting as needed.
+    /// Names each capability of an outgoing payload for the peer, exporting as
+    /// needed. On failure, what was exported for the payload is taken back.
     fn export_caps(&mut self, shared: &Arc<ConnShared>, caps: &[CapEntry]) -> Result<Vec<CapDescriptor>, RpcError> {
-        caps.iter()
-            .map(|entry| match entry {
+        let mut descriptors = Vec::with_capacity(caps.len());
+        for entry in caps {
+            let descriptor = match entry {
                 CapEntry::Object(client) => self.describe(shared, client),
                 CapEntry::Stream(slot) => match slot.take() {
                     Some(end) => end.bind(self, shared),
                     None => Err(RpcError::serialization("a stream end in this payload was already taken")),
                 },
-            })
-            .collect()
+            };
+            match descriptor {
+                Ok(descriptor) => descriptors.push(descriptor),
+                Err(err) => {
+                    self.unexport(&descriptors, &err);
+                    return Err(err);
+                }
+            }
+        }
+        Ok(descriptors)
     }
 
     fn describe(&mut self, shared: &Arc<ConnShared>, client: &Client) -> Result<CapDescriptor, RpcError> {
@@ -705,6 +876,15 @@ impl ConnState {
         self.defer_drop(exports);
         true
     }
+}
+
+/// The error of a call or reply whose frame would exceed the peer's limit.
+fn too_large(what: &str, part: &str, len: usize, max: usize) -> RpcError {
+    RpcError::limit(format!(
+        "{what} not sent: its {part} of {len} bytes exceeds the peer's frame limit of {max} bytes \
+         (Limits::max_frame_size); send bulk data as a `Bytes` stream or a `Sequence`, \
+         which travel in bounded messages"
+    ))
 }
 
 /// Whether the callee keeps an answer (and the caller must `Finish` it).
