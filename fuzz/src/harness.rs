@@ -326,3 +326,106 @@ async fn drain<R: AsyncRead + Unpin>(mut reader: R, seen: Arc<Seen>) {
     }
     seen.eof.store(true, Ordering::Release);
 }
+
+/// Well-formed client frames of every kind, aimed at the ids a session
+/// uses (the bootstrap, the first answers, the client's even stream ids and
+/// the server's odd ones), with every kind of capability descriptor: what
+/// the connection target's mutator inserts between frames.
+pub fn frame_dictionary() -> Vec<Vec<u8>> {
+    use crate::service::{method, CHILD, FUZZED};
+    use rpc_tests::wire_mirror::{CapDesc, Kind, Target, WireError, WireWindow};
+
+    let w = WireWindow { capacity: 2, batch: 1 };
+    let caps = [
+        CapDesc::SenderHosted(0),
+        CapDesc::SenderHosted(1),
+        CapDesc::ReceiverHosted(0),
+        CapDesc::ReceiverHosted(1),
+        CapDesc::ReceiverAnswer { question: 0, cap: 0 },
+        CapDesc::SequenceReader { stream: 2, window: w },
+        CapDesc::SequenceWriter { stream: 4, window: w },
+        CapDesc::BytesReader { stream: 6, window: w },
+        CapDesc::BytesWriter { stream: 8, window: w },
+    ];
+    let error = WireError { kind: Kind::Aborted, message: "e".into(), payload: None };
+    let enc = |v: &dyn erased::Encode| v.encode();
+    let mut out = Vec::new();
+    let mut push = |msg: Msg, payload: Vec<u8>| out.push(frame_of(&msg, &payload));
+    // Calls: every method, plain arguments, to the bootstrap and pipelined.
+    let args: [(u16, Vec<u8>, Vec<CapDesc>); 14] = [
+        (method::ADD, enc(&(1i64, 2i64)), vec![]),
+        (method::ECHO, enc(&crate::values::sample_record(1)), vec![]),
+        (method::CHILD, enc(&("c".to_string(),)), vec![]),
+        (method::NUMBERS, enc(&(3u32, 0u32)), vec![CapDesc::SequenceWriter { stream: 2, window: w }]),
+        (method::SUM, enc(&(0u32,)), vec![CapDesc::SequenceReader { stream: 2, window: w }]),
+        (method::BLOB, enc(&(100u32, 0u32)), vec![CapDesc::BytesWriter { stream: 2, window: w }]),
+        (method::UPLOAD, enc(&(0u32,)), vec![CapDesc::BytesReader { stream: 2, window: w }]),
+        (method::FILL, enc(&(5u32, 0u32)), vec![CapDesc::SequenceWriter { stream: 2, window: w }]),
+        (method::CALL_BACK, enc(&(0u32,)), vec![CapDesc::SenderHosted(0)]),
+        (method::SLOW, enc(&(1000u32,)), vec![]),
+        (method::ITEMS, enc(&(0u32,)), vec![CapDesc::SequenceReader { stream: 2, window: w }]),
+        (method::NESTED, enc(&(0u32,)), vec![CapDesc::SequenceReader { stream: 2, window: w }]),
+        (method::FILL_BYTES, enc(&(100u32, 0u32)), vec![CapDesc::BytesWriter { stream: 2, window: w }]),
+        (method::CHECK, enc(&(3u32,)), vec![]),
+    ];
+    for (question, (m, payload, caps)) in args.into_iter().enumerate() {
+        let question = question as u32 % 3;
+        let target = Target::Export(0);
+        push(Msg::Call { question, target, interface: FUZZED, method: m, caps: caps.clone() }, payload.clone());
+        let target = Target::Answer { question: 0, cap: 0 };
+        push(Msg::Call { question: question + 1, target, interface: CHILD, method: m % 3, caps }, vec![]);
+    }
+    for &cap in &caps {
+        // A capability where the server expects one, and in answers and stream data.
+        push(
+            Msg::Call {
+                question: 1,
+                target: Target::Export(0),
+                interface: FUZZED,
+                method: method::CALL_BACK,
+                caps: vec![cap],
+            },
+            enc(&(0u32,)),
+        );
+        push(Msg::Return { question: 0, result: Ok(vec![cap]) }, enc(&(0u32,)));
+        for stream in [1u32, 2, 3, 4] {
+            push(Msg::StreamData { stream, count: 1, item_caps: vec![1], caps: vec![cap] }, enc(&(0u32,)));
+            push(Msg::StreamData { stream, count: 0, item_caps: vec![], caps: vec![cap] }, vec![]);
+        }
+    }
+    for stream in [1u32, 2, 3, 4, 5] {
+        push(Msg::StreamData { stream, count: 2, item_caps: vec![], caps: vec![] }, vec![1, 2]);
+        push(Msg::StreamPart { stream }, vec![7; 8]);
+        push(Msg::StreamWindow { stream, read: 1, window: w }, vec![]);
+        push(Msg::StreamWindow { stream, read: 0, window: WireWindow { capacity: u32::MAX, batch: u32::MAX } }, vec![]);
+        push(Msg::StreamEnd { stream, error: None }, vec![]);
+        push(Msg::StreamEnd { stream, error: Some(error.clone()) }, vec![]);
+        push(Msg::StreamAbort { stream }, vec![]);
+        push(Msg::StreamCancel { stream, reason: Some("r".into()) }, vec![]);
+    }
+    for id in [0u32, 1, 2] {
+        push(Msg::Finish { question: id }, vec![]);
+        push(Msg::Release { export: id, count: 1 }, vec![]);
+        push(Msg::Return { question: id, result: Ok(vec![]) }, enc(&7u32));
+        push(Msg::Return { question: id, result: Err(error.clone()) }, vec![]);
+        push(Msg::Disembargo { target: Target::Answer { question: id, cap: 0 }, id }, vec![]);
+        push(Msg::Disembargo { target: Target::Export(id), id }, vec![]);
+        push(Msg::DisembargoReply { id }, vec![]);
+    }
+    push(Msg::Ping(1), vec![]);
+    push(Msg::Pong(1), vec![]);
+    push(Msg::Abort(error), vec![]);
+    out
+}
+
+/// Type-erased postcard encoding, for the dictionary's argument lists.
+mod erased {
+    pub trait Encode {
+        fn encode(&self) -> Vec<u8>;
+    }
+    impl<T: serde::Serialize> Encode for T {
+        fn encode(&self) -> Vec<u8> {
+            postcard::to_stdvec(self).expect("encodes")
+        }
+    }
+}
