@@ -230,6 +230,9 @@ extern crate self as rpc_core;
 mod cap;
 mod conn;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod payload;
 mod promise;
 mod stream;
