@@ -11,6 +11,9 @@ use crate::payload::{self, CapEntry, Payload};
 use crate::wire::{depth, frame, Hello, Message};
 use crate::RpcError;
 
+/// The decoded-size budget the fuzz entry points decode under (the default limit).
+const BUDGET: u64 = 4 * (16 << 20);
+
 /// Runs `input` through the reader task's decoding: the frame decoder fed
 /// `chunk` bytes at a time (as socket reads deliver them, `max_frame` checked),
 /// the first frame also decoded as a `Hello`, every frame's header decoded as
@@ -34,15 +37,15 @@ pub fn decode_frames(input: &[u8], chunk: usize, max_frame: u32, max_depth: u32)
                 // The handshake reads its Hello with plain postcard.
                 let _ = postcard::from_bytes::<Hello>(&frame);
             }
-            let (message, rest) = depth::from_postcard_bytes::<Message>(&frame, max_depth)
+            let (message, rest) = depth::from_postcard_bytes::<Message>(&frame, max_depth, BUDGET)
                 .map_err(|e| RpcError::protocol(format!("malformed frame ({e})")))?;
             let trailer = &frame[frame.len() - rest.len()..];
             let mut again = BytesMut::new();
             frame::encode(&mut again, &message, trailer).expect("a decoded message re-encodes");
             let reframed = frame::decode(&mut again, u32::MAX).expect("re-encoded frame").expect("a whole frame");
             assert!(again.is_empty(), "re-encoding left {} bytes over", again.len());
-            let (message2, rest2) =
-                depth::from_postcard_bytes::<Message>(&reframed, max_depth).expect("a re-encoded message decodes");
+            let (message2, rest2) = depth::from_postcard_bytes::<Message>(&reframed, max_depth, BUDGET)
+                .expect("a re-encoded message decodes");
             assert_eq!(message, message2, "message changed in a round trip");
             assert_eq!(rest, rest2, "trailer changed in a round trip");
             decoded += 1;
@@ -65,7 +68,8 @@ fn caps_of(table: impl Serialize) -> Result<Vec<CapEntry>, RpcError> {
 /// The decode error a handler's caller would get.
 #[doc(hidden)]
 pub fn decode_payload<T: DeserializeOwned>(bytes: &[u8], table: impl Serialize, max_depth: u32) -> Result<T, RpcError> {
-    let payload = Payload { bytes: bytes::Bytes::copy_from_slice(bytes), caps: caps_of(table)?, max_depth };
+    let payload =
+        Payload { bytes: bytes::Bytes::copy_from_slice(bytes), caps: caps_of(table)?, max_depth, max_decoded: BUDGET };
     payload.decode()
 }
 
@@ -88,7 +92,7 @@ pub fn decode_items<T: DeserializeOwned>(
     let mut at = 0;
     for &count in item_caps {
         let mine: Vec<CapEntry> = caps.drain(..(count as usize).min(caps.len())).collect();
-        match payload::decode_from::<T>(&bytes[at..], mine, max_depth) {
+        match payload::decode_from::<T>(&bytes[at..], mine, max_depth, BUDGET) {
             Ok((item, used)) => {
                 at += used;
                 items.push(item);

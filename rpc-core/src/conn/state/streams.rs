@@ -212,14 +212,22 @@ impl ConnState {
         descriptors: &[CapDescriptor],
         trailer: Bytes,
     ) -> Result<(), Violation> {
-        let mut caps = self.import_caps(shared, descriptors)?;
-        let handled = match self.streams.get(&stream).cloned() {
-            Some(StreamHalf::Consumer(consumer)) => consumer.on_data(count, trailer, (item_caps, item_lens), &mut caps),
+        // The stream is looked up before the descriptors are imported: an
+        // import may open a stream, and data naming a stream its own items
+        // open would hold itself alive (a cycle no close could break).
+        let consumer = match self.streams.get(&stream).cloned() {
+            Some(StreamHalf::Consumer(consumer)) => Some(consumer),
             Some(StreamHalf::Producer(_)) => {
-                Err(RpcError::protocol(format!("data for stream {stream}, which we produce")))
+                return Err(RpcError::protocol(format!("data for stream {stream}, which we produce")));
             }
-            None => self.unknown_stream(stream, "data"),
+            None => {
+                self.unknown_stream(stream, "data")?;
+                None
+            }
         };
+        let mut caps = self.import_caps(shared, descriptors)?;
+        // Late data for an ended stream: its capabilities are imported only to be released.
+        let handled = consumer.map_or(Ok(()), |c| c.on_data(count, trailer, (item_caps, item_lens), &mut caps));
         // On every path, error paths included: what was just imported may
         // lock this connection when it drops.
         self.defer_drop(caps);
