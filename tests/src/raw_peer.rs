@@ -29,6 +29,8 @@ pub const CLIENT_LIMITS: WireLimits = WireLimits {
     max_exports: 64,
     max_depth: 64,
     max_decoded_size: 4 << 20,
+    max_stream_window: 65_536,
+    max_stream_window_bytes: 16 << 20,
 };
 
 /// The nonce in the raw client's Hello.

@@ -28,6 +28,10 @@ pub struct WireLimits {
     pub max_depth: u32,
     /// Largest decoded size of one message the sender accepts.
     pub max_decoded_size: u64,
+    /// Largest sequence window the sender keeps, in items.
+    pub max_stream_window: u32,
+    /// Largest stream window the sender keeps, in bytes.
+    pub max_stream_window_bytes: u32,
 }
 
 impl From<Limits> for WireLimits {
@@ -38,6 +42,8 @@ impl From<Limits> for WireLimits {
             max_exports: l.max_exports,
             max_depth: l.max_depth,
             max_decoded_size: l.max_decoded_size,
+            max_stream_window: l.max_stream_window,
+            max_stream_window_bytes: l.max_stream_window_bytes,
         }
     }
 }

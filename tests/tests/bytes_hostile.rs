@@ -77,6 +77,8 @@ const SERVER_LIMITS: Limits = Limits {
     max_exports: 16,
     max_depth: 16,
     max_decoded_size: 256 << 10,
+    max_stream_window: 65_536,
+    max_stream_window_bytes: 16 << 20,
 };
 
 /// VmPeak is per process and the tests of a file run in parallel: every test

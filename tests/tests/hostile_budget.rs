@@ -77,6 +77,8 @@ const LIMITS: Limits = Limits {
     max_exports: 64,
     max_depth: 64,
     max_decoded_size: 4 << 20,
+    max_stream_window: 65_536,
+    max_stream_window_bytes: 16 << 20,
 };
 
 /// Upper bound for a hostile call to be answered: generous for a debug build

@@ -147,6 +147,8 @@ const SERVER_LIMITS: Limits = Limits {
     max_exports: 16,
     max_depth: 16,
     max_decoded_size: 256 << 10,
+    max_stream_window: 65_536,
+    max_stream_window_bytes: 16 << 20,
 };
 
 /// The server for the tests, with a gate `slow` calls wait for.
@@ -409,6 +411,8 @@ async fn framework_advertises_version_and_limits_in_its_first_frame() {
         max_exports: 5,
         max_depth: 7,
         max_decoded_size: 49_380,
+        max_stream_window: 65_536,
+        max_stream_window_bytes: 16 << 20,
     };
     let config = Config { limits, ..server_config(SERVER_LIMITS) };
     let (ours, mut theirs) = tokio::io::duplex(64 << 10);

@@ -76,6 +76,8 @@ const SERVER_LIMITS: Limits = Limits {
     max_exports: 16,
     max_depth: 16,
     max_decoded_size: 1 << 20,
+    max_stream_window: 65_536,
+    max_stream_window_bytes: 16 << 20,
 };
 
 /// Generous: only a hang trips it.

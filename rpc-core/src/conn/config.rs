@@ -60,6 +60,17 @@ pub struct Limits {
     /// it with `max_frame_size` when large values are expected, since a small
     /// wire encoding (varints, `None`s) may decode to several times its size.
     pub max_decoded_size: u64,
+    /// Largest sequence window, in items: a capacity a peer declares (in a
+    /// stream descriptor or a window update) is capped to this, so a peer
+    /// cannot make us queue or buffer more items than we chose to.
+    pub max_stream_window: u32,
+    /// Largest stream window in bytes: caps a byte stream's window, and
+    /// bounds the bytes of sequence items one stream may have unread at the
+    /// consumer. A producer keeps the encoded items it has sent and not seen
+    /// acknowledged within the peer's value (one item larger than it may
+    /// travel alone); a consumer closes the connection when a peer sends
+    /// past it.
+    pub max_stream_window_bytes: u32,
 }
 
 /// Default [`Limits::max_frame_size`]: 16 MiB.
@@ -73,6 +84,8 @@ impl Default for Limits {
             max_exports: 65_536,
             max_depth: 64,
             max_decoded_size: 4 * DEFAULT_MAX_FRAME as u64,
+            max_stream_window: 65_536,
+            max_stream_window_bytes: 16 << 20,
         }
     }
 }
@@ -142,6 +155,11 @@ pub struct Config {
     /// more closes the connection with `LimitExceeded`, "too many pings".
     /// A ping that keeps the interval clears the strikes.
     pub max_ping_strikes: u32,
+    /// Most bytes of received stream data all the streams of this
+    /// connection may hold unread at once (default 256 MiB). Each stream is
+    /// held to its window; this bounds their sum: a peer that sends past it
+    /// is cut off with `LimitExceeded`.
+    pub stream_buffer_budget: u64,
 }
 
 impl Default for Config {
@@ -158,6 +176,7 @@ impl Default for Config {
             write_stall_timeout: Duration::from_secs(30),
             ping_min_interval: Duration::from_millis(100),
             max_ping_strikes: 10,
+            stream_buffer_budget: 256 << 20,
         }
     }
 }

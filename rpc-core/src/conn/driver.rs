@@ -70,6 +70,7 @@ where
         output_drained: Notify::new(),
         write_failed: AtomicBool::new(false),
         abandon_output: AtomicBool::new(false),
+        stream_buffered: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         closed,
         users: AtomicUsize::new(0),
         config,

@@ -50,6 +50,9 @@ pub(crate) struct ConnShared {
     /// The peer stopped reading: on close, drop unsent output at once
     /// instead of trying to write it.
     abandon_output: AtomicBool,
+    /// Bytes of received stream data held unread, over all streams
+    /// (bounded by `Config::stream_buffer_budget`).
+    pub(crate) stream_buffered: Arc<std::sync::atomic::AtomicU64>,
     /// Set once, with the reason, when the connection closes.
     closed: watch::Sender<Option<RpcError>>,
     /// Handles that keep the connection open (see [`UserRef`]).

@@ -32,6 +32,11 @@ pub(crate) struct RemoteConsumer {
     discarded: AtomicBool,
     /// Half the window: how many cached reads to count before telling the consumer.
     half_window: AtomicU64,
+    /// Our limits: windows are capped by them, whoever sets them.
+    limits: crate::Limits,
+    /// The connection's count of unread stream bytes, and its budget.
+    conn_buffered: Arc<AtomicU64>,
+    conn_budget: u64,
     max_depth: u32,
     /// Decoded-size budget of one item (`Limits::max_decoded_size`).
     max_decoded: u64,
@@ -75,6 +80,11 @@ struct Consuming {
     bytes_mode: bool,
     /// The first parts of an item too large for one message.
     partial: BytesMut,
+    /// Bytes received and not yet taken by a reader (queued batches and
+    /// `partial`), also counted in the connection's `stream_buffered`.
+    unread_bytes: u64,
+    /// Most bytes of items a well-behaved producer may have unread here.
+    max_unread_bytes: u64,
     /// The largest item accepted, in bytes.
     max_item: usize,
 }
@@ -94,7 +104,7 @@ impl RemoteConsumer {
     }
 
     fn with_mode(conn: &Arc<ConnShared>, id: u32, window: Window, max_depth: u32, bytes_mode: bool) -> Arc<Self> {
-        let window = window.sane();
+        let window = window.capped(&conn.config.limits, bytes_mode);
         Arc::new(RemoteConsumer {
             conn: Arc::downgrade(conn),
             id,
@@ -102,6 +112,9 @@ impl RemoteConsumer {
             half_window: AtomicU64::new(half(window)),
             max_depth,
             max_decoded: conn.config.limits.max_decoded_size,
+            limits: conn.config.limits,
+            conn_buffered: conn.stream_buffered.clone(),
+            conn_budget: conn.config.stream_buffer_budget,
             state: Mutex::new(Consuming {
                 batches: VecDeque::new(),
                 received: 0,
@@ -113,6 +126,8 @@ impl RemoteConsumer {
                 reader: None,
                 bytes_mode,
                 partial: BytesMut::new(),
+                unread_bytes: 0,
+                max_unread_bytes: u64::from(conn.config.limits.max_stream_window_bytes),
                 max_item: conn.config.limits.max_frame_size as usize,
             }),
         })
@@ -120,6 +135,37 @@ impl RemoteConsumer {
 
     pub(crate) fn id(&self) -> u32 {
         self.id
+    }
+
+    /// `n` received bytes left the queue (read, or thrown away).
+    fn release(&self, state: &mut Consuming, n: u64) {
+        let n = n.min(state.unread_bytes);
+        state.unread_bytes -= n;
+        self.conn_buffered.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// `n` more received bytes are queued: within this stream's byte window
+    /// (`others` is what was unread before the item they belong to began;
+    /// one item alone may exceed it) and the connection's budget, or a violation.
+    fn admit(&self, state: &mut Consuming, n: u64, others: u64, alone: bool) -> Result<(), RpcError> {
+        let after = state.unread_bytes + n;
+        if !state.bytes_mode && after > state.max_unread_bytes && !(others == 0 && alone) {
+            return Err(RpcError::protocol(format!(
+                "stream {}: the producer sent past the consumer's byte window ({after} bytes unread, {} allowed)",
+                self.id, state.max_unread_bytes
+            )));
+        }
+        let total = self.conn_buffered.fetch_add(n, Ordering::Relaxed) + n;
+        if total > self.conn_budget {
+            self.conn_buffered.fetch_sub(n, Ordering::Relaxed);
+            return Err(RpcError::limit(format!(
+                "the peer's streams hold {total} bytes unread, over the connection's budget of {} \
+                 (stream_buffer_budget)",
+                self.conn_budget
+            )));
+        }
+        state.unread_bytes = after;
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, Consuming> {
@@ -145,10 +191,13 @@ impl RemoteConsumer {
                 }
             };
         };
+        let before = batch.bytes.len();
         let decoded = decode_next::<T>(batch, max_depth, self.max_decoded);
+        let used = (before - batch.bytes.len()) as u64;
         if batch.remaining == 0 {
             state.batches.pop_front();
         }
+        self.release(&mut state, used);
         let item = match decoded {
             Ok(item) => item,
             Err(err) => {
@@ -186,6 +235,7 @@ impl RemoteConsumer {
         if batch.remaining == 0 {
             state.batches.pop_front();
         }
+        self.release(&mut state, item.0.len() as u64);
         state.read += 1;
         let report = self.due_report(&mut state);
         drop(state);
@@ -253,6 +303,7 @@ impl RemoteConsumer {
             return Poll::Ready(Err(ending.clone()));
         }
         if let Some(batch) = state.batches.pop_front() {
+            self.release(&mut state, batch.bytes.len() as u64);
             return Poll::Ready(Ok(batch));
         }
         match &state.ending {
@@ -273,6 +324,10 @@ impl RemoteConsumer {
             let mut state = self.lock();
             let discarded = match batch {
                 Some(batch) if !state.ending.as_ref().is_some_and(Ending::discards) => {
+                    // Counted again: it is queued here once more.
+                    let len = batch.bytes.len() as u64;
+                    state.unread_bytes += len;
+                    self.conn_buffered.fetch_add(len, Ordering::Relaxed);
                     state.batches.push_front(batch);
                     None
                 }
@@ -327,8 +382,8 @@ impl RemoteConsumer {
     pub(crate) fn set_window(&self, window: Window) {
         let (read, window) = {
             let mut state = self.lock();
-            state.window = window.sane();
-            self.half_window.store(half(window), Ordering::Relaxed);
+            state.window = window.capped(&self.limits, state.bytes_mode);
+            self.half_window.store(half(state.window), Ordering::Relaxed);
             state.reported = state.read;
             state.granted = state.granted.max(state.read + state.window.capacity as u64);
             (state.read, state.window)
@@ -346,6 +401,9 @@ impl RemoteConsumer {
             state.ending = Some(Ending::Cancelled(reason.clone()));
             self.discarded.store(true, Ordering::Release);
             let batches = std::mem::take(&mut state.batches);
+            state.partial.clear();
+            let unread = state.unread_bytes;
+            self.release(&mut state, unread);
             if finished {
                 return drop((state, batches));
             }
@@ -372,6 +430,8 @@ impl RemoteConsumer {
                 self.id, state.max_item
             )));
         }
+        let others = state.unread_bytes - state.partial.len() as u64;
+        self.admit(&mut state, bytes.len() as u64, others, true)?;
         state.partial.extend_from_slice(bytes);
         Ok(())
     }
@@ -393,6 +453,7 @@ impl RemoteConsumer {
             };
         }
         let data = take_bytes(&mut state.batches, max.max(1));
+        self.release(&mut state, data.len() as u64);
         state.read += data.len() as u64;
         let report = self.due_report(&mut state);
         drop(state);
@@ -413,6 +474,7 @@ impl RemoteConsumer {
         caps: &mut Vec<CapEntry>,
     ) -> Result<(), RpcError> {
         let mut state = self.lock();
+        let (arriving, partial_len) = (bytes.len() as u64, state.partial.len() as u64);
         let received = state.received + count as u64;
         if received > state.granted {
             return Err(RpcError::protocol(format!(
@@ -455,8 +517,12 @@ impl RemoteConsumer {
         }
         state.received = received;
         if state.ending.is_some() || count == 0 {
+            // Not kept: the parts it joined are no longer held either.
+            self.release(&mut state, partial_len);
             return Ok(());
         }
+        let others = state.unread_bytes - partial_len;
+        self.admit(&mut state, arriving, others, count == 1)?;
         let caps = std::mem::take(caps);
         let batch = RawBatch {
             bytes,
@@ -484,8 +550,19 @@ impl RemoteConsumer {
         let discard = state.ending.as_ref().is_some_and(Ending::discards);
         if discard {
             self.discarded.store(true, Ordering::Release);
+            state.partial.clear();
+            let unread = state.unread_bytes;
+            self.release(&mut state, unread);
         }
         Box::new(if discard { std::mem::take(&mut state.batches) } else { VecDeque::new() })
+    }
+}
+
+impl Drop for RemoteConsumer {
+    fn drop(&mut self) {
+        // What was never read no longer counts against the connection.
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        self.conn_buffered.fetch_sub(state.unread_bytes, Ordering::Relaxed);
     }
 }
 

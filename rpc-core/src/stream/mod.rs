@@ -85,6 +85,15 @@ impl Window {
     pub(crate) fn sane(self) -> Window {
         Window { capacity: self.capacity.max(1), batch: self.batch.max(1) }
     }
+
+    /// This window within `limits`, whoever declared it: the capacity at
+    /// most the largest window (in items, or bytes for a byte stream), the
+    /// batch at most the capacity.
+    pub(crate) fn capped(self, limits: &crate::Limits, bytes: bool) -> Window {
+        let max = if bytes { limits.max_stream_window_bytes } else { limits.max_stream_window }.max(1);
+        let capacity = self.capacity.clamp(1, max);
+        Window { capacity, batch: self.batch.clamp(1, capacity) }
+    }
 }
 
 /// How a sequence ended.

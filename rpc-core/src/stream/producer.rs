@@ -45,6 +45,15 @@ struct Producing {
     caps: VecDeque<CapEntry>,
     /// Bytes of the first pending item already sent as `StreamPart`s.
     part_sent: u32,
+    /// Encoded lengths of the items sent and not yet acknowledged (sequences).
+    inflight: VecDeque<u32>,
+    inflight_bytes: u64,
+    /// The peer's byte window for items: unacknowledged item bytes stay within it.
+    peer_bytes: u64,
+    /// Our bound on item bytes queued here plus in flight: `flush` waits above it.
+    local_bytes: u64,
+    /// Our limits: a window the peer declares is capped by them.
+    limits: crate::Limits,
     sent: u64,
     /// Items the consumer has read (from its last window message).
     acked: u64,
@@ -76,12 +85,31 @@ impl Producing {
         (self.window.capacity as u64).saturating_sub(self.sent - self.acked)
     }
 
+    /// Whether an item of `len` bytes may be sent after `extra` more bytes
+    /// of this round: within the peer's byte window, or alone.
+    fn byte_room(&self, extra: u64, len: u64) -> bool {
+        let unacked = self.inflight_bytes + extra;
+        self.bytes_mode || unacked == 0 || unacked + len <= self.peer_bytes
+    }
+
+    /// The whole length of the first pending item (parts already sent included).
+    fn first_len(&self) -> u64 {
+        self.items.front().map_or(0, |(len, _)| u64::from(*len) + u64::from(self.part_sent))
+    }
+
+    /// Whether `flush` must wait: the window is full, or (sequences) the
+    /// items queued and in flight hold more bytes than we keep for a peer.
+    fn full(&self) -> bool {
+        self.unread() >= self.window.capacity as u64
+            || (!self.bytes_mode && self.pending.len() as u64 + self.inflight_bytes >= self.local_bytes)
+    }
+
     /// Whether `emit` has something to do now.
     fn wants_emit(&self) -> bool {
         if self.end_sent {
             return false;
         }
-        let data = self.pending_units() > 0 && self.credit() > 0;
+        let data = self.pending_units() > 0 && self.credit() > 0 && self.byte_room(0, self.first_len());
         let end = self.closing.is_some() && self.pending_units() == 0;
         match self.ending {
             None => data || end,
@@ -123,9 +151,14 @@ impl RemoteProducer {
                 bytes_mode,
                 caps: VecDeque::new(),
                 part_sent: 0,
+                inflight: VecDeque::new(),
+                inflight_bytes: 0,
+                peer_bytes: u64::from(conn.peer_limits.max_stream_window_bytes),
+                local_bytes: u64::from(conn.config.limits.max_stream_window_bytes),
+                limits: conn.config.limits,
                 sent: 0,
                 acked: 0,
-                window: window.sane(),
+                window: window.capped(&conn.config.limits, bytes_mode),
                 ending: None,
                 closing: None,
                 end_sent: false,
@@ -261,7 +294,7 @@ impl RemoteProducer {
         if let Some(ending) = &state.ending {
             return Poll::Ready(Err(ending.for_writer()));
         }
-        if state.unread() < state.window.capacity as u64 {
+        if !state.full() {
             return Poll::Ready(Ok(()));
         }
         state.flusher = Some(cx.waker().clone());
@@ -340,7 +373,12 @@ impl RemoteProducer {
         if state.bytes_mode {
             spent = Self::emit_bytes(&mut state, conn, self.id, budget);
         }
-        while state.ending.is_none() && !state.items.is_empty() && state.credit() > 0 && spent < budget {
+        while state.ending.is_none()
+            && !state.items.is_empty()
+            && state.credit() > 0
+            && spent < budget
+            && state.byte_room(0, state.first_len())
+        {
             spent += self.emit_items(&mut state, conn, shared);
         }
         self.emit_end(&mut state, conn);
@@ -370,8 +408,9 @@ impl RemoteProducer {
         }
         let most = (state.window.batch as u64).min(state.credit()) as usize;
         let (mut count, mut bytes) = (0usize, 0u64);
-        for (len, _) in state.items.iter().take(most) {
-            if count > 0 && bytes + *len as u64 > MAX_BYTES_PER_MESSAGE {
+        for (i, (len, _)) in state.items.iter().take(most).enumerate() {
+            let whole = *len as u64 + if i == 0 { state.part_sent as u64 } else { 0 };
+            if count > 0 && (bytes + *len as u64 > MAX_BYTES_PER_MESSAGE || !state.byte_room(bytes, whole)) {
                 break;
             }
             count += 1;
@@ -384,6 +423,8 @@ impl RemoteProducer {
         // Whole lengths: the first item's earlier parts count too.
         let mut item_lens: Vec<u32> = batch.iter().map(|(len, _)| *len).collect();
         item_lens[0] += std::mem::take(&mut state.part_sent);
+        state.inflight_bytes += item_lens.iter().map(|&len| u64::from(len)).sum::<u64>();
+        state.inflight.extend(&item_lens);
         let sent = conn.send_stream_data(
             shared,
             self.id,
@@ -470,8 +511,14 @@ impl RemoteProducer {
                 self.id, state.sent, state.acked
             )));
         }
+        if !state.bytes_mode {
+            for _ in state.acked..read {
+                let len = state.inflight.pop_front().unwrap_or(0);
+                state.inflight_bytes -= u64::from(len).min(state.inflight_bytes);
+            }
+        }
         state.acked = read;
-        state.window = window.sane();
+        state.window = window.capped(&state.limits, state.bytes_mode);
         state.wake();
         Ok(self.claim_schedule(&mut state))
     }
