@@ -30,8 +30,11 @@ pub trait Windows {
     async fn fill(&self, n: u64, size: u32, into: SequenceWriter<Vec<u8>>) -> Result<(), RpcError>;
 }
 
+/// Uploads kept unread: sequences and byte streams.
+type Held = (Vec<Sequence<Vec<u8>>>, Vec<Bytes>);
+
 struct Server {
-    held: Mutex<(Vec<Sequence<Vec<u8>>>, Vec<Bytes>)>,
+    held: Mutex<Held>,
     written: Arc<AtomicU64>,
 }
 
