@@ -1,5 +1,5 @@
-//! Records the seed corpora from real sessions, and writes the hand-made
-//! reproducers of known bugs.
+//! Records the seed corpora from real sessions, and writes the
+//! reproducers of the bugs found so far (fuzz/regressions/).
 //!
 //! ```text
 //! cargo +nightly run --manifest-path fuzz/Cargo.toml --example record_seeds
@@ -288,11 +288,11 @@ async fn everything(f: FuzzedProxy) -> Result<(), String> {
     Ok(())
 }
 
-/// The known freeze (issue 10): after a `Call` that passes a `SequenceWriter`
-/// (the server produces that stream), a `StreamData` for the same stream
-/// carrying a capability descriptor. `handle_stream_data` returns its
-/// protocol error without deferring the drop of the capability it has just
-/// imported; its Drop locks the connection state again.
+/// The freeze of issue 10 (fixed): after a `Call` that passes a
+/// `SequenceWriter` (the server produces that stream), a `StreamData` for
+/// the same stream carrying a capability descriptor. `handle_stream_data`
+/// returned its protocol error without deferring the drop of the capability
+/// it had just imported; its Drop locked the connection state again.
 fn stream_data_to_own_producer(cap: CapDesc) -> Vec<u8> {
     const STREAM: u32 = 2;
     // A window of one item and 100 items to fill: the stream is still open
@@ -306,8 +306,23 @@ fn stream_data_to_own_producer(cap: CapDesc) -> Vec<u8> {
         caps: vec![CapDesc::SequenceWriter { stream: STREAM, window }],
     };
     let mut bytes = frame_of(&call, &postcard::to_stdvec(&(100u32, 0u32)).unwrap());
-    bytes.extend(frame_of(&Msg::StreamData { stream: STREAM, count: 0, item_caps: vec![], caps: vec![cap] }, &[]));
+    let data = Msg::StreamData { stream: STREAM, count: 0, item_caps: vec![], caps: vec![cap], item_lens: vec![] };
+    bytes.extend(frame_of(&data, &[]));
     bytes
+}
+
+/// Found by the fuzzer (freeze): a StreamData for stream 4, which nobody
+/// has opened, carrying a `SequenceWriter` for stream 4 itself.
+fn stream_data_carrying_a_writer_for_itself() -> Vec<u8> {
+    let cap = CapDesc::SequenceWriter { stream: 4, window: WireWindow { capacity: 2, batch: 1 } };
+    frame_of(&Msg::StreamData { stream: 4, count: 0, item_caps: vec![], caps: vec![cap], item_lens: vec![] }, &[])
+}
+
+/// Found by the fuzzer (leak): a StreamData for stream 2, which nobody has
+/// opened, whose one item holds a `SequenceReader` for stream 2 itself.
+fn stream_data_carrying_its_own_reader() -> Vec<u8> {
+    let cap = CapDesc::SequenceReader { stream: 2, window: WireWindow { capacity: 2, batch: 1 } };
+    frame_of(&Msg::StreamData { stream: 2, count: 1, item_caps: vec![1], caps: vec![cap], item_lens: vec![1] }, &[0])
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
@@ -388,22 +403,26 @@ fn main() {
         &with(9, 0, payload_bytes(&(Some(kid()), Sequence::<Item>::channel().1)).unwrap()),
     );
     write(&payload, "writer_arg", &with(10, 0, payload_bytes(&(3u32, Sequence::<Item>::channel().0)).unwrap()));
-    // Stream items back to back: three items taking 1, 0, 1 capabilities.
-    let mut batch = payload_bytes(&CapItem::Child(kid())).unwrap();
-    batch.extend(payload_bytes(&CapItem::Plain(Item::Number(2))).unwrap());
-    batch.extend(payload_bytes(&CapItem::Raw(Bytes::channel().1)).unwrap());
-    write(&payload, "batch_cap_items", &with(11, 0b0100_0101, batch));
-    let mut batch = payload_bytes(&Sequence::<u32>::channel().1).unwrap();
-    batch.extend(payload_bytes(&Sequence::<u32>::channel().1).unwrap());
-    write(&payload, "batch_sequences", &with(12, 0b0010_0101, batch));
-    let mut batch = Vec::new();
-    for item in &items {
-        batch.extend(payload_bytes(item).unwrap());
-    }
-    write(&payload, "batch_items", &with(13, 0b0100_0000, batch));
+    // Stream items: the lengths of all items but the last (one byte each),
+    // then the items back to back. Three items taking 1, 0, 1 capabilities.
+    let batch = |items: Vec<Vec<u8>>| {
+        let mut v: Vec<u8> = items[..items.len() - 1].iter().map(|i| u8::try_from(i.len()).unwrap()).collect();
+        v.extend(items.concat());
+        v
+    };
+    let cap_items = vec![
+        payload_bytes(&CapItem::Child(kid())).unwrap(),
+        payload_bytes(&CapItem::Plain(Item::Number(2))).unwrap(),
+        payload_bytes(&CapItem::Raw(Bytes::channel().1)).unwrap(),
+    ];
+    write(&payload, "batch_cap_items", &with(11, 0b0100_0101, batch(cap_items)));
+    let seqs = vec![payload_bytes(&Sequence::<u32>::channel().1).unwrap(); 2];
+    write(&payload, "batch_sequences", &with(12, 0b0010_0101, batch(seqs)));
+    let plain = items.iter().map(|item| payload_bytes(item).unwrap()).collect();
+    write(&payload, "batch_items", &with(13, 0b0100_0000, batch(plain)));
     drop(_guard);
 
-    // Hand-made reproducers of known bugs (not fixed here).
+    // Reproducers of bugs found (now fixed), in the current wire format.
     let regressions = fuzz.join("regressions");
     write(
         &regressions,
@@ -413,6 +432,12 @@ fn main() {
     // The same with a stream end (a sequence the client would produce) instead of an object.
     let end = CapDesc::SequenceReader { stream: 4, window: WireWindow { capacity: 4, batch: 4 } };
     write(&regressions, "stream_data_to_own_producer_deadlock_stream_end.bin", &stream_data_to_own_producer(end));
+    write(
+        &regressions,
+        "stream_data_carrying_a_writer_for_itself_deadlock.bin",
+        &stream_data_carrying_a_writer_for_itself(),
+    );
+    write(&regressions, "stream_data_carrying_its_own_reader_leak.bin", &stream_data_carrying_its_own_reader());
 
     // Replay the connection seeds through the harness.
     for (name, (client, _)) in &sessions {

@@ -4,8 +4,9 @@
 //! sequences and byte streams.
 //!
 //! Input: a kind byte (which type, whole payload or stream items), an
-//! item-caps byte (how many capabilities each stream item takes), then the
-//! payload bytes. The capability table is a fixed set of fresh proxies and
+//! item-caps byte (how many capabilities each stream item takes, and for
+//! stream items how many items), then the payload bytes; for stream items,
+//! the item lengths (one byte each, all but the last item's) come first. The capability table is a fixed set of fresh proxies and
 //! stream ends, so indexes in the input name real entries of every kind.
 //! Checks: no panic; a plain value that decodes re-encodes to an equal
 //! value; a value with capabilities that decodes can be sent again.
@@ -64,11 +65,25 @@ fn with_caps<T: Serialize + DeserializeOwned>(bytes: &[u8]) {
     }
 }
 
-fn items<T: Serialize + DeserializeOwned>(bytes: &[u8], pattern: u8) {
-    // Up to 8 items, taking 0..=3 capabilities each.
+fn items<T: Serialize + DeserializeOwned>(data: &[u8], pattern: u8) {
+    // Up to 8 items, taking 0..=3 capabilities each; the first count - 1
+    // bytes are the lengths of all items but the last (cut to what is
+    // left), which takes the rest, so the lengths cover the bytes as the
+    // connection requires of a StreamData.
     let count = 1 + (pattern >> 5) as usize;
     let item_caps: Vec<u32> = (0..count).map(|i| u32::from((pattern >> (i % 4)) & 3)).collect();
-    if let Ok(values) = decode_items::<T>(bytes, &item_caps, table(), MAX_DEPTH) {
+    let Some((lens, bytes)) = data.split_at_checked(count - 1) else { return };
+    let mut left = bytes.len() as u32;
+    let mut item_lens: Vec<u32> = lens
+        .iter()
+        .map(|&len| {
+            let len = u32::from(len).min(left);
+            left -= len;
+            len
+        })
+        .collect();
+    item_lens.push(left);
+    if let Ok(values) = decode_items::<T>(bytes, &item_caps, &item_lens, table(), MAX_DEPTH) {
         for value in &values {
             round_trip(value, MAX_DEPTH).unwrap_or_else(|e| panic!("a decoded item cannot be sent on: {e}"));
         }

@@ -47,7 +47,13 @@ pub const PIPE: usize = 64 << 10;
 
 /// The server's limits: small enough that the fuzzer reaches them.
 pub fn server_limits() -> Limits {
-    Limits { max_frame_size: 1 << 20, max_outstanding_calls: 64, max_exports: 256, max_depth: 64 }
+    Limits {
+        max_frame_size: 1 << 20,
+        max_outstanding_calls: 64,
+        max_exports: 256,
+        max_depth: 64,
+        max_decoded_size: 1 << 20,
+    }
 }
 
 /// The client's limits (what its Hello advertises): the defaults, as a real client's.
@@ -56,7 +62,15 @@ pub fn client_limits() -> Limits {
 }
 
 /// The server's configuration. Keepalive is slower than [`BOUND`], so a
-/// silent server is a hang, not a keepalive close.
+/// silent server is a hang, not a keepalive close. Ping strikes are off
+/// (`ping_min_interval` zero): the harness writes a frame every few
+/// milliseconds of virtual time, so with the default 100 ms interval any
+/// input with a dozen Pings would be closed with "too many pings" and the
+/// fuzzer would explore nothing past it. The frame timeout (a frame that
+/// stalls half-written) stays the default 5 s, well within [`BOUND`]: an
+/// input that ends inside a frame is closed by it. Unsent output is bounded
+/// low enough that a flood of calls reaches the bound; the harness drains
+/// everything, so it never stalls for `write_stall_timeout`.
 pub fn server_config() -> Config {
     Config {
         limits: server_limits(),
@@ -64,6 +78,12 @@ pub fn server_config() -> Config {
         keepalive_timeout: Duration::from_secs(600),
         handshake_timeout: Duration::from_secs(10),
         stream_nagle: None,
+        frame_timeout: Duration::from_secs(5),
+        partial_frames_budget: 16 << 20,
+        max_unsent_output: 256 << 10,
+        write_stall_timeout: Duration::from_secs(30),
+        ping_min_interval: Duration::ZERO,
+        max_ping_strikes: 10,
     }
 }
 
@@ -389,12 +409,20 @@ pub fn frame_dictionary() -> Vec<Vec<u8>> {
         );
         push(Msg::Return { question: 0, result: Ok(vec![cap]) }, enc(&(0u32,)));
         for stream in [1u32, 2, 3, 4] {
-            push(Msg::StreamData { stream, count: 1, item_caps: vec![1], caps: vec![cap] }, enc(&(0u32,)));
-            push(Msg::StreamData { stream, count: 0, item_caps: vec![], caps: vec![cap] }, vec![]);
+            let item = enc(&(0u32,));
+            let item_lens = vec![item.len() as u32];
+            push(Msg::StreamData { stream, count: 1, item_caps: vec![1], caps: vec![cap], item_lens }, item);
+            push(Msg::StreamData { stream, count: 0, item_caps: vec![], caps: vec![cap], item_lens: vec![] }, vec![]);
         }
     }
     for stream in [1u32, 2, 3, 4, 5] {
-        push(Msg::StreamData { stream, count: 2, item_caps: vec![], caps: vec![] }, vec![1, 2]);
+        // Two sequence items of one byte each, two bytes of a byte stream
+        // (no lengths), and lengths that do not cover the bytes (a protocol close).
+        let data = |count, item_lens| Msg::StreamData { stream, count, item_caps: vec![], caps: vec![], item_lens };
+        push(data(2, vec![1, 1]), vec![1, 2]);
+        push(data(2, vec![]), vec![1, 2]);
+        push(data(2, vec![1, 2]), vec![1, 2]);
+        push(data(1, vec![2]), vec![0x81, 0x01]);
         push(Msg::StreamPart { stream }, vec![7; 8]);
         push(Msg::StreamWindow { stream, read: 1, window: w }, vec![]);
         push(Msg::StreamWindow { stream, read: 0, window: WireWindow { capacity: u32::MAX, batch: u32::MAX } }, vec![]);
@@ -412,6 +440,9 @@ pub fn frame_dictionary() -> Vec<Vec<u8>> {
         push(Msg::Disembargo { target: Target::Export(id), id }, vec![]);
         push(Msg::DisembargoReply { id }, vec![]);
     }
+    let panicked = WireError { kind: Kind::HandlerPanicked, message: "p".into(), payload: None };
+    push(Msg::Return { question: 0, result: Err(panicked.clone()) }, vec![]);
+    push(Msg::StreamEnd { stream: 2, error: Some(panicked) }, vec![]);
     push(Msg::Ping(1), vec![]);
     push(Msg::Pong(1), vec![]);
     push(Msg::Abort(error), vec![]);

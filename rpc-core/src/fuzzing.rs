@@ -73,32 +73,46 @@ pub fn decode_payload<T: DeserializeOwned>(bytes: &[u8], table: impl Serialize, 
     payload.decode()
 }
 
-/// Decodes items of type `T` back to back from `bytes`, as a received stream
-/// batch is read: item `i` takes the next `item_caps[i]` entries of the table
-/// `table` encodes to. Stops at the first error, as the reader would.
+/// Decodes items of type `T` from `bytes` as a received sequence batch is
+/// read: item `i` is the next `item_lens[i]` bytes and takes the next
+/// `item_caps[i]` entries of the table `table` encodes to (none when
+/// `item_caps` is shorter); an item that decodes from fewer bytes than its
+/// length is an error, as in the reader. Lengths that do not cover `bytes`
+/// exactly are the protocol error the connection would close with. Stops at
+/// the first error, as the reader would.
 ///
 /// # Errors
 ///
-/// The decode error the sequence's reader would get, with the items decoded before it.
+/// The error the sequence's reader would get (or the connection would close
+/// with), with the items decoded before it.
 #[doc(hidden)]
 pub fn decode_items<T: DeserializeOwned>(
     bytes: &[u8],
     item_caps: &[u32],
+    item_lens: &[u32],
     table: impl Serialize,
     max_depth: u32,
 ) -> Result<Vec<T>, (Vec<T>, RpcError)> {
+    let total: u64 = item_lens.iter().map(|&len| u64::from(len)).sum();
+    if total != bytes.len() as u64 || !item_caps.is_empty() && item_caps.len() != item_lens.len() {
+        return Err((Vec::new(), RpcError::protocol("item lengths or capability counts do not match the items")));
+    }
     let mut caps = caps_of(table).map_err(|e| (Vec::new(), e))?;
     let mut items = Vec::new();
     let mut at = 0;
-    for &count in item_caps {
-        let mine: Vec<CapEntry> = caps.drain(..(count as usize).min(caps.len())).collect();
-        match payload::decode_from::<T>(&bytes[at..], mine, max_depth, BUDGET) {
-            Ok((item, used)) => {
-                at += used;
-                items.push(item);
+    for (i, &len) in item_lens.iter().enumerate() {
+        let count = item_caps.get(i).copied().unwrap_or(0) as usize;
+        let mine: Vec<CapEntry> = caps.drain(..count.min(caps.len())).collect();
+        let len = len as usize;
+        match payload::decode_from::<T>(&bytes[at..at + len], mine, max_depth, BUDGET) {
+            Ok((item, used)) if used == len => items.push(item),
+            Ok((_, used)) => {
+                let e = RpcError::serialization(format!("an item of {len} bytes decoded from only {used} of them"));
+                return Err((items, e));
             }
             Err(e) => return Err((items, e)),
         }
+        at += len;
     }
     Ok(items)
 }
