@@ -53,6 +53,8 @@ pub fn server_limits() -> Limits {
         max_exports: 256,
         max_depth: 64,
         max_decoded_size: 1 << 20,
+        max_stream_window: 1024,
+        max_stream_window_bytes: 1 << 20,
     }
 }
 
@@ -84,6 +86,7 @@ pub fn server_config() -> Config {
         write_stall_timeout: Duration::from_secs(30),
         ping_min_interval: Duration::ZERO,
         max_ping_strikes: 10,
+        stream_buffer_budget: 8 << 20,
     }
 }
 
