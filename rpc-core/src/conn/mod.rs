@@ -154,11 +154,17 @@ impl Drop for StateGuard<'_> {
     }
 }
 
-/// Runs what handles asked of a connection while its state was locked.
+/// Runs what handles asked of a connection while its state was locked, in
+/// the order they asked (work may queue more: it runs too).
 fn run_late_work() {
     loop {
-        let Some(work) = LATE.with(|late| late.borrow_mut().pop()) else { return };
-        work();
+        let batch = LATE.with(|late| std::mem::take(&mut *late.borrow_mut()));
+        if batch.is_empty() {
+            return;
+        }
+        for work in batch {
+            work();
+        }
     }
 }
 

@@ -552,7 +552,14 @@ impl StreamEnd for BytesWriterEnd {
 /// Moves bytes from one stream into another with backpressure.
 async fn pump(mut from: Bytes, mut to: BytesWriter) {
     loop {
-        match from.read().await {
+        let next = tokio::select! {
+            next = from.read() => next,
+            // The far consumer cancelled: stop reading too.
+            Err(err) = std::future::poll_fn(|cx| to.poll_room(cx)) => {
+                return from.cancel(Some(err.message().to_string()));
+            }
+        };
+        match next {
             Ok(Some(chunk)) => {
                 // Pass the consumer's reason back to the producer.
                 let sent = match to.write(chunk) {
