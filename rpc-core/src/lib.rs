@@ -259,4 +259,23 @@ pub mod __private {
     };
     pub use crate::stream::{bytes_result, sequence_result, splice, splice_bytes};
     pub use serde;
+
+    /// Sizes of a connection's tables, for tests (`Connection::debug_counts`).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct TableCounts {
+        /// Calls we made that still hold a table entry.
+        pub questions: usize,
+        /// Calls the peer made that we still hold an answer for.
+        pub answers: usize,
+        /// Exports, not counting the permanent bootstrap entry.
+        pub exports: usize,
+        /// Capabilities of the peer we hold.
+        pub imports: usize,
+        /// Calls held back behind a disembargo.
+        pub embargoes: usize,
+        /// Open stream halves.
+        pub streams: usize,
+        /// Whether the connection is closed.
+        pub closed: bool,
+    }
 }

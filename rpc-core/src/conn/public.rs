@@ -94,6 +94,12 @@ impl Connection {
     pub fn peer_limits(&self) -> Limits {
         self.shared().peer_limits
     }
+
+    /// The sizes of this connection's tables, for tests. Not a stable API.
+    #[doc(hidden)]
+    pub fn debug_counts(&self) -> crate::__private::TableCounts {
+        self.shared().lock().counts()
+    }
 }
 
 /// Options for opening a [`Connection`].

@@ -158,6 +158,20 @@ impl ConnState {
         !self.serves_bootstrap && self.exports.len() <= 1 && self.answers.is_empty()
     }
 
+    /// The size of every table (for `Connection::debug_counts`).
+    pub(crate) fn counts(&self) -> crate::__private::TableCounts {
+        let bootstrap = self.exports.get(0).is_some_and(|e| e.permanent);
+        crate::__private::TableCounts {
+            questions: self.questions.len(),
+            answers: self.answers.len(),
+            exports: self.exports.len() - usize::from(bootstrap),
+            imports: self.imports.len(),
+            embargoes: self.embargoes.len(),
+            streams: self.streams.len(),
+            closed: self.closed.is_some(),
+        }
+    }
+
     fn send(&mut self, message: &Message, trailer: &[u8]) {
         if let Err(err) = frame::encode(&mut self.out, message, trailer) {
             tracing::error!("dropping unencodable frame: {err}");
