@@ -648,7 +648,6 @@ fn every_operation_once() {
 /// once"). So a client holding that many such proxies can make no call at
 /// all, though none is unanswered.
 #[test]
-#[ignore = "known issue: answered questions held by pipelined proxies count as outstanding calls"]
 fn held_pipelined_proxies_do_not_count_as_outstanding_calls() {
     paused_runtime().block_on(async {
         let side = Side::new(0);

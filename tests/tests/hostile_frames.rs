@@ -649,10 +649,11 @@ async fn too_many_outstanding_calls_get_limit_exceeded() {
 #[tokio::test]
 async fn errored_answers_count_until_finished() {
     // An error Return is kept until the caller's Finish; a peer that never
-    // finishes fills its own outstanding-call budget and gets LimitExceeded.
+    // finishes fills the kept-answer budget (calls in flight + exports) and
+    // gets LimitExceeded.
     let server = TestServer::start().await;
     let mut peer = raw_client(server.addr).await;
-    let max = SERVER_LIMITS.max_outstanding_calls;
+    let max = SERVER_LIMITS.max_outstanding_calls + SERVER_LIMITS.max_exports;
     for q in 0..max {
         peer.send(&call(q, BOOTSTRAP, HOSTILE, 99), &[]).await;
         peer.expect_error(q, Kind::Unimplemented).await;

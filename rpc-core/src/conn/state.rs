@@ -91,6 +91,11 @@ pub(crate) struct ConnState {
     last_ping: Option<tokio::time::Instant>,
     ping_strikes: u32,
     pub(crate) deferred: Vec<Deferred>,
+    /// Questions still waiting for their `Return` (not those kept after it
+    /// for pipelining): what the peer's `max_outstanding_calls` limits.
+    awaiting_returns: usize,
+    /// Answers whose handler has not finished: what our limit counts.
+    running_answers: usize,
     questions: IdTable<Question>,
     answers: HashMap<u32, Answer>,
     /// Highest question id the peer has used: a `Finish` above it is bogus.
@@ -124,6 +129,8 @@ impl ConnState {
             last_ping: None,
             ping_strikes: 0,
             deferred: Vec::new(),
+            awaiting_returns: 0,
+            running_answers: 0,
             questions: IdTable::default(),
             answers: HashMap::new(),
             max_peer_question: None,
@@ -226,6 +233,7 @@ impl ConnState {
         let question =
             Question { sink: Some(call.reply.clone()), returned: None, released: false, pipes: HashMap::new() };
         let id = self.questions.insert(question);
+        self.awaiting_returns += 1;
         let wire_target = match target {
             PeerRef::Export(id) => Target::Export(id),
             PeerRef::Answer { question, cap } => Target::Answer { question, cap },
@@ -233,6 +241,7 @@ impl ConnState {
         let header =
             Message::Call { question: id, target: wire_target, interface: call.interface, method: call.method, caps };
         if let Some(len) = self.oversized(&header, call.payload.bytes.len()) {
+            self.awaiting_returns -= 1;
             let q = self.questions.remove(id);
             self.defer_drop(q);
             let err = too_large("call", "frame", len, max);
@@ -311,7 +320,14 @@ impl ConnState {
             return Err(reason.clone());
         }
         let max = self.peer_limits.max_outstanding_calls as usize;
-        if self.questions.len() >= max {
+        let kept = max + self.peer_limits.max_exports as usize;
+        if self.questions.len() >= kept {
+            return Err(RpcError::limit(format!(
+                "{kept} questions held on this connection (the peer's max_outstanding_calls + max_exports): \
+                 drop pipelined proxies and promises no longer needed"
+            )));
+        }
+        if self.awaiting_returns >= max {
             return Err(RpcError::limit(format!(
                 "{max} calls already in flight on this connection (the peer's limit)"
             )));
@@ -389,6 +405,7 @@ impl ConnState {
         if self.questions.get(id).is_none_or(|q| q.returned.is_some()) {
             return Err(RpcError::protocol(format!("Return for question {id}, which is not awaiting an answer")));
         }
+        self.awaiting_returns = self.awaiting_returns.saturating_sub(1);
         let reply = match result {
             Ok(descriptors) => {
                 let caps = self.import_caps(shared, &descriptors)?;
@@ -443,8 +460,19 @@ impl ConnState {
         }
         self.max_peer_question = Some(self.max_peer_question.map_or(id, |m| m.max(id)));
         let max = self.limits.max_outstanding_calls as usize;
-        if self.answers.len() >= max {
-            let err = RpcError::limit(format!("more than {max} calls in flight on this connection"));
+        // Answers kept after returning (for pipelining, or an error not yet
+        // finished) are bounded too, like exports: a peer that never sends
+        // `Finish` cannot grow the table.
+        let kept = max + self.limits.max_exports as usize;
+        if self.running_answers >= max || self.answers.len() >= kept {
+            let err = if self.running_answers >= max {
+                RpcError::limit(format!("more than {max} calls in flight on this connection"))
+            } else {
+                RpcError::limit(format!(
+                    "more than {kept} answers held on this connection (max_outstanding_calls + max_exports): \
+                     the peer must release (Finish) answers it no longer needs"
+                ))
+            };
             self.defer_drop(payload);
             self.send_owed(&Message::Return { question: id, result: Err(err) }, &[]);
             return Ok(());
@@ -460,6 +488,7 @@ impl ConnState {
         let answer =
             Answer { canceller: None, finished: false, returned: None, pipes: HashMap::new(), passed_back: false };
         self.answers.insert(id, answer);
+        self.running_answers += 1;
         let reply = Arc::new(super::answer::RemoteAnswer::new(shared.clone(), id));
         self.deferred.push(Deferred::Call(target, OutgoingCall { interface, method, payload, reply }));
         Ok(())
@@ -524,6 +553,8 @@ impl ConnState {
     /// Writes the `Return` for answer `id` and keeps what pipelining needs.
     pub(crate) fn finish_answer(&mut self, shared: &Arc<ConnShared>, id: u32, reply: Reply) {
         let Some(answer) = self.answers.get_mut(&id) else { return self.defer_drop(reply) };
+        // Answered (or given up): it no longer counts as running.
+        self.running_answers = self.running_answers.saturating_sub(1);
         if answer.finished || self.closed.is_some() {
             let answer = self.answers.remove(&id);
             self.defer_drop(answer);
@@ -857,6 +888,8 @@ impl ConnState {
             self.send(&Message::Abort(reason.clone()), &[]);
         }
         self.closed = Some(reason.clone());
+        self.awaiting_returns = 0;
+        self.running_answers = 0;
         for mut question in self.questions.drain() {
             if let Some(sink) = question.sink.take() {
                 self.deferred.push(Deferred::Complete(sink, Err(reason.clone())));
