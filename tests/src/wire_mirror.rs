@@ -229,7 +229,9 @@ pub enum Msg {
         item_caps: Vec<u32>,
         /// Capabilities the items refer to by index.
         caps: Vec<CapDesc>,
-        /// The encoded length of each item (empty for a byte stream).
+        /// The encoded length of each item (empty for a byte stream), packed
+        /// on the wire as one byte string of varints.
+        #[serde(with = "packed_lens")]
         item_lens: Vec<u32>,
     },
     /// The consumer has read `read` items in all; its window is now `window`.
@@ -276,4 +278,38 @@ pub fn call(question: u32, target: Target, interface: u64, method: u16) -> Msg {
 /// The postcard bytes of `value`.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("encode")
+}
+
+/// Mirror of the packed item lengths of `StreamData`: one byte string of
+/// LEB128 varints.
+mod packed_lens {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(lens: &[u32], serializer: S) -> Result<S::Ok, S::Error> {
+        let mut packed = Vec::new();
+        for &len in lens {
+            let mut n = len;
+            while n >= 0x80 {
+                packed.push((n as u8) | 0x80);
+                n >>= 7;
+            }
+            packed.push(n as u8);
+        }
+        serializer.serialize_bytes(&packed)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u32>, D::Error> {
+        let packed: &[u8] = Deserialize::deserialize(deserializer)?;
+        let (mut lens, mut value, mut shift) = (Vec::new(), 0u64, 0u32);
+        for &byte in packed {
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                lens.push(value as u32);
+                (value, shift) = (0, 0);
+            } else {
+                shift += 7;
+            }
+        }
+        Ok(lens)
+    }
 }

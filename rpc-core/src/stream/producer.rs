@@ -45,8 +45,11 @@ struct Producing {
     caps: VecDeque<CapEntry>,
     /// Bytes of the first pending item already sent as `StreamPart`s.
     part_sent: u32,
-    /// Encoded lengths of the items sent and not yet acknowledged (sequences).
-    inflight: VecDeque<u32>,
+    /// Data messages sent and not wholly acknowledged (sequences): the item
+    /// count `sent` reached with each, and its bytes. A message counts in
+    /// full until its last item is acknowledged: a little conservative, and
+    /// O(1) per message rather than per item.
+    inflight: VecDeque<(u64, u64)>,
     inflight_bytes: u64,
     /// The peer's byte window for items: unacknowledged item bytes stay within it.
     peer_bytes: u64,
@@ -423,8 +426,10 @@ impl RemoteProducer {
         // Whole lengths: the first item's earlier parts count too.
         let mut item_lens: Vec<u32> = batch.iter().map(|(len, _)| *len).collect();
         item_lens[0] += std::mem::take(&mut state.part_sent);
-        state.inflight_bytes += item_lens.iter().map(|&len| u64::from(len)).sum::<u64>();
-        state.inflight.extend(&item_lens);
+        let message_bytes = item_lens.iter().map(|&len| u64::from(len)).sum::<u64>();
+        state.inflight_bytes += message_bytes;
+        let end = state.sent + count as u64;
+        state.inflight.push_back((end, message_bytes));
         let sent = conn.send_stream_data(
             shared,
             self.id,
@@ -511,11 +516,9 @@ impl RemoteProducer {
                 self.id, state.sent, state.acked
             )));
         }
-        if !state.bytes_mode {
-            for _ in state.acked..read {
-                let len = state.inflight.pop_front().unwrap_or(0);
-                state.inflight_bytes -= u64::from(len).min(state.inflight_bytes);
-            }
+        while let Some(&(_, bytes)) = state.inflight.front().filter(|(end, _)| *end <= read) {
+            state.inflight.pop_front();
+            state.inflight_bytes -= bytes.min(state.inflight_bytes);
         }
         state.acked = read;
         state.window = window.capped(&state.limits, state.bytes_mode);

@@ -90,7 +90,14 @@ pub(crate) enum Message {
     /// when none holds any); `item_lens` gives each item's encoded length (so
     /// a relay can pass items on without knowing their type; empty for a byte
     /// stream, whose `count` is bytes).
-    StreamData { stream: u32, count: u32, item_caps: Vec<u32>, caps: Vec<CapDescriptor>, item_lens: Vec<u32> },
+    StreamData {
+        stream: u32,
+        count: u32,
+        item_caps: Vec<u32>,
+        caps: Vec<CapDescriptor>,
+        #[serde(with = "packed_lens")]
+        item_lens: Vec<u32>,
+    },
     /// The consumer has read `read` items in all; its window is now `window`.
     StreamWindow { stream: u32, read: u64, window: Window },
     /// The producer closed the stream after its last item, maybe with an error.
@@ -102,4 +109,78 @@ pub(crate) enum Message {
     /// The next bytes of an item too large for one message; the item ends in
     /// the stream's next `StreamData`, whose first item it is.
     StreamPart { stream: u32 },
+}
+
+/// Item lengths on the wire: one byte string of LEB128 varints, so a batch of
+/// hundreds of items costs one copy instead of a serde call per length.
+pub(crate) mod packed_lens {
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(lens: &[u32], serializer: S) -> Result<S::Ok, S::Error> {
+        let mut packed = Vec::with_capacity(lens.len() * 2);
+        for &len in lens {
+            let mut n = len;
+            while n >= 0x80 {
+                packed.push((n as u8) | 0x80);
+                n >>= 7;
+            }
+            packed.push(n as u8);
+        }
+        serializer.serialize_bytes(&packed)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u32>, D::Error> {
+        deserializer.deserialize_bytes(Unpack)
+    }
+
+    struct Unpack;
+
+    impl Visitor<'_> for Unpack {
+        type Value = Vec<u32>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("item lengths as packed varints")
+        }
+
+        fn visit_bytes<E: de::Error>(self, packed: &[u8]) -> Result<Vec<u32>, E> {
+            // At most one length per byte: bounded by what arrived.
+            let mut lens = Vec::with_capacity(packed.len().min(4096));
+            let (mut value, mut shift) = (0u64, 0u32);
+            for &byte in packed {
+                value |= u64::from(byte & 0x7f) << shift;
+                if byte & 0x80 == 0 {
+                    let len = u32::try_from(value).map_err(|_| E::custom("an item length over u32::MAX"))?;
+                    lens.push(len);
+                    (value, shift) = (0, 0);
+                } else {
+                    shift += 7;
+                    if shift > 28 {
+                        return Err(E::custom("an item length over u32::MAX"));
+                    }
+                }
+            }
+            if shift != 0 {
+                return Err(E::custom("item lengths end inside a varint"));
+            }
+            Ok(lens)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn lengths_round_trip_and_bad_ones_are_refused() {
+            let lens = vec![0, 1, 127, 128, 300, 65_535, u32::MAX];
+            let bytes = postcard::to_stdvec(&Wrapper(lens.clone())).expect("encode");
+            let back: Wrapper = postcard::from_bytes(&bytes).expect("decode");
+            assert_eq!(back.0, lens);
+            // A varint running past 32 bits, and one cut short.
+            assert!(postcard::from_bytes::<Wrapper>(&[5, 0xff, 0xff, 0xff, 0xff, 0x7f]).is_err());
+            assert!(postcard::from_bytes::<Wrapper>(&[1, 0x80]).is_err());
+        }
+
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Wrapper(#[serde(with = "super")] Vec<u32>);
+    }
 }
