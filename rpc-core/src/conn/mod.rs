@@ -21,7 +21,7 @@ mod public;
 mod state;
 mod tables;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -112,14 +112,49 @@ thread_local! {
     /// An empty list with capacity, swapped in for the deferred work each
     /// guard takes, so locking does not allocate a new list every time.
     static SPARE_DEFERRED: std::cell::Cell<Vec<Deferred>> = const { std::cell::Cell::new(Vec::new()) };
-    /// The connections whose state this thread has locked right now.
-    static HELD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
-    /// Work that asked for a connection's state while this thread held it
-    /// (a handle dropped under the lock): runs once no state is held.
-    static LATE: RefCell<Vec<LateWork>> = const { RefCell::new(Vec::new()) };
+    /// Which connections this thread has locked right now, and work asked of
+    /// them meanwhile.
+    static HELD: Held = const { Held { first: Cell::new(0), more: RefCell::new(Vec::new()), late: RefCell::new(Vec::new()), has_late: Cell::new(false) } };
 }
 
 type LateWork = Box<dyn FnOnce()>;
+
+/// A thread's locked connections: almost always none or one (`first`), so
+/// the common case costs a `Cell` read; nested locks of other connections
+/// spill into `more`.
+struct Held {
+    first: Cell<usize>,
+    more: RefCell<Vec<usize>>,
+    /// Work that asked for a connection's state while this thread held it
+    /// (a handle dropped under the lock): runs once no state is held.
+    late: RefCell<Vec<LateWork>>,
+    has_late: Cell<bool>,
+}
+
+impl Held {
+    fn contains(&self, key: usize) -> bool {
+        self.first.get() == key || (self.first.get() != 0 && self.more.borrow().contains(&key))
+    }
+
+    fn push(&self, key: usize) {
+        if self.first.get() == 0 {
+            self.first.set(key);
+        } else {
+            self.more.borrow_mut().push(key);
+        }
+    }
+
+    /// Forgets `key`; returns whether nothing is held any more.
+    fn remove(&self, key: usize) -> bool {
+        let mut more = self.more.borrow_mut();
+        if let Some(at) = more.iter().rposition(|&k| k == key) {
+            more.remove(at);
+        } else if self.first.get() == key {
+            self.first.set(more.pop().unwrap_or(0));
+        }
+        self.first.get() == 0
+    }
+}
 
 impl Drop for StateGuard<'_> {
     fn drop(&mut self) {
@@ -131,14 +166,7 @@ impl Drop for StateGuard<'_> {
         };
         let wake = self.was_empty && !(guard.out.is_empty() && guard.ready.is_empty());
         drop(guard);
-        let nothing_held = HELD.with(|held| {
-            let mut held = held.borrow_mut();
-            let me = self.shared.key();
-            if let Some(at) = held.iter().rposition(|&k| k == me) {
-                held.remove(at);
-            }
-            held.is_empty()
-        });
+        let nothing_held = HELD.with(|held| held.remove(self.shared.key()) && held.has_late.get());
         if wake {
             self.shared.wake_writer.notify_one();
         }
@@ -149,6 +177,7 @@ impl Drop for StateGuard<'_> {
             SPARE_DEFERRED.set(deferred);
         }
         if nothing_held {
+            // Something was asked of a connection while it was locked.
             run_late_work();
         }
     }
@@ -158,7 +187,10 @@ impl Drop for StateGuard<'_> {
 /// the order they asked (work may queue more: it runs too).
 fn run_late_work() {
     loop {
-        let batch = LATE.with(|late| std::mem::take(&mut *late.borrow_mut()));
+        let batch = HELD.with(|held| {
+            held.has_late.set(false);
+            std::mem::take(&mut *held.late.borrow_mut())
+        });
         if batch.is_empty() {
             return;
         }
@@ -175,10 +207,9 @@ impl ConnShared {
     pub(crate) fn lock(&self) -> StateGuard<'_> {
         let me = self.key();
         HELD.with(|held| {
-            let mut held = held.borrow_mut();
             // A second lock here would deadlock the thread (and with it every
             // connection its runtime serves): fail loudly instead.
-            assert!(!held.contains(&me), "a connection's state was locked again by the thread holding it");
+            assert!(!held.contains(me), "a connection's state was locked again by the thread holding it");
             held.push(me);
         });
         let guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -192,9 +223,12 @@ impl ConnShared {
     /// no path can drop a handle into a self-deadlock.
     pub(crate) fn with_state(self: &Arc<Self>, work: impl FnOnce(&mut StateGuard<'_>) + 'static) {
         let me = self.key();
-        if HELD.with(|held| held.borrow().contains(&me)) {
+        if HELD.with(|held| held.contains(me)) {
             let shared = self.clone();
-            LATE.with(|late| late.borrow_mut().push(Box::new(move || work(&mut shared.lock()))));
+            HELD.with(|held| {
+                held.late.borrow_mut().push(Box::new(move || work(&mut shared.lock())));
+                held.has_late.set(true);
+            });
         } else {
             work(&mut self.lock());
         }
