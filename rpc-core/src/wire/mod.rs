@@ -17,7 +17,9 @@ use crate::stream::Window;
 use crate::{Limits, RpcError};
 
 /// Protocol version spoken by this build; peers must match exactly.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2: stream data carries packed item lengths; the Hello's limits
+/// carry the decoded-size budget and the stream window caps.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Four bytes that open every `Hello`, so garbage is told apart from a peer.
 pub(crate) const MAGIC: [u8; 4] = *b"EVRP";
