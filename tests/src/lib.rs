@@ -214,3 +214,5 @@ pub mod wire_mirror;
 
 /// A raw TCP client that speaks the protocol by hand, for hostile-peer tests.
 pub mod raw_peer;
+
+pub mod peak_alloc;
