@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -31,20 +31,57 @@ pub struct LatencyStream {
     delay: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
     writes: Arc<AtomicUsize>,
+    partitioned: Arc<AtomicBool>,
 }
 
 /// A pair of connected [`LatencyStream`]s; a round trip costs `2 * one_way`.
 pub fn latency_pipe(one_way: Duration) -> (LatencyStream, LatencyStream) {
+    let (_, a, b) = partitionable_pipe(one_way);
+    (a, b)
+}
+
+/// A [`latency_pipe`] with a switch that cuts it: see [`Partition`].
+pub fn partitionable_pipe(one_way: Duration) -> (Partition, LatencyStream, LatencyStream) {
     let a = Arc::new(Mutex::new(Lane::default()));
     let b = Arc::new(Mutex::new(Lane::default()));
+    let partitioned = Arc::new(AtomicBool::new(false));
     let end = |incoming: &Arc<Mutex<Lane>>, outgoing: &Arc<Mutex<Lane>>| LatencyStream {
         incoming: incoming.clone(),
         outgoing: outgoing.clone(),
         delay: one_way,
         sleep: None,
         writes: Arc::new(AtomicUsize::new(0)),
+        partitioned: partitioned.clone(),
     };
-    (end(&a, &b), end(&b, &a))
+    let switch = Partition { partitioned: partitioned.clone(), lanes: [a.clone(), b.clone()] };
+    (switch, end(&a, &b), end(&b, &a))
+}
+
+/// The switch of a [`partitionable_pipe`]. While partitioned, writes are
+/// accepted and held (like a TCP send buffer) and nothing is delivered
+/// either way, not even an end of stream; on repair everything held arrives,
+/// in order.
+#[derive(Clone)]
+pub struct Partition {
+    partitioned: Arc<AtomicBool>,
+    lanes: [Arc<Mutex<Lane>>; 2],
+}
+
+impl Partition {
+    /// Stops delivery both ways.
+    pub fn partition(&self) {
+        self.partitioned.store(true, Ordering::SeqCst);
+    }
+
+    /// Resumes delivery: what was held arrives, in order.
+    pub fn repair(&self) {
+        self.partitioned.store(false, Ordering::SeqCst);
+        for lane in &self.lanes {
+            if let Some(waker) = lane.lock().unwrap().reader.take() {
+                waker.wake();
+            }
+        }
+    }
 }
 
 impl LatencyStream {
@@ -59,6 +96,11 @@ impl AsyncRead for LatencyStream {
         loop {
             let due = {
                 let mut lane = self.incoming.lock().unwrap();
+                if self.partitioned.load(Ordering::SeqCst) {
+                    // `Partition::repair` wakes us.
+                    lane.reader = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
                 let now = Instant::now();
                 let closed = lane.closed;
                 match lane.chunks.front_mut() {
@@ -71,7 +113,12 @@ impl AsyncRead for LatencyStream {
                         }
                         return Poll::Ready(Ok(()));
                     }
-                    Some((at, _)) => *at,
+                    Some((at, _)) => {
+                        let at = *at;
+                        // Also woken by a repair (the sleep may then be stale).
+                        lane.reader = Some(cx.waker().clone());
+                        at
+                    }
                     None if closed => return Poll::Ready(Ok(())),
                     None => {
                         lane.reader = Some(cx.waker().clone());
@@ -82,7 +129,6 @@ impl AsyncRead for LatencyStream {
             let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
             sleep.as_mut().reset(due);
             if sleep.as_mut().poll(cx).is_pending() {
-                // Also wake if an earlier chunk arrives (it cannot: FIFO with a fixed delay).
                 return Poll::Pending;
             }
         }
@@ -92,7 +138,8 @@ impl AsyncRead for LatencyStream {
 impl AsyncWrite for LatencyStream {
     fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let mut lane = self.outgoing.lock().unwrap();
-        if lane.closed {
+        // Across a partition nobody can tell us the peer is gone.
+        if lane.closed && !self.partitioned.load(Ordering::SeqCst) {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         lane.chunks.push_back((Instant::now() + self.delay, data.to_vec()));

@@ -116,21 +116,21 @@ async fn upload(peer: &mut RawPeer, method: u16, descriptor: CapDesc) {
     assert_eq!(peer.expect_value::<u32>(0).await, 1);
 }
 
+/// Asks the server to fill `n` items of `size` bytes into our stream, which
+/// we consume with a declared window of `u32::MAX` items and never acknowledge.
+async fn fill_into_huge_window(peer: &mut RawPeer, n: u64, size: u32) {
+    let window = WireWindow { capacity: u32::MAX, batch: u32::MAX };
+    let caps = vec![CapDesc::SequenceWriter { stream: OUR_STREAM, window }];
+    let msg = Msg::Call { question: 0, target: BOOTSTRAP, interface: WINDOWS, method: FILL, caps };
+    peer.send(&msg, &encode(&(n, size, 0u32))).await;
+}
+
 #[tokio::test]
 async fn a_declared_u32_max_window_is_capped_for_what_the_server_produces() {
     let written = Arc::new(AtomicU64::new(0));
     let server = start(server_config(SERVER_LIMITS), written.clone());
     let mut peer = handshake(server.addr, SERVER_LIMITS, SERVER).await;
-    // We consume the server's writes with a window of u32::MAX items and never acknowledge.
-    let window = WireWindow { capacity: u32::MAX, batch: u32::MAX };
-    let msg = Msg::Call {
-        question: 0,
-        target: BOOTSTRAP,
-        interface: WINDOWS,
-        method: FILL,
-        caps: vec![CapDesc::SequenceWriter { stream: OUR_STREAM, window }],
-    };
-    peer.send(&msg, &encode(&(1_000_000u64, 16u32, 0u32))).await;
+    fill_into_huge_window(&mut peer, 1_000_000, 16).await;
     let mut received = 0u64;
     for _ in 0..MAX_FRAMES * 64 {
         match timeout(Duration::from_millis(500), peer.next_message()).await {
@@ -154,16 +154,8 @@ async fn a_declared_u32_max_window_is_capped_in_bytes_for_what_the_server_produc
     let written = Arc::new(AtomicU64::new(0));
     let server = start(server_config(SERVER_LIMITS), written.clone());
     let mut peer = handshake(server.addr, SERVER_LIMITS, SERVER).await;
-    let window = WireWindow { capacity: u32::MAX, batch: u32::MAX };
-    let msg = Msg::Call {
-        question: 0,
-        target: BOOTSTRAP,
-        interface: WINDOWS,
-        method: FILL,
-        caps: vec![CapDesc::SequenceWriter { stream: OUR_STREAM, window }],
-    };
     // 64 KiB items: 100 of them would be 6.4 MiB; the byte windows stop it far sooner.
-    peer.send(&msg, &encode(&(1_000u64, 64u32 << 10, 0u32))).await;
+    fill_into_huge_window(&mut peer, 1_000, 64 << 10).await;
     let mut bytes = 0u64;
     for _ in 0..MAX_FRAMES * 64 {
         match timeout(Duration::from_millis(500), peer.next_message()).await {

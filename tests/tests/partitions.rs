@@ -16,21 +16,17 @@
 //!    the keepalive timeout (plus one interval), nothing hangs; after the
 //!    repair a new connection over a new link works.
 
-use std::collections::VecDeque;
 use std::future::Future;
-use std::io;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures::FutureExt;
 use rpc_core::{eventual, Config, Connection, ErrorKind, RpcError, Sequence, SequenceWriter};
-use rpc_tests::{connect_pair, DropCounter, DropToken};
+use rpc_tests::{connect_pair, partitionable_pipe, DropCounter, DropToken, Partition};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{sleep, timeout, Instant, Sleep};
+
+use tokio::time::{sleep, timeout, Instant};
 
 /// Bound on any single wait in this file (tokio time).
 const LIMIT: Duration = Duration::from_secs(60);
@@ -38,147 +34,6 @@ const ONE_WAY: Duration = Duration::from_millis(5);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 const ITEMS: u64 = 10_000;
-
-// ----- the link ------------------------------------------------------------------
-
-#[derive(Default)]
-struct Lane {
-    chunks: VecDeque<(Instant, Vec<u8>)>,
-    reader: Option<Waker>,
-    /// An end was dropped: after what is queued, end of stream.
-    closed: bool,
-}
-
-#[derive(Default)]
-struct LinkShared {
-    lanes: [Mutex<Lane>; 2],
-    partitioned: AtomicBool,
-}
-
-impl LinkShared {
-    fn wake_readers(&self) {
-        for lane in &self.lanes {
-            if let Some(waker) = lane.lock().unwrap().reader.take() {
-                waker.wake();
-            }
-        }
-    }
-}
-
-/// The switch of a link: partition it, repair it.
-#[derive(Clone)]
-struct Link(Arc<LinkShared>);
-
-impl Link {
-    /// Returns the switch and the link's two ends.
-    fn new() -> (Link, LinkEnd, LinkEnd) {
-        let shared = Arc::new(LinkShared::default());
-        let end = |rx, tx| LinkEnd { shared: shared.clone(), rx, tx, sleep: None };
-        (Link(shared.clone()), end(0, 1), end(1, 0))
-    }
-
-    fn partition(&self) {
-        self.0.partitioned.store(true, Ordering::SeqCst);
-    }
-
-    fn repair(&self) {
-        self.0.partitioned.store(false, Ordering::SeqCst);
-        self.0.wake_readers();
-    }
-}
-
-/// One end of a [`Link`]: what it writes is due at the other end
-/// [`ONE_WAY`] later, and delivered then unless the link is partitioned.
-struct LinkEnd {
-    shared: Arc<LinkShared>,
-    rx: usize,
-    tx: usize,
-    sleep: Option<Pin<Box<Sleep>>>,
-}
-
-impl AsyncRead for LinkEnd {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        loop {
-            let due = {
-                let mut lane = self.shared.lanes[self.rx].lock().unwrap();
-                if self.shared.partitioned.load(Ordering::SeqCst) {
-                    // `repair` wakes us.
-                    lane.reader = Some(cx.waker().clone());
-                    return Poll::Pending;
-                }
-                let now = Instant::now();
-                let closed = lane.closed;
-                match lane.chunks.front_mut() {
-                    Some((at, bytes)) if *at <= now => {
-                        let n = bytes.len().min(buf.remaining());
-                        buf.put_slice(&bytes[..n]);
-                        bytes.drain(..n);
-                        if bytes.is_empty() {
-                            lane.chunks.pop_front();
-                        }
-                        return Poll::Ready(Ok(()));
-                    }
-                    Some((at, _)) => {
-                        let at = *at;
-                        // Also woken by a partition's repair (the sleep may then be stale).
-                        lane.reader = Some(cx.waker().clone());
-                        at
-                    }
-                    None if closed => return Poll::Ready(Ok(())),
-                    None => {
-                        lane.reader = Some(cx.waker().clone());
-                        return Poll::Pending;
-                    }
-                }
-            };
-            let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
-            sleep.as_mut().reset(due);
-            if sleep.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-        }
-    }
-}
-
-impl AsyncWrite for LinkEnd {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        let mut lane = self.shared.lanes[self.tx].lock().unwrap();
-        // Across a partition nobody can tell us the peer is gone.
-        if lane.closed && !self.shared.partitioned.load(Ordering::SeqCst) {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        }
-        lane.chunks.push_back((Instant::now() + ONE_WAY, data.to_vec()));
-        if let Some(waker) = lane.reader.take() {
-            waker.wake();
-        }
-        Poll::Ready(Ok(data.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut lane = self.shared.lanes[self.tx].lock().unwrap();
-        lane.closed = true;
-        if let Some(waker) = lane.reader.take() {
-            waker.wake();
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl Drop for LinkEnd {
-    fn drop(&mut self) {
-        for lane in &self.shared.lanes {
-            let mut lane = lane.lock().unwrap();
-            lane.closed = true;
-            if let Some(waker) = lane.reader.take() {
-                waker.wake();
-            }
-        }
-    }
-}
 
 // ----- the service -----------------------------------------------------------------
 
@@ -314,7 +169,7 @@ fn assert_disconnected<T: std::fmt::Debug>(what: &str, result: Result<T, RpcErro
 }
 
 struct Pair {
-    link: Link,
+    link: Partition,
     server: Connection,
     client: Connection,
     store: StoreProxy,
@@ -322,7 +177,7 @@ struct Pair {
 }
 
 async fn open_pair() -> Pair {
-    let (link, a, b) = Link::new();
+    let (link, a, b) = partitionable_pipe(ONE_WAY);
     let server_obj = StoreImpl::default();
     let (server, client, store) =
         connect_pair(a, b, StoreProxy::new(server_obj.clone()), config()).await.expect("connect");

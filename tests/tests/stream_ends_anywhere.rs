@@ -55,6 +55,8 @@ pub trait Room {
     async fn relay_blob(&self, blob: Bytes, to: RoomProxy) -> Result<(u64, bool), RpcError>;
     /// Passes `into` on to `to.fill_bytes`.
     async fn relay_bytes_writer(&self, into: BytesWriter, to: RoomProxy, len: u64) -> Result<(), RpcError>;
+    /// Reads one byte stream out of `outer` and passes it on to `to.check_blob`.
+    async fn relay_inner_blob(&self, outer: Sequence<Bytes>, to: RoomProxy) -> Result<(u64, bool), RpcError>;
 }
 
 #[derive(Default)]
@@ -186,6 +188,11 @@ impl Room for Server {
 
     async fn relay_bytes_writer(&self, into: BytesWriter, to: RoomProxy, len: u64) -> Result<(), RpcError> {
         to.fill_bytes(into, len).await
+    }
+
+    async fn relay_inner_blob(&self, mut outer: Sequence<Bytes>, to: RoomProxy) -> Result<(u64, bool), RpcError> {
+        let inner = outer.read().await?.ok_or_else(|| RpcError::cancelled("no inner byte stream"))?;
+        to.check_blob(inner, 0).await
     }
 
     async fn fill_bytes(&self, mut into: BytesWriter, len: u64) -> Result<(), RpcError> {
@@ -454,6 +461,18 @@ async fn byte_stream_ends_received_as_arguments_are_passed_on() {
         let got = bounded("check", route, rig.a.check_blob(blob, 0)).await.expect("check");
         assert_eq!(got, (50_000, true), "{route:?}");
         bounded("relay writer", route, relayed).await.expect("relay");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_stream_received_as_an_item_is_passed_on() {
+    for route in ROUTES {
+        let rig = rig(route).await;
+        let (mut outer_writer, outer) = Sequence::<Bytes>::channel();
+        outer_writer.write(rig.a.blob(40_000)).expect("write");
+        let got = bounded("relay inner blob", route, rig.a.relay_inner_blob(outer, rig.b.clone())).await;
+        assert_eq!(got.expect("relay"), (40_000, true), "{route:?}");
+        drop(outer_writer);
     }
 }
 

@@ -287,15 +287,7 @@ impl ConnState {
     fn unexport(&mut self, descriptors: &[CapDescriptor], err: &RpcError) {
         for descriptor in descriptors {
             match *descriptor {
-                CapDescriptor::SenderHosted(id) => {
-                    let Some(export) = self.exports.get_mut(id) else { continue };
-                    export.refs = export.refs.saturating_sub(1);
-                    if export.refs == 0 && !export.permanent {
-                        let export = self.exports.remove(id).expect("present");
-                        self.export_ids.remove(&export.client.identity());
-                        self.defer_drop(export.client);
-                    }
-                }
+                CapDescriptor::SenderHosted(id) => self.release_export(id, 1),
                 CapDescriptor::SequenceReader { stream, .. }
                 | CapDescriptor::SequenceWriter { stream, .. }
                 | CapDescriptor::BytesReader { stream, .. }
@@ -670,13 +662,20 @@ impl ConnState {
                 "Release of {count} references to export {id}, which the peer holds {held} of"
             )));
         }
-        export.refs -= count;
+        self.release_export(id, count);
+        Ok(())
+    }
+
+    /// Drops `count` of the peer's references to export `id` (at most what it
+    /// holds); the last one unexports the object (never the bootstrap).
+    fn release_export(&mut self, id: u32, count: u32) {
+        let Some(export) = self.exports.get_mut(id) else { return };
+        export.refs = export.refs.saturating_sub(count);
         if export.refs == 0 && !export.permanent {
             let export = self.exports.remove(id).expect("present");
             self.export_ids.remove(&export.client.identity());
             self.defer_drop(export.client);
         }
-        Ok(())
     }
 
     pub(crate) fn handle_disembargo(&mut self, target: Target, id: u32) -> Result<(), Violation> {

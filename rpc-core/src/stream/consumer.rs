@@ -89,6 +89,27 @@ struct Consuming {
     max_item: usize,
 }
 
+impl Consuming {
+    /// What a read sees when it cannot take data: the ending, if unread data
+    /// was discarded or nothing is queued after the end; pending (to be
+    /// woken) if nothing is queued yet; `None` when a batch is ready.
+    fn unreadable<T>(&mut self, cx: &mut Context<'_>) -> Option<Poll<Result<Option<T>, RpcError>>> {
+        if let Some(ending) = self.ending.as_ref().filter(|e| e.discards()) {
+            return Some(Poll::Ready(ending.for_reader()));
+        }
+        if !self.batches.is_empty() {
+            return None;
+        }
+        Some(match &self.ending {
+            Some(ending) => Poll::Ready(ending.for_reader()),
+            None => {
+                self.reader = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
+}
+
 impl RemoteConsumer {
     pub(crate) fn new(conn: &Arc<ConnShared>, id: u32, window: Window, max_depth: u32) -> Arc<Self> {
         Self::with_mode(conn, id, window, max_depth, false)
@@ -178,19 +199,11 @@ impl RemoteConsumer {
 
     pub(crate) fn poll_read<T: DeserializeOwned>(&self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, RpcError>> {
         let mut state = self.lock();
-        if let Some(ending) = state.ending.as_ref().filter(|e| e.discards()) {
-            return Poll::Ready(ending.for_reader());
+        if let Some(done) = state.unreadable(cx) {
+            return done;
         }
         let max_depth = self.max_depth;
-        let Some(batch) = state.batches.front_mut() else {
-            return match &state.ending {
-                Some(ending) => Poll::Ready(ending.for_reader()),
-                None => {
-                    state.reader = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            };
-        };
+        let batch = state.batches.front_mut().expect("checked: a batch is queued");
         let before = batch.bytes.len();
         let decoded = decode_next::<T>(batch, max_depth, self.max_decoded);
         let used = (before - batch.bytes.len()) as u64;
@@ -219,18 +232,10 @@ impl RemoteConsumer {
     /// passes a stream on without knowing its item type.
     pub(crate) fn poll_read_raw(&self, cx: &mut Context<'_>) -> Poll<Result<Option<RawItem>, RpcError>> {
         let mut state = self.lock();
-        if let Some(ending) = state.ending.as_ref().filter(|e| e.discards()) {
-            return Poll::Ready(ending.for_reader());
+        if let Some(done) = state.unreadable(cx) {
+            return done;
         }
-        let Some(batch) = state.batches.front_mut() else {
-            return match &state.ending {
-                Some(ending) => Poll::Ready(ending.for_reader()),
-                None => {
-                    state.reader = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            };
-        };
+        let batch = state.batches.front_mut().expect("checked: a batch is queued");
         let item = take_next(batch);
         if batch.remaining == 0 {
             state.batches.pop_front();
@@ -440,17 +445,8 @@ impl RemoteConsumer {
     /// copying when it holds enough, else gathered across chunks.
     pub(crate) fn poll_read_bytes(&self, cx: &mut Context<'_>, max: usize) -> Poll<Result<Option<Bytes>, RpcError>> {
         let mut state = self.lock();
-        if let Some(ending) = state.ending.as_ref().filter(|e| e.discards()) {
-            return Poll::Ready(ending.for_reader());
-        }
-        if state.batches.is_empty() {
-            return match &state.ending {
-                Some(ending) => Poll::Ready(ending.for_reader()),
-                None => {
-                    state.reader = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            };
+        if let Some(done) = state.unreadable(cx) {
+            return done;
         }
         let data = take_bytes(&mut state.batches, max.max(1));
         self.release(&mut state, data.len() as u64);
