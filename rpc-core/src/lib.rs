@@ -239,7 +239,7 @@ mod stream;
 mod wire;
 
 pub use cap::{Capability, Client};
-pub use conn::{connect, serve, serve_with, Config, Connection, ConnectionBuilder, Limits};
+pub use conn::{connect, serve, serve_with, Config, Connection, ConnectionBuilder, ConnectionMetrics, Limits};
 pub use error::{ErrorKind, RpcError};
 pub use payload::Payload;
 pub use promise::Promise;

@@ -89,8 +89,12 @@ impl Future for Running {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(handler) = self.handler.as_mut() else { return Poll::Ready(()) };
-        let outcome = match Pin::new(handler).poll(cx) {
+        let this = &mut *self;
+        let Some(handler) = this.handler.as_mut() else { return Poll::Ready(()) };
+        let entered = this.reply.span().map(|span| span.enter());
+        let polled = Pin::new(handler).poll(cx);
+        drop(entered);
+        let outcome = match polled {
             Poll::Ready(Ok(Ok(outcome))) => outcome,
             Poll::Ready(Ok(Err(panic))) => Err(panic_error(self.interface, self.method, &*panic)),
             Poll::Ready(Err(_aborted)) => Err(RpcError::cancelled("the caller cancelled the call")),
@@ -126,6 +130,10 @@ impl Serve {
             ));
             reply.complete(Err(err));
             return None;
+        }
+        if let Some(span) = reply.span() {
+            span.record("interface", interface.name);
+            span.record("method", interface.methods.get(call.method as usize).copied().unwrap_or("?"));
         }
         let (abort, registration) = AbortHandle::new_pair();
         reply.set_canceller(Canceller::Abort(abort));

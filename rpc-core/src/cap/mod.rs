@@ -161,6 +161,11 @@ pub(crate) trait ReplySink: Send + Sync + 'static {
     /// This call was made on the promised result of `parent`: keep `parent`
     /// from being cancelled until this call completes or is given up.
     fn depend_on(&self, _parent: crate::promise::CallHandle) {}
+    /// The tracing span of this call, if it came over a connection: the
+    /// handler runs inside it.
+    fn span(&self) -> Option<&tracing::Span> {
+        None
+    }
 }
 
 /// How to stop a call where it runs.

@@ -10,16 +10,31 @@ use crate::payload::CapEntry;
 pub(crate) struct RemoteAnswer {
     conn: Arc<ConnShared>,
     id: u32,
+    /// `rpc.call`, a child of the connection's span: the handler runs in it.
+    span: tracing::Span,
 }
 
 impl RemoteAnswer {
-    pub(crate) fn new(conn: Arc<ConnShared>, id: u32) -> Self {
-        RemoteAnswer { conn, id }
+    pub(crate) fn new(conn: Arc<ConnShared>, id: u32, interface: u64, method: u16) -> Self {
+        let span = tracing::debug_span!(
+            parent: &conn.span,
+            "rpc.call",
+            question = id,
+            interface_id = interface,
+            method_id = method,
+            interface = tracing::field::Empty,
+            method = tracing::field::Empty,
+        );
+        RemoteAnswer { conn, id, span }
     }
 }
 
 impl ReplySink for RemoteAnswer {
     fn complete(&self, reply: Reply) {
+        match &reply {
+            Ok(_) => tracing::debug!(parent: &self.span, "call returned"),
+            Err(err) => tracing::debug!(parent: &self.span, kind = ?err.kind(), error = %err, "call failed"),
+        }
         // Forward calls pipelined on this answer before the Return can reach
         // the caller, so the caller's later direct calls cannot overtake them.
         loop {
@@ -46,5 +61,9 @@ impl ReplySink for RemoteAnswer {
 
     fn set_canceller(&self, canceller: Canceller) {
         self.conn.lock().set_answer_canceller(self.id, canceller);
+    }
+
+    fn span(&self) -> Option<&tracing::Span> {
+        Some(&self.span)
     }
 }

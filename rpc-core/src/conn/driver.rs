@@ -23,6 +23,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{watch, Notify};
 use tokio::time::{sleep_until, timeout, Instant};
+use tracing::Instrument;
 
 use super::{ConnShared, ConnState, UserRef};
 use crate::cap::Client;
@@ -63,8 +64,16 @@ where
     }
     let stream_parity = u32::from(ours.nonce > theirs.nonce);
     let (closed, _) = watch::channel(None);
+    // A child of whatever span opens the connection (a server's accept loop
+    // may carry the peer's address).
+    let span = tracing::info_span!("rpc.connection", id = super::metrics::next_connection_id());
+    tracing::debug!(parent: &span, peer_offers_bootstrap = theirs.offers_bootstrap, "connection open");
+    let io = super::metrics::IoCounters::default();
+    io.wrote(buf.len());
+    io.read(hello_len(&theirs));
+    let state = ConnState::new(config.limits, theirs.limits, bootstrap, stream_parity, span.clone());
     let shared = Arc::new(ConnShared {
-        state: Mutex::new(ConnState::new(config.limits, theirs.limits, bootstrap, stream_parity)),
+        state: Mutex::new(state),
         wake_writer: Notify::new(),
         owed_in_flight: AtomicUsize::new(0),
         output_drained: Notify::new(),
@@ -75,12 +84,21 @@ where
         users: AtomicUsize::new(0),
         config,
         peer_limits: theirs.limits,
+        span,
+        io,
     });
     // Taken before the tasks start, so the writer never sees a new connection as idle.
     let user = shared.user_ref();
-    tokio::spawn(read_loop(shared.clone(), reader, incoming));
-    tokio::spawn(write_loop(shared, writer));
+    let span = shared.span.clone();
+    tokio::spawn(read_loop(shared.clone(), reader, incoming).instrument(span.clone()));
+    tokio::spawn(write_loop(shared, writer).instrument(span));
     Ok(user)
+}
+
+/// The wire size of the peer's Hello (the same encoding as ours), for the
+/// byte count.
+fn hello_len(theirs: &Hello) -> usize {
+    postcard::to_allocvec(theirs).map_or(0, |body| body.len() + frame::PREFIX)
 }
 
 /// A random 64-bit value (std's hash keys are seeded from the OS).
@@ -315,7 +333,10 @@ async fn read_frames<R: AsyncRead>(shared: &Arc<ConnShared>, reader: &mut ReadHa
         tokio::select! {
             read = reader.read_buf(buf) => match read {
                 Ok(0) => return RpcError::disconnected("the peer closed the connection"),
-                Ok(n) => chunk = next_chunk(&mut large_reads, n),
+                Ok(n) => {
+                    shared.io.read(n);
+                    chunk = next_chunk(&mut large_reads, n);
+                }
                 Err(err) => return RpcError::disconnected(format!("I/O error: {err}")),
             },
             _ = sleep_until(deadline) => {
@@ -364,7 +385,10 @@ async fn handle_frame(
             let config = &shared.config;
             state.handle_ping(nonce, Instant::now(), config.ping_min_interval, config.max_ping_strikes)
         }
-        Message::Pong(_) => Ok(()),
+        Message::Pong(nonce) => {
+            state.handle_pong(nonce, Instant::now());
+            Ok(())
+        }
         Message::Abort(reason) => {
             Err(RpcError::disconnected(format!("the peer closed the connection ({})", reason.message())))
         }
@@ -451,6 +475,7 @@ async fn write_batch<W: AsyncWrite>(
                 Ok(0) => break Written::Failed(std::io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     written += n;
+                    shared.io.wrote(n);
                     shared.owed_in_flight.store(owed.min(batch.len() - written), Ordering::Release);
                     shared.output_drained.notify_one();
                 }
@@ -483,7 +508,7 @@ async fn write_loop<W: AsyncWrite>(shared: Arc<ConnShared>, mut writer: WriteHal
                 _ = shared.wake_writer.notified() => {}
                 _ = sleep_until(next_ping) => {
                     nonce += 1;
-                    shared.lock().send_ping(nonce);
+                    shared.lock().send_ping(nonce, Instant::now());
                 }
             }
         }

@@ -16,6 +16,7 @@ mod answer;
 mod config;
 mod driver;
 mod import;
+mod metrics;
 mod pipeline;
 mod public;
 mod state;
@@ -31,6 +32,7 @@ use crate::cap::{Canceller, Client, OutgoingCall, QueuedClient, Reply, ReplySink
 use crate::RpcError;
 
 pub use config::{Config, Limits};
+pub use metrics::ConnectionMetrics;
 pub use public::{connect, serve, serve_with, Connection, ConnectionBuilder};
 pub(crate) use state::ConnState;
 
@@ -59,6 +61,10 @@ pub(crate) struct ConnShared {
     users: AtomicUsize,
     pub(crate) config: Config,
     pub(crate) peer_limits: Limits,
+    /// `rpc.connection`: calls and streams of this connection are its children.
+    pub(crate) span: tracing::Span,
+    /// Bytes read from and written to the transport (frames and handshake).
+    pub(crate) io: metrics::IoCounters,
 }
 
 /// Work that must run after the state lock is released.
@@ -243,6 +249,7 @@ impl ConnShared {
         let mut state = self.lock();
         if state.close(reason.clone(), tell_peer) {
             drop(state);
+            metrics::trace_close(&self.span, &reason, tell_peer);
             self.closed.send_replace(Some(reason));
             self.wake_writer.notify_one();
         }

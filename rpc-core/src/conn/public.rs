@@ -95,6 +95,22 @@ impl Connection {
         self.shared().peer_limits
     }
 
+    /// A snapshot of this connection's activity: calls in flight, streams
+    /// open, bytes in and out, the last keepalive round trip.
+    ///
+    /// See [`ConnectionMetrics`](crate::ConnectionMetrics) for an example.
+    pub fn metrics(&self) -> crate::ConnectionMetrics {
+        let shared = self.shared();
+        let mut metrics = crate::ConnectionMetrics::default();
+        {
+            let state = shared.lock();
+            state.fill_metrics(&mut metrics);
+            metrics.closed = state.is_closed().is_some();
+        }
+        shared.io.fill(&mut metrics);
+        metrics
+    }
+
     /// The sizes of this connection's tables, for tests. Not a stable API.
     #[doc(hidden)]
     pub fn debug_counts(&self) -> crate::__private::TableCounts {

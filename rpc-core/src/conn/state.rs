@@ -90,6 +90,10 @@ pub(crate) struct ConnState {
     /// When the peer's last ping arrived, and how many in a row came too soon.
     last_ping: Option<tokio::time::Instant>,
     ping_strikes: u32,
+    /// Our last ping not yet answered: its nonce and when it was queued.
+    ping_sent: Option<(u64, tokio::time::Instant)>,
+    /// The round trip of our last answered ping.
+    last_rtt: Option<std::time::Duration>,
     pub(crate) deferred: Vec<Deferred>,
     /// Questions still waiting for their `Return` (not those kept after it
     /// for pipelining): what the peer's `max_outstanding_calls` limits.
@@ -105,6 +109,10 @@ pub(crate) struct ConnState {
     imports: HashMap<u32, Import>,
     embargoes: IdTable<Embargo>,
     streams: HashMap<u32, StreamHalf>,
+    /// `rpc.stream` spans of open streams, kept only while tracing wants them.
+    stream_spans: HashMap<u32, tracing::Span>,
+    /// The connection's `rpc.connection` span, parent of the stream spans.
+    span: tracing::Span,
     /// Streams we have numbered so far (our ids are `n << 1 | parity`).
     streams_opened: u32,
     /// The low bit of stream ids we allocate (from the handshake nonces).
@@ -122,12 +130,20 @@ pub(crate) struct ConnState {
 type Violation = RpcError;
 
 impl ConnState {
-    pub(crate) fn new(limits: Limits, peer_limits: Limits, bootstrap: Option<Client>, stream_parity: u32) -> Self {
+    pub(crate) fn new(
+        limits: Limits,
+        peer_limits: Limits,
+        bootstrap: Option<Client>,
+        stream_parity: u32,
+        span: tracing::Span,
+    ) -> Self {
         let mut state = ConnState {
             out: BytesMut::with_capacity(8 << 10),
             owed: 0,
             last_ping: None,
             ping_strikes: 0,
+            ping_sent: None,
+            last_rtt: None,
             deferred: Vec::new(),
             awaiting_returns: 0,
             running_answers: 0,
@@ -139,6 +155,8 @@ impl ConnState {
             imports: HashMap::new(),
             embargoes: IdTable::default(),
             streams: HashMap::new(),
+            stream_spans: HashMap::new(),
+            span,
             streams_opened: 0,
             stream_parity,
             max_peer_stream: None,
@@ -163,6 +181,17 @@ impl ConnState {
     /// serve no bootstrap, export nothing and owe no answers.
     pub(crate) fn is_idle(&self) -> bool {
         !self.serves_bootstrap && self.exports.len() <= 1 && self.answers.is_empty()
+    }
+
+    /// What [`crate::ConnectionMetrics`] reads from the protocol state.
+    pub(crate) fn fill_metrics(&self, metrics: &mut crate::ConnectionMetrics) {
+        let bootstrap = self.exports.get(0).is_some_and(|e| e.permanent);
+        metrics.calls_in_flight = self.awaiting_returns;
+        metrics.calls_running = self.running_answers;
+        metrics.streams_open = self.streams.len();
+        metrics.exports = self.exports.len() - usize::from(bootstrap);
+        metrics.imports = self.imports.len();
+        metrics.last_keepalive_rtt = self.last_rtt;
     }
 
     /// The size of every table (for `Connection::debug_counts`).
@@ -250,6 +279,7 @@ impl ConnState {
             }
             return self.fail_call(call, err);
         }
+        tracing::trace!(parent: &self.span, question = id, interface_id = call.interface, method_id = call.method, "call sent");
         if let PeerRef::Answer { question, cap } = target {
             if let Some(q) = self.questions.get_mut(question) {
                 q.pipes.entry(cap).or_default().sent = true;
@@ -294,6 +324,7 @@ impl ConnState {
                 | CapDescriptor::BytesWriter { stream, .. } => {
                     self.ready.retain(|&ready| ready != stream);
                     let Some(half) = self.streams.remove(&stream) else { continue };
+                    self.trace_stream_end(stream, "not sent: its call failed");
                     let ending = Ending::Disconnected(err.clone());
                     let dropped = match &half {
                         StreamHalf::Producer(producer) => producer.on_end(ending),
@@ -481,7 +512,7 @@ impl ConnState {
             Answer { canceller: None, finished: false, returned: None, pipes: HashMap::new(), passed_back: false };
         self.answers.insert(id, answer);
         self.running_answers += 1;
-        let reply = Arc::new(super::answer::RemoteAnswer::new(shared.clone(), id));
+        let reply = Arc::new(super::answer::RemoteAnswer::new(shared.clone(), id, interface, method));
         self.deferred.push(Deferred::Call(target, OutgoingCall { interface, method, payload, reply }));
         Ok(())
     }
@@ -727,8 +758,21 @@ impl ConnState {
         self.last_ping = None;
     }
 
-    pub(crate) fn send_ping(&mut self, nonce: u64) {
+    /// Queues a keepalive ping; `now` is when, for the round trip.
+    pub(crate) fn send_ping(&mut self, nonce: u64, now: tokio::time::Instant) {
         self.send(&Message::Ping(nonce), &[]);
+        self.ping_sent = Some((nonce, now));
+    }
+
+    /// The peer answered a ping: if it is our last one, `now` gives the
+    /// round trip. Any other nonce is ignored (a pong is harmless).
+    pub(crate) fn handle_pong(&mut self, nonce: u64, now: tokio::time::Instant) {
+        if let Some((sent_nonce, sent)) = self.ping_sent {
+            if sent_nonce == nonce {
+                self.ping_sent = None;
+                self.last_rtt = Some(now.saturating_duration_since(sent));
+            }
+        }
     }
 
     // ----- capabilities in payloads --------------------------------------
@@ -903,6 +947,9 @@ impl ConnState {
                 self.deferred.push(Deferred::Resolve(queue, Err(reason.clone())));
             }
             self.defer_drop(answer);
+        }
+        for (_, span) in self.stream_spans.drain() {
+            tracing::debug!(parent: &span, "stream ended: the connection closed");
         }
         for (_, half) in self.streams.drain().collect::<Vec<_>>() {
             let dropped = match &half {

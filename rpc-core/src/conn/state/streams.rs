@@ -42,6 +42,7 @@ impl ConnState {
         let producer =
             if bytes { RemoteProducer::new_bytes(shared, id, window) } else { RemoteProducer::new(shared, id, window) };
         self.streams.insert(id, StreamHalf::Producer(producer.clone()));
+        self.trace_stream_open(id, "producer", bytes);
         Ok(producer)
     }
 
@@ -59,6 +60,7 @@ impl ConnState {
             RemoteConsumer::new(shared, id, window, self.limits.max_depth)
         };
         self.streams.insert(id, StreamHalf::Consumer(consumer.clone()));
+        self.trace_stream_open(id, "consumer", bytes);
         Ok(consumer)
     }
 
@@ -84,6 +86,7 @@ impl ConnState {
                 RemoteConsumer::new(shared, stream, window, self.limits.max_depth)
             };
             self.streams.insert(stream, StreamHalf::Consumer(consumer.clone()));
+            self.trace_stream_open(stream, "consumer", bytes);
             Box::new(ReceivedReader(Some(consumer)))
         } else {
             let producer = if bytes {
@@ -92,6 +95,7 @@ impl ConnState {
                 RemoteProducer::new(shared, stream, window)
             };
             self.streams.insert(stream, StreamHalf::Producer(producer.clone()));
+            self.trace_stream_open(stream, "producer", bytes);
             Box::new(ReceivedWriter(Some(producer)))
         };
         Ok(CapEntry::Stream(StreamSlot::new(end)))
@@ -134,8 +138,36 @@ impl ConnState {
         self.ready.push(id);
     }
 
+    /// Opens stream `id`'s `rpc.stream` span (kept only if tracing wants it).
+    fn trace_stream_open(&mut self, id: u32, role: &'static str, bytes: bool) {
+        let kind = if bytes { "bytes" } else { "sequence" };
+        let span = tracing::debug_span!(parent: &self.span, "rpc.stream", id, role, kind);
+        if !span.is_disabled() {
+            tracing::debug!(parent: &span, "stream opened");
+            self.stream_spans.insert(id, span);
+        }
+    }
+
+    /// Closes stream `id`'s span, saying how it ended.
+    pub(super) fn trace_stream_end(&mut self, id: u32, how: &str) {
+        if let Some(span) = self.stream_spans.remove(&id) {
+            tracing::debug!(parent: &span, how, "stream ended");
+        }
+    }
+
     /// Our half of stream `id` is done: forget it, telling the peer `message`.
     pub(crate) fn end_stream(&mut self, id: u32, message: Option<Message>) {
+        if !self.stream_spans.is_empty() {
+            let how = match &message {
+                Some(Message::StreamEnd { error: None, .. }) => "closed here",
+                Some(Message::StreamEnd { error: Some(_), .. }) => "closed here with an error",
+                Some(Message::StreamAbort { .. }) => "aborted here",
+                Some(Message::StreamCancel { .. }) => "cancelled here",
+                Some(_) => "ended here",
+                None => "ended by the peer",
+            };
+            self.trace_stream_end(id, how);
+        }
         let half = self.streams.remove(&id);
         self.defer_drop(half);
         if let (Some(message), None) = (message, &self.closed) {
@@ -184,6 +216,7 @@ impl ConnState {
             if let Some(StreamHalf::Producer(producer)) = self.streams.get(&id).cloned() {
                 let (finished, more) = producer.emit(self, shared, ROUND_BUDGET);
                 if finished {
+                    self.trace_stream_end(id, "ended here: its end was sent");
                     self.end_stream(id, None);
                 } else if more {
                     again.push(id);
@@ -253,6 +286,9 @@ impl ConnState {
     pub(crate) fn handle_stream_end(&mut self, stream: u32, ending: Ending) -> Result<(), Violation> {
         match self.streams.get(&stream).cloned() {
             Some(StreamHalf::Consumer(consumer)) => {
+                if let Some(span) = self.stream_spans.get(&stream) {
+                    tracing::debug!(parent: span, ?ending, "the peer ended the stream");
+                }
                 let dropped = consumer.on_end(ending);
                 self.deferred.push(Deferred::Drop(dropped));
                 self.end_stream(stream, None);
@@ -268,6 +304,9 @@ impl ConnState {
     pub(crate) fn handle_stream_cancel(&mut self, stream: u32, reason: Option<String>) -> Result<(), Violation> {
         match self.streams.get(&stream).cloned() {
             Some(StreamHalf::Producer(producer)) => {
+                if let Some(span) = self.stream_spans.get(&stream) {
+                    tracing::debug!(parent: span, ?reason, "the peer cancelled the stream");
+                }
                 let dropped = producer.on_end(Ending::Cancelled(reason));
                 self.deferred.push(Deferred::Drop(dropped));
                 self.end_stream(stream, None);
