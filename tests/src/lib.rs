@@ -263,3 +263,4 @@ pub mod wire_mirror;
 pub mod raw_peer;
 
 pub mod peak_alloc;
+pub mod thread_alloc;
