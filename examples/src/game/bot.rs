@@ -1,7 +1,7 @@
 //! A bot player: it walks the shortest path to the nearest item, with a
 //! little randomness so that bots do not tie forever.
 //!
-//! The loop is the one from seed 003: read the next event, handle it, and
+//! The loop is the usual event loop: read the next event, handle it, and
 //! only then read again. Reading is what paces the server: if the bot falls
 //! behind, its window fills and the server skips snapshots for it.
 
