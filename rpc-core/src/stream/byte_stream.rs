@@ -86,6 +86,25 @@ pub(crate) enum ByteWriter {
 /// # Ok(())
 /// # }
 /// ```
+///
+/// Reads into a buffer of your own with `AsyncReadExt::read` (the chunk by
+/// chunk read is [`read_chunk`](Self::read_chunk), so the names do not clash):
+///
+/// ```
+/// use rpc_core::Bytes;
+/// use tokio::io::AsyncReadExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let (mut writer, mut reader) = Bytes::channel();
+/// writer.write("abcdef").map_err(std::io::Error::other)?;
+/// writer.close(None).await.map_err(std::io::Error::other)?;
+/// let mut buf = [0u8; 4];
+/// let n = reader.read(&mut buf).await?;
+/// assert_eq!(&buf[..n], b"abcd");
+/// # Ok(())
+/// # }
+/// ```
 pub struct Bytes {
     backend: Mutex<Option<ByteReader>>,
     /// Keeps alive the call that fills it; travels with the end when sent on.
