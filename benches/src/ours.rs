@@ -315,7 +315,7 @@ impl Contender for Ours {
             download.set_window(4 << 20);
             download.set_max_read(256 << 10);
             let mut got = 0;
-            while let Some(chunk) = download.read().await? {
+            while let Some(chunk) = download.read_chunk().await? {
                 got += chunk.len() as u64;
             }
             if got != bytes {

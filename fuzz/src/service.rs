@@ -149,7 +149,7 @@ impl Fuzzed for Server {
 
     async fn upload(&self, mut data: Bytes) -> Result<u64, RpcError> {
         let mut total = 0u64;
-        while let Some(chunk) = data.read().await? {
+        while let Some(chunk) = data.read_chunk().await? {
             total += chunk.len() as u64;
         }
         Ok(total)
@@ -241,7 +241,7 @@ fn visit(item: CapItem) -> std::pin::Pin<Box<dyn std::future::Future<Output = Re
             }
             CapItem::Raw(mut data) => {
                 let mut n = 0;
-                while let Some(chunk) = data.read().await? {
+                while let Some(chunk) = data.read_chunk().await? {
                     n += chunk.len() as u32;
                     if n > MAX_BYTES {
                         break;

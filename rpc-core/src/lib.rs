@@ -216,6 +216,12 @@
 //!   a silent peer is detected by keepalive ([`Config`]).
 //! * Hostile input gets an error reply or closes the connection with a reason;
 //!   [`Limits`] bound frame size, calls in flight, exports and nesting depth.
+//!   Every limit and timing has a documented default (see [`Limits`] and
+//!   [`Config`]).
+//! * A call or reply larger than the frame limit
+//!   ([`Limits::max_frame_size`], 16 MiB by default) fails alone with
+//!   [`ErrorKind::LimitExceeded`] before it is sent; the connection and other
+//!   calls carry on. Send bulk data as a [`Bytes`] stream or a [`Sequence`].
 //! * A handler that panics (a plain `fn` or an `async fn`, before or after an
 //!   await) fails its own call with [`ErrorKind::HandlerPanicked`], whose
 //!   message names the method and carries the panic message; a sequence or

@@ -36,8 +36,29 @@ pub(crate) enum CapEntry {
 
 /// A serialized value together with its capability table.
 ///
-/// Payloads are what calls carry as arguments and results; they are produced
-/// and consumed by generated code and never need to be built by hand.
+/// Payloads are what calls carry as arguments and results: the arguments
+/// tuple of a call, or its result, encoded with postcard, plus the
+/// capabilities (proxies, sequences, byte streams) found inside, which travel
+/// beside the bytes. They are produced and consumed by the code
+/// `#[eventual]` generates and never need to be built by hand; the type is
+/// public because generated code names it.
+///
+/// A payload must fit in one frame: one larger than the receiver's
+/// [`Limits::max_frame_size`](crate::Limits::max_frame_size) is not sent,
+/// and the call fails alone with
+/// [`ErrorKind::LimitExceeded`](crate::ErrorKind::LimitExceeded). Its
+/// decoded size and nesting depth are bounded by the receiver's
+/// [`Limits::max_decoded_size`](crate::Limits::max_decoded_size) and
+/// [`Limits::max_depth`](crate::Limits::max_depth).
+///
+/// # Examples
+///
+/// The empty payload (what a call with no arguments carries, in effect):
+///
+/// ```
+/// let empty = rpc_core::Payload::default();
+/// assert!(format!("{empty:?}").starts_with("Payload"));
+/// ```
 #[derive(Debug, Default)]
 pub struct Payload {
     pub(crate) bytes: Bytes,

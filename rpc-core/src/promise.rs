@@ -200,6 +200,11 @@ impl CallHandle {
 /// Dropping a promise before it resolves tells the callee the answer is no
 /// longer wanted; a handler still running there is cancelled.
 ///
+/// If the handler panics, the promise fails with
+/// [`ErrorKind::HandlerPanicked`](crate::ErrorKind::HandlerPanicked), whose
+/// message names the method and carries the panic message; the object keeps
+/// serving later calls (see [`eventual`](crate::eventual)).
+///
 /// Over a connection, a call whose arguments exceed the frame limit the peer
 /// advertised ([`Connection::peer_limits`](crate::Connection::peer_limits))
 /// is not sent: its promise fails at once with

@@ -46,7 +46,7 @@ impl Store for Shelf {
 
     async fn upload(&self, mut data: Bytes) -> Result<(u64, u64), RpcError> {
         let mut all = Vec::new();
-        while let Some(chunk) = data.read().await? {
+        while let Some(chunk) = data.read_chunk().await? {
             all.extend_from_slice(&chunk);
         }
         Ok((all.len() as u64, checksum(&all, 0)))
@@ -96,7 +96,7 @@ async fn reads_ignore_write_boundaries_and_respect_the_max_read() {
         download.set_max_read(1000);
         let mut total = 0;
         let mut largest = 0;
-        while let Some(chunk) = bounded("read", download.read()).await.unwrap() {
+        while let Some(chunk) = bounded("read", download.read_chunk()).await.unwrap() {
             assert!(chunk.len() <= 1000, "{via:?}: a read of {} bytes", chunk.len());
             largest = largest.max(chunk.len());
             total += chunk.len();

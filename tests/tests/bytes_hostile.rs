@@ -36,7 +36,7 @@ impl Bytewise for Server {
 
     async fn upload(&self, mut data: Bytes) -> Result<(u64, u64), RpcError> {
         let (mut len, mut sum) = (0u64, 0u64);
-        while let Some(chunk) = data.read().await? {
+        while let Some(chunk) = data.read_chunk().await? {
             len += chunk.len() as u64;
             sum += chunk.iter().map(|b| u64::from(*b)).sum::<u64>();
         }

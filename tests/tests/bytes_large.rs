@@ -156,7 +156,7 @@ fn start_transfer(bulk: &BulkProxy, seed: u64, len: u64) -> Transfer {
     let task = tokio::spawn(async move {
         let mut sum = Checksum::default();
         loop {
-            match reader.read().await {
+            match reader.read_chunk().await {
                 Ok(Some(chunk)) => {
                     sum.update(&chunk);
                     count.fetch_add(chunk.len() as u64, Ordering::Relaxed);

@@ -66,7 +66,7 @@ async fn write_pattern(writer: &mut BytesWriter, seed: u64, len: u64) -> Result<
 async fn read_to_end(reader: &mut Bytes) -> Result<Vec<u8>, RpcError> {
     let mut all = Vec::new();
     for _ in 0..MAX_READS {
-        match reader.read().await? {
+        match reader.read_chunk().await? {
             Some(chunk) => all.extend_from_slice(&chunk),
             None => return Ok(all),
         }
@@ -696,7 +696,7 @@ async fn window_and_max_read(route: Route) {
         // Read a bit more than half a window, in reads of at most M.
         let target = got.len() + W / 2 + 1;
         while got.len() < target {
-            let chunk = within("read", reader.read()).await.expect("read").expect("not the end");
+            let chunk = within("read", reader.read_chunk()).await.expect("read").expect("not the end");
             assert!(!chunk.is_empty() && chunk.len() <= M, "{route:?}: a read of {} bytes (max {M})", chunk.len());
             got.extend_from_slice(&chunk);
         }
@@ -707,7 +707,7 @@ async fn window_and_max_read(route: Route) {
     }
     within("close", writer.close(None)).await.expect("close");
     for _ in 0..MAX_READS {
-        match within("read", reader.read()).await.expect("read") {
+        match within("read", reader.read_chunk()).await.expect("read") {
             Some(chunk) => {
                 assert!(chunk.len() <= M, "{route:?}: a read of {} bytes (max {M})", chunk.len());
                 got.extend_from_slice(&chunk);
@@ -748,7 +748,7 @@ async fn changed_window(route: Route) {
     reader.set_max_read(10);
     let mut got = Vec::new();
     while got.len() < sent {
-        let chunk = within("read", reader.read()).await.expect("read").expect("not the end");
+        let chunk = within("read", reader.read_chunk()).await.expect("read").expect("not the end");
         assert!(chunk.len() <= 10, "{route:?}: a read of {} bytes after lowering the max read to 10", chunk.len());
         got.extend_from_slice(&chunk);
     }
@@ -773,7 +773,7 @@ async fn reads_ignore_writes(route: Route) {
     within("close", writer.close(None)).await.expect("close");
     let mut got = Vec::new();
     let mut reads = 0;
-    while let Some(chunk) = within("read", reader.read()).await.expect("read") {
+    while let Some(chunk) = within("read", reader.read_chunk()).await.expect("read") {
         assert!(chunk.len() <= 500, "{route:?}: a read of {} bytes (max 500)", chunk.len());
         got.extend_from_slice(&chunk);
         reads += 1;
@@ -789,7 +789,7 @@ async fn reads_ignore_writes(route: Route) {
     let reading = async {
         let mut got = Vec::with_capacity(MIB);
         let mut reads = 0;
-        while let Some(chunk) = reader.read().await.expect("read") {
+        while let Some(chunk) = reader.read_chunk().await.expect("read") {
             assert!(chunk.len() <= M, "{route:?}: a read of {} bytes (max {M})", chunk.len());
             got.extend_from_slice(&chunk);
             reads += 1;
@@ -827,7 +827,7 @@ async fn returned_window(via: Via) {
     assert_eq!(probe.accepted.load(Ordering::SeqCst), accepted, "{via:?}: the stalled producer moved");
     let mut read = 0;
     while read < 3_000 {
-        read += within("read", data.read()).await.expect("read").expect("not the end").len() as u64;
+        read += within("read", data.read_chunk()).await.expect("read").expect("not the end").len() as u64;
     }
     settle().await;
     let after = probe.accepted.load(Ordering::SeqCst);
@@ -940,7 +940,7 @@ async fn close_delivers_everything(route: Route) {
     within("close", writer.close(None)).await.expect("close");
     let got = within("read", read_to_end(&mut reader)).await.expect("read");
     assert_pattern(&format!("{route:?}"), &got, 8, 30_000);
-    assert_eq!(within("end", reader.read()).await.expect("end"), None, "{route:?}: the end repeats");
+    assert_eq!(within("end", reader.read_chunk()).await.expect("end"), None, "{route:?}: the end repeats");
 }
 
 #[tokio::test(start_paused = true)]
@@ -957,7 +957,7 @@ async fn close_with_error(route: Route) {
     within("close", writer.close(Some(error))).await.expect("close");
     let mut got = Vec::new();
     let err = loop {
-        match within("read", reader.read()).await {
+        match within("read", reader.read_chunk()).await {
             Ok(Some(chunk)) => got.extend_from_slice(&chunk),
             Ok(None) => panic!("{route:?}: a graceful end instead of the error"),
             Err(err) => break err,
@@ -992,15 +992,15 @@ async fn abort_at_once(route: Route) {
     let Pair { mut writer, mut reader, keep: _keep } = pair(route, 100_000, 1_000).await;
     writer.write(expected(10, 50_000)).expect("write");
     within("flush", writer.flush()).await.expect("flush");
-    assert_eq!(within("read", reader.read()).await.expect("read").map(|c| c.len()), Some(1_000), "{route:?}");
+    assert_eq!(within("read", reader.read_chunk()).await.expect("read").map(|c| c.len()), Some(1_000), "{route:?}");
     settle().await; // the rest now waits in the consumer's buffer
     let start = Instant::now();
     writer.abort();
     settle().await;
-    expect_kind(&format!("{route:?}: after abort"), within("read", reader.read()).await, ErrorKind::Aborted);
+    expect_kind(&format!("{route:?}: after abort"), within("read", reader.read_chunk()).await, ErrorKind::Aborted);
     assert!(start.elapsed() <= SETTLE, "{route:?}: the abort took {:?}", start.elapsed());
     // The buffered bytes are gone for good.
-    expect_kind(&format!("{route:?}: again"), within("read", reader.read()).await, ErrorKind::Aborted);
+    expect_kind(&format!("{route:?}: again"), within("read", reader.read_chunk()).await, ErrorKind::Aborted);
     let err =
         within("AsyncRead", AsyncReadExt::read(&mut reader, &mut [0; 10])).await.expect_err("AsyncRead after abort");
     assert_eq!(rpc_error_of(&err).kind(), ErrorKind::Aborted, "{route:?}");
@@ -1017,7 +1017,7 @@ async fn abort_ends_at_once_and_drops_unread_bytes() {
 async fn abort_wakes_a_waiting_read(route: Route) {
     let Pair { writer, mut reader, keep: _keep } = pair(route, 1_000, 1_000).await;
     let read = async {
-        let result = reader.read().await;
+        let result = reader.read_chunk().await;
         (result, Instant::now())
     };
     let abort = async {
@@ -1045,7 +1045,7 @@ async fn dropped_writer(route: Route) {
     settle().await;
     // Never a graceful end: bytes (if any survive), then Aborted.
     for _ in 0..10 {
-        match within("read", reader.read()).await {
+        match within("read", reader.read_chunk()).await {
             Ok(Some(_)) => continue,
             Ok(None) => panic!("{route:?}: a dropped writer ended the stream gracefully"),
             Err(err) => {
@@ -1190,7 +1190,7 @@ async fn returned_cancel(via: Via) {
     let (depot, probe, _conns) = depot(via).await;
     let mut data = depot.produce();
     data.set_window(4_000);
-    assert!(!within("read", data.read()).await.expect("read").expect("not the end").is_empty(), "{via:?}");
+    assert!(!within("read", data.read_chunk()).await.expect("read").expect("not the end").is_empty(), "{via:?}");
     data.cancel(Some("bored".into()));
     wait_until("producer error", || probe.error().is_some()).await;
     let err = probe.error().unwrap();
@@ -1340,7 +1340,7 @@ async fn random_case(case: u64) {
             let size = read_rng.range(1, read_scale) as usize;
             // Two ways of reading: a chunk, or AsyncRead into a buffer of a random size.
             let n = if read_rng.range(0, 1) == 0 {
-                match reader.read().await.unwrap_or_else(|e| panic!("{what}: {e}")) {
+                match reader.read_chunk().await.unwrap_or_else(|e| panic!("{what}: {e}")) {
                     Some(chunk) => {
                         assert!(chunk.len() as u64 <= max_read, "{what}: a read of {}", chunk.len());
                         buf[..chunk.len()].copy_from_slice(&chunk);
@@ -1391,7 +1391,7 @@ async fn one_byte_window(route: Route) {
     });
     let mut got = Vec::new();
     for _ in 0..=LEN {
-        match within("read", reader.read()).await.expect("read") {
+        match within("read", reader.read_chunk()).await.expect("read") {
             Some(chunk) => {
                 assert_eq!(chunk.len(), 1, "{route:?}: a read of {} bytes through a window of 1", chunk.len());
                 got.extend_from_slice(&chunk);

@@ -259,7 +259,7 @@ async fn a_returned_byte_stream_ends_with_the_panic() {
             (obj.sync_bytes_boom(), "Fragile.sync_bytes_boom", "no bytes today"),
             (obj.async_bytes_boom(), "Fragile.async_bytes_boom", "no bytes after all"),
         ] {
-            let err = within(method, bytes.read()).await.expect_err("the byte stream must end with an error");
+            let err = within(method, bytes.read_chunk()).await.expect_err("the byte stream must end with an error");
             assert_panicked(&err, method, text);
         }
         assert_eq!(within("ok", obj.ok()).await.unwrap(), 1, "{via:?}");

@@ -173,7 +173,7 @@ impl Room for Server {
 
     async fn check_blob(&self, mut blob: Bytes, offset: u64) -> Result<(u64, bool), RpcError> {
         let (mut len, mut ok) = (0u64, true);
-        while let Some(chunk) = blob.read().await? {
+        while let Some(chunk) = blob.read_chunk().await? {
             for &b in chunk.iter() {
                 ok &= b == pattern(offset + len);
                 len += 1;
@@ -423,7 +423,7 @@ async fn a_returned_byte_stream_read_in_part_passes_the_rest_on() {
         for to in [&rig.a, &rig.b] {
             let mut blob = rig.a.blob(100_000);
             blob.set_max_read(100);
-            let first = bounded("first chunk", route, blob.read()).await.expect("read").expect("a chunk");
+            let first = bounded("first chunk", route, blob.read_chunk()).await.expect("read").expect("a chunk");
             assert!(first.iter().enumerate().all(|(i, &b)| b == pattern(i as u64)));
             let offset = first.len() as u64;
             let got = bounded("rest", route, to.check_blob(blob, offset)).await.expect("check");
@@ -487,7 +487,7 @@ async fn a_sequence_returned_by_a_call_on_a_dead_connection_reads_disconnected()
     let err = bounded("read", Route::Tcp, numbers.read()).await.expect_err("the call failed");
     assert!(matches!(err.kind(), ErrorKind::Disconnected), "{err}");
     let mut blob = room.blob(10);
-    let err = bounded("read", Route::Tcp, blob.read()).await.expect_err("the call failed");
+    let err = bounded("read", Route::Tcp, blob.read_chunk()).await.expect_err("the call failed");
     assert!(matches!(err.kind(), ErrorKind::Disconnected), "{err}");
 }
 

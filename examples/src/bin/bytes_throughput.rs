@@ -65,7 +65,7 @@ async fn ours(blob: &BlobProxy, bytes: u64) -> Duration {
     download.set_window(4 << 20);
     download.set_max_read(256 << 10);
     let mut got = 0;
-    while let Some(chunk) = download.read().await.unwrap() {
+    while let Some(chunk) = download.read_chunk().await.unwrap() {
         got += chunk.len() as u64;
     }
     assert_eq!(got, bytes);

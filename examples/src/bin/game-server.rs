@@ -1,4 +1,4 @@
-//! The game server: `game-server --listen 127.0.0.1:7878 --players 2`.
+//! The game server: `game-server --listen 127.0.0.1:7000 --players 2`.
 //!
 //! Prints `listening on ADDR` once bound (so `--listen 127.0.0.1:0` works),
 //! then serves rounds until `--rounds` are played (exits 0) or Ctrl-C.
@@ -14,7 +14,7 @@ use rpc_examples::game::server::{self, ServerOptions};
 #[command(version)]
 struct Args {
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:7878")]
+    #[arg(long, default_value = "127.0.0.1:7000")]
     listen: String,
     /// Players needed to start a round.
     #[arg(long, default_value_t = 2)]

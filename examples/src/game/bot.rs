@@ -1,7 +1,7 @@
 //! A bot player: it walks the shortest path to the nearest item, with a
 //! little randomness so that bots do not tie forever.
 //!
-//! The loop is the one from seed 003: read the next event, handle it, and
+//! The loop is the usual event loop: read the next event, handle it, and
 //! only then read again. Reading is what paces the server: if the bot falls
 //! behind, its window fills and the server skips snapshots for it.
 
@@ -22,11 +22,26 @@ pub struct BotOptions {
     pub pace: u64,
     /// Chance, from 0 to 1, of a random step instead of the best one.
     pub wander: f64,
+    /// Ticks of the round to wait before the first move (a head start for
+    /// the other players).
+    pub warmup: u64,
 }
 
 impl Default for BotOptions {
+    /// A quick bot, for bot-only games (the demo, the tests): a move every
+    /// other tick, 15% of them random, from the first tick.
     fn default() -> Self {
-        BotOptions { client: ClientOptions::default(), pace: 2, wander: 0.15 }
+        BotOptions { client: ClientOptions::default(), pace: 2, wander: 0.15, warmup: 0 }
+    }
+}
+
+impl BotOptions {
+    /// A bot a person at the keyboard can beat: at the default 20 Hz it
+    /// waits 3 s before its first move, then moves four times a second
+    /// (every 5th tick) with 30% of its steps random. A person pressing
+    /// keys steadily moves faster than that; the bot never hesitates.
+    pub fn against_people() -> Self {
+        BotOptions { pace: 5, wander: 0.3, warmup: 60, ..BotOptions::default() }
     }
 }
 
@@ -83,6 +98,7 @@ struct Brain {
     name: String,
     pace: u64,
     wander: f64,
+    warmup: u64,
     next_tick: u64,
     rng: fastrand::Rng,
 }
@@ -90,12 +106,13 @@ struct Brain {
 impl Brain {
     fn new(name: &str, options: &BotOptions) -> Self {
         let (pace, wander) = (options.pace.max(1), options.wander.clamp(0.0, 1.0));
-        Brain { name: name.to_string(), pace, wander, next_tick: 0, rng: fastrand::Rng::new() }
+        let warmup = options.warmup;
+        Brain { name: name.to_string(), pace, wander, warmup, next_tick: 0, rng: fastrand::Rng::new() }
     }
 
     /// The next step, if it is time to move.
     fn decide(&mut self, tick: u64, view: &View) -> Option<Direction> {
-        if tick < self.next_tick {
+        if tick < self.next_tick || tick < self.warmup {
             return None;
         }
         self.next_tick = tick + self.pace;
@@ -151,6 +168,25 @@ mod tests {
         let goals = HashSet::from([Pos { x: 2, y: 0 }]);
         assert_eq!(first_step(Pos { x: 0, y: 2 }, &goals, &blocked, (3, 3)), Some(Direction::Right));
         assert_eq!(first_step(Pos { x: 0, y: 0 }, &goals, &blocked, (3, 3)), Some(Direction::Down));
+    }
+
+    #[test]
+    fn a_bot_waits_out_its_warmup_then_keeps_its_pace() {
+        use crate::game::arena::standard_map;
+        use crate::game::protocol::{PlayerState, Snapshot};
+        let options = BotOptions { pace: 5, wander: 0.0, warmup: 60, ..BotOptions::default() };
+        let mut brain = Brain::new("bo", &options);
+        let mut view = View::new();
+        view.apply(&GameEvent::RoundStarted { round: 1, target: 3, map: standard_map(), players: vec!["bo".into()] });
+        let mut moved = Vec::new();
+        for tick in 1..=80 {
+            let players = vec![PlayerState { name: "bo".into(), pos: Pos { x: 0, y: 0 }, score: 0 }];
+            view.apply(&GameEvent::Snapshot(Snapshot { tick, players, items: vec![Pos { x: 19, y: 9 }] }));
+            if brain.decide(tick, &view).is_some() {
+                moved.push(tick);
+            }
+        }
+        assert_eq!(moved, [60, 65, 70, 75, 80]);
     }
 
     #[test]

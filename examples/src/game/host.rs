@@ -210,9 +210,12 @@ impl Host {
         for event in &scored {
             self.broadcast_round(event);
         }
-        self.offer_round(&snapshot);
         if over {
+            // The last picture of the round goes to everyone, behind or not.
+            self.broadcast_round(&snapshot);
             self.end_round();
+        } else {
+            self.offer_round(&snapshot);
         }
     }
 

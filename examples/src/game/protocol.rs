@@ -2,7 +2,7 @@
 //! `#[eventual]` traits and the plain serde types they carry.
 //!
 //! Everything a client and a server must agree on lives here, and nothing
-//! else does. The shape follows seed 003's multiplayer game:
+//! else does. The shape:
 //!
 //! * [`Game`] is the server's bootstrap object. [`Game::join`] returns a
 //!   [`PlayerProxy`], a capability for *your* seat; the client calls it at

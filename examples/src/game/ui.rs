@@ -10,13 +10,13 @@ use ratatui::backend::CrosstermBackend;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Paragraph};
+use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui::{Frame, Terminal, TerminalOptions, Viewport};
 use tokio::net::ToSocketAddrs;
 
 use super::client::{ClientError, ClientOptions, Outcome, Session};
 use super::protocol::{Direction, FinalScores, GameEvent, Input, Pos};
-use super::view::{RoundView, View, LOG_LINES};
+use super::view::{final_text, result_line, wrap_tail, RoundView, View, LOG_LINES};
 
 /// Rows the game screen uses: the arena and a help line on the left, the
 /// scores and the last events on the right.
@@ -37,11 +37,23 @@ pub fn draw(frame: &mut Frame, view: &View, me: Option<&str>) {
         Some(round) => frame.render_widget(arena_widget(round, me), arena),
         None => frame.render_widget(lobby_widget(view), arena),
     }
-    let keys = if me.is_some() { "arrows/WASD move, q quits" } else { "bots at play; watching" };
-    frame.render_widget(Paragraph::new(keys).dark_gray(), help);
+    frame.render_widget(help_line(view, me), help);
     frame.render_widget(scores_widget(view, me), scores);
-    let lines: Vec<Line> = view.log.iter().map(|line| Line::from(line.as_str())).collect();
+    // Long lines wrap; the newest rows that fit are shown.
+    let inner = (log.width.saturating_sub(2) as usize, log.height.saturating_sub(2) as usize);
+    let rows = wrap_tail(view.log.iter().map(String::as_str), inner.0, inner.1);
+    let lines: Vec<Line> = rows.into_iter().map(Line::from).collect();
     frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(" events ")), log);
+}
+
+/// Under the arena: the keys while playing, the result once the round is over.
+fn help_line(view: &View, me: Option<&str>) -> Paragraph<'static> {
+    match (&view.finished, me) {
+        (Some(scores), Some(_)) => Paragraph::new(format!("{} · any key exits", result_line(scores, me))).bold(),
+        (Some(scores), None) => Paragraph::new(result_line(scores, None)).bold(),
+        (None, Some(_)) => Paragraph::new("arrows/WASD move, q quits").dark_gray(),
+        (None, None) => Paragraph::new("bots at play; watching").dark_gray(),
+    }
 }
 
 fn lobby_widget(view: &View) -> Paragraph<'static> {
@@ -89,9 +101,9 @@ fn scores_widget(view: &View, me: Option<&str>) -> Paragraph<'static> {
         lines.push(Line::from(format!("  snapshots skipped: {}", round.skipped)).dark_gray());
     }
     if let Some(finished) = &view.finished {
-        lines.push(Line::from(finished.to_string()).bold());
+        lines.push(Line::from(format!("  {}", result_line(finished, me))).bold());
     }
-    Paragraph::new(lines).block(Block::bordered().title(" scores "))
+    Paragraph::new(lines).wrap(Wrap { trim: false }).block(Block::bordered().title(" scores "))
 }
 
 /// Plays one round from the keyboard in a full-screen terminal UI. Returns
@@ -107,8 +119,13 @@ pub async fn play(addr: impl ToSocketAddrs, name: &str) -> Result<Option<Outcome
     let options = ClientOptions { events_capacity: 8, events_batch: 4, ..ClientOptions::default() };
     let mut session = Session::join(addr, name, &options).await?;
     let mut terminal = ratatui::try_init()?;
-    let ending = drive(&mut terminal, &mut session).await;
+    let mut view = View::new();
+    let ending = drive(&mut terminal, &mut session, &mut view).await;
     ratatui::restore();
+    // Leaving the full-screen UI clears it: print the last picture where it stays.
+    if let Some(text) = final_text(&view, Some(name)) {
+        print!("{text}");
+    }
     match ending? {
         Some(scores) => Ok(Some(session.finish(scores).await)),
         None => {
@@ -118,23 +135,28 @@ pub async fn play(addr: impl ToSocketAddrs, name: &str) -> Result<Option<Outcome
     }
 }
 
+/// How long the final picture stays up when no key is pressed.
+const RESULT_SHOWN_FOR: Duration = Duration::from_secs(30);
+
 /// The UI loop: redraw, then wait for whichever comes first, an event from
-/// the server or a key. Returns the final scores, or `None` on quit.
+/// the server or a key. At the end of the round the last picture and the
+/// result stay up until a key is pressed. Returns the final scores, or
+/// `None` on quit.
 async fn drive(
     terminal: &mut ratatui::DefaultTerminal,
     session: &mut Session,
+    view: &mut View,
 ) -> Result<Option<FinalScores>, ClientError> {
-    let mut view = View::new();
     let mut keys = EventStream::new();
     loop {
-        terminal.draw(|frame| draw(frame, &view, Some(session.name())))?;
+        terminal.draw(|frame| draw(frame, view, Some(session.name())))?;
         tokio::select! {
             event = session.next_event() => {
                 let event = event?;
                 view.apply(&event);
                 if let GameEvent::EndGame(scores) = event {
-                    terminal.draw(|frame| draw(frame, &view, Some(session.name())))?;
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    terminal.draw(|frame| draw(frame, view, Some(session.name())))?;
+                    let _ = tokio::time::timeout(RESULT_SHOWN_FOR, any_key(&mut keys)).await;
                     return Ok(Some(scores));
                 }
             }
@@ -145,6 +167,15 @@ async fn drive(
                 }
                 Action::Nothing => {}
             },
+        }
+    }
+}
+
+/// Waits for a key press (or for the terminal to go away).
+async fn any_key(keys: &mut EventStream) {
+    while let Some(Ok(event)) = keys.next().await {
+        if matches!(event, Event::Key(key) if key.kind != KeyEventKind::Release) {
+            return;
         }
     }
 }

@@ -59,12 +59,25 @@ impl View {
                 self.round = Some(RoundView { number: *round, target: *target, map, snapshot, skipped: 0 });
             }
             GameEvent::Snapshot(snapshot) => self.apply_snapshot(snapshot),
-            GameEvent::EndGame(scores) => self.finished = Some(scores.clone()),
+            GameEvent::EndGame(scores) => self.finish(scores),
             GameEvent::Scored { .. } | GameEvent::PlayerLeft { .. } => {}
         }
         if !matches!(event, GameEvent::Snapshot(_)) {
             self.push_log(describe(event));
         }
+    }
+
+    /// The round is over: keep its last picture (with the final scores,
+    /// in case the last snapshot was skipped for us) and the result.
+    fn finish(&mut self, scores: &FinalScores) {
+        if let Some(round) = &mut self.round {
+            for player in &mut round.snapshot.players {
+                if let Some(score) = scores.scores.get(&player.name) {
+                    player.score = *score;
+                }
+            }
+        }
+        self.finished = Some(scores.clone());
     }
 
     fn apply_snapshot(&mut self, snapshot: &Snapshot) {
@@ -101,10 +114,64 @@ pub fn describe(event: &GameEvent) -> String {
         GameEvent::Scored { name, at, score } => format!("{name} scored at {at} (now {score})"),
         GameEvent::PlayerLeft { name, reason } => format!("{name} left: {reason}"),
         GameEvent::EndGame(scores) => match &scores.winner {
-            Some(winner) => format!("round {} over: {winner} wins; {scores}", scores.round),
+            Some(winner) => format!("round {} over: {winner} won; {scores}", scores.round),
             None => format!("round {} over: nobody won; {scores}", scores.round),
         },
     }
+}
+
+/// Who won, as `me` sees it: `round 1: you won` for the winner,
+/// `round 1: bot won` for the others (and for a spectator, `me = None`), or
+/// `round 1: nobody won`.
+pub fn result_line(scores: &FinalScores, me: Option<&str>) -> String {
+    match &scores.winner {
+        Some(winner) if Some(winner.as_str()) == me => format!("round {}: you won", scores.round),
+        Some(winner) => format!("round {}: {winner} won", scores.round),
+        None => format!("round {}: nobody won", scores.round),
+    }
+}
+
+/// The last picture of a finished round as plain text, to leave on the
+/// screen once the UI is gone: the arena as it ended ([`board_text`]) and
+/// the result as `me` sees it ([`result_line`]). `None` before the round
+/// has ended.
+pub fn final_text(view: &View, me: Option<&str>) -> Option<String> {
+    let scores = view.finished.as_ref()?;
+    let board = view.round.as_ref().map(board_text).unwrap_or_default();
+    Some(format!("{board}{}\n", result_line(scores, me)))
+}
+
+/// The last `rows` rows of `lines` wrapped to `width` columns (at spaces
+/// where possible, mid-word when a word is longer than a row), so that the
+/// newest lines stay visible whole in a pane of that size.
+pub fn wrap_tail<'a>(lines: impl IntoIterator<Item = &'a str>, width: usize, rows: usize) -> Vec<String> {
+    let mut wrapped: Vec<String> = lines.into_iter().flat_map(|line| wrap(line, width.max(1))).collect();
+    let excess = wrapped.len().saturating_sub(rows);
+    wrapped.drain(..excess);
+    wrapped
+}
+
+/// One line as rows of at most `width` characters.
+fn wrap(line: &str, width: usize) -> Vec<String> {
+    let mut rows = Vec::new();
+    let mut row = String::new();
+    for word in line.split(' ') {
+        let mut word: Vec<char> = word.chars().collect();
+        let used = row.chars().count();
+        if used > 0 && used + 1 + word.len() > width {
+            rows.push(std::mem::take(&mut row));
+        } else if used > 0 {
+            row.push(' ');
+        }
+        while row.chars().count() + word.len() > width {
+            let room = width - row.chars().count();
+            row.extend(word.drain(..room));
+            rows.push(std::mem::take(&mut row));
+        }
+        row.extend(word);
+    }
+    rows.push(row);
+    rows
 }
 
 /// The arena as plain text, one row per line: `#` walls, `*` items, a

@@ -38,6 +38,45 @@ pub(crate) use queued::QueuedClient;
 ///
 /// It is `Clone`, `Send`, `Sync` and serializable: it can travel as an
 /// argument, a return value, a struct field or an element of a collection.
+/// Holding one is the right to call the object behind it, wherever it lives.
+///
+/// You rarely name this trait: use it to reach the untyped [`Client`] of a
+/// proxy (to compare two proxies, say) or to build a proxy from one, such as
+/// a proxy whose calls all fail with a given error.
+///
+/// # Examples
+///
+/// ```
+/// use rpc_core::{eventual, Capability, Client, ErrorKind, RpcError};
+///
+/// #[eventual]
+/// pub trait Greeter {
+///     async fn greet(&self, name: String) -> String;
+/// }
+///
+/// struct English;
+/// impl Greeter for English {
+///     async fn greet(&self, name: String) -> String {
+///         format!("hello, {name}")
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), RpcError> {
+/// let greeter = GreeterProxy::new(English);
+///
+/// // Two proxies built on the same client reach the same object.
+/// let same = GreeterProxy::from_client(greeter.client().clone());
+/// assert!(same.client().same_as(greeter.client()));
+/// assert_eq!(same.greet("ada".into()).await?, "hello, ada");
+///
+/// // A proxy whose every call fails, for a service that is not available.
+/// let down = GreeterProxy::from_client(Client::broken(RpcError::disconnected("maintenance")));
+/// let err = down.greet("ada".into()).await.unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Disconnected);
+/// # Ok(())
+/// # }
+/// ```
 pub trait Capability: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {
     /// Wraps an untyped handle. The handle is assumed to implement the interface;
     /// if it does not, calls fail with [`crate::ErrorKind::Unimplemented`].
@@ -52,6 +91,42 @@ pub trait Capability: Clone + Send + Sync + Serialize + DeserializeOwned + 'stat
 /// Cloning is cheap (a reference count). When the last handle to an object
 /// exported over a connection is dropped, the exporter is told and drops its
 /// reference in turn.
+///
+/// Every generated proxy wraps one ([`Capability::client`]); code that does
+/// not know the interface (a registry, a router) can hold, compare and pass
+/// on `Client`s, which serialize like the proxies they came from.
+///
+/// # Examples
+///
+/// ```
+/// use rpc_core::{eventual, Capability, Client, RpcError};
+///
+/// #[eventual]
+/// pub trait Clock {
+///     fn now(&self) -> u64;
+/// }
+///
+/// struct Frozen;
+/// impl Clock for Frozen {
+///     fn now(&self) -> u64 {
+///         42
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), RpcError> {
+/// let clock = ClockProxy::new(Frozen);
+/// let untyped: Client = clock.client().clone(); // keep it without the type
+/// let typed = ClockProxy::from_client(untyped.clone()); // and type it again
+/// assert!(untyped.same_as(typed.client()));
+/// assert_eq!(typed.now().await?, 42);
+///
+/// // A client whose calls fail with the error it was given.
+/// let broken = ClockProxy::from_client(Client::broken(RpcError::cancelled("no clock here")));
+/// assert_eq!(broken.now().await.unwrap_err().message(), "no clock here");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     pub(crate) hook: Arc<dyn ClientHook>,

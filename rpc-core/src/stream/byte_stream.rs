@@ -45,8 +45,10 @@ pub(crate) enum ByteWriter {
 
 /// The consumer end of a byte stream (not a chunk: chunks are [`bytes::Bytes`]).
 ///
-/// Read it chunk by chunk with [`Bytes::read`], as a `futures::Stream` of
-/// chunks, or as a tokio [`AsyncRead`]. Dropping it cancels the stream.
+/// Read it chunk by chunk with [`Bytes::read_chunk`], as a `futures::Stream`
+/// of chunks, or as a tokio [`AsyncRead`] (so `AsyncReadExt::read`,
+/// `read_to_end` and `tokio::io::copy` work as usual). Dropping it cancels
+/// the stream.
 ///
 /// # Examples
 ///
@@ -84,6 +86,25 @@ pub(crate) enum ByteWriter {
 /// # Ok(())
 /// # }
 /// ```
+///
+/// Reads into a buffer of your own with `AsyncReadExt::read` (the chunk by
+/// chunk read is [`read_chunk`](Self::read_chunk), so the names do not clash):
+///
+/// ```
+/// use rpc_core::Bytes;
+/// use tokio::io::AsyncReadExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let (mut writer, mut reader) = Bytes::channel();
+/// writer.write("abcdef").map_err(std::io::Error::other)?;
+/// writer.close(None).await.map_err(std::io::Error::other)?;
+/// let mut buf = [0u8; 4];
+/// let n = reader.read(&mut buf).await?;
+/// assert_eq!(&buf[..n], b"abcd");
+/// # Ok(())
+/// # }
+/// ```
 pub struct Bytes {
     backend: Mutex<Option<ByteReader>>,
     /// Keeps alive the call that fills it; travels with the end when sent on.
@@ -97,6 +118,57 @@ pub struct Bytes {
 /// [`close`](Self::close), [`abort`](Self::abort) and dropping behave as for
 /// [`crate::SequenceWriter`]. It is also a tokio [`AsyncWrite`] (a write takes
 /// what the window has room for) and a `futures::Sink` of chunks.
+///
+/// The inherent [`write`](Self::write) and [`flush`](Self::flush) take
+/// precedence over `AsyncWriteExt`'s methods of the same names; call
+/// `write_all` (or `AsyncWriteExt::write(&mut writer, buf)`) for the
+/// `AsyncWrite` forms.
+///
+/// # Examples
+///
+/// A producer that sends chunks without copying, waits for room, and closes:
+///
+/// ```
+/// use rpc_core::Bytes;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), rpc_core::RpcError> {
+/// let (mut writer, mut reader) = Bytes::channel();
+/// let upload = tokio::spawn(async move {
+///     for part in ["hello, ", "byte ", "stream"] {
+///         writer.write(part)?; // a `&'static str`, `Vec<u8>` or `bytes::Bytes`
+///         writer.flush().await?; // waits while the reader's window is full
+///     }
+///     writer.close(None).await
+/// });
+///
+/// let mut text = Vec::new();
+/// while let Some(chunk) = reader.read_chunk().await? {
+///     text.extend_from_slice(&chunk);
+/// }
+/// assert_eq!(text, b"hello, byte stream");
+/// upload.await.expect("the writer task")?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// As a tokio `AsyncWrite`:
+///
+/// ```
+/// use rpc_core::Bytes;
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let (mut writer, mut reader) = Bytes::channel();
+/// writer.write_all(b"copied").await?;
+/// writer.shutdown().await?; // the end of the stream
+/// let mut text = String::new();
+/// reader.read_to_string(&mut text).await?;
+/// assert_eq!(text, "copied");
+/// # Ok(())
+/// # }
+/// ```
 pub struct BytesWriter {
     backend: Mutex<Option<ByteWriter>>,
 }
@@ -178,7 +250,12 @@ impl Bytes {
     }
 
     /// Reads the next chunk: up to `min(available, max read)` bytes, or
-    /// `Ok(None)` at the end of the stream.
+    /// `Ok(None)` at the end of the stream. The chunk is handed over as
+    /// received, without a copy.
+    ///
+    /// (For reads into a buffer of your own, `Bytes` is a tokio
+    /// [`AsyncRead`]: use `AsyncReadExt::read`, `read_exact` or
+    /// `read_to_end`.)
     ///
     /// # Errors
     ///
@@ -187,7 +264,23 @@ impl Bytes {
     /// # Cancel safety
     ///
     /// Cancel safe.
-    pub async fn read(&mut self) -> Result<Option<bytes::Bytes>, RpcError> {
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rpc_core::Bytes;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), rpc_core::RpcError> {
+    /// let (mut writer, mut reader) = Bytes::channel();
+    /// writer.write("one chunk")?;
+    /// writer.close(None).await?;
+    /// assert_eq!(reader.read_chunk().await?.as_deref(), Some(&b"one chunk"[..]));
+    /// assert_eq!(reader.read_chunk().await?, None); // the end
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn read_chunk(&mut self) -> Result<Option<bytes::Bytes>, RpcError> {
         let max = self.max_read() as usize;
         std::future::poll_fn(|cx| self.poll_read_chunk(cx, max)).await
     }
@@ -553,7 +646,7 @@ impl StreamEnd for BytesWriterEnd {
 async fn pump(mut from: Bytes, mut to: BytesWriter) {
     loop {
         let next = tokio::select! {
-            next = from.read() => next,
+            next = from.read_chunk() => next,
             // The far consumer cancelled: stop reading too.
             Err(err) = std::future::poll_fn(|cx| to.poll_room(cx)) => {
                 return from.cancel(Some(err.message().to_string()));

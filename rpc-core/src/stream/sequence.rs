@@ -42,7 +42,7 @@ pub(crate) enum ReaderBackend<T> {
 ///
 /// # Examples
 ///
-/// The game loop of seed 003: a method returns a sequence at once, the client
+/// A game's event loop: a method returns a sequence at once, the client
 /// sets its window and reads.
 ///
 /// ```
@@ -87,8 +87,9 @@ pub struct Sequence<T> {
     /// Keeps alive what this sequence depends on (the call that fills it);
     /// travels with the end when it is sent on.
     keep: Mutex<Option<Keep>>,
-    /// Ends the sequence when no item arrives for this long.
-    idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+    /// Ends the sequence when no item arrives for this long (set through
+    /// `&self`, so behind a lock that `poll_read` reaches with `get_mut`).
+    idle: Mutex<Option<IdleTimeout>>,
     /// Received items taken from a remote consumer, decoded without its lock;
     /// handed back to the consumer when the end is sent on.
     cache: Mutex<ReadCache>,
@@ -108,7 +109,7 @@ impl<T> Sequence<T> {
         Sequence {
             backend: Mutex::new(Some(backend)),
             keep: Mutex::new(None),
-            idle: None,
+            idle: Mutex::new(None),
             cache: Mutex::new(ReadCache::default()),
         }
     }
@@ -191,6 +192,34 @@ pub(crate) fn cancel_backend<T>(backend: ReaderBackend<T>, reason: Option<String
     }
 }
 
+/// A consumer's idle timeout: the deadline moves on with every item read.
+struct IdleTimeout {
+    timeout: Duration,
+    deadline: tokio::time::Instant,
+    /// Made on the first read that waits, so setting the timeout needs no
+    /// runtime.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl IdleTimeout {
+    fn new(timeout: Duration) -> Self {
+        IdleTimeout { timeout, deadline: tokio::time::Instant::now() + timeout, sleep: None }
+    }
+
+    /// An item arrived: the timeout counts from now.
+    fn restart(&mut self) {
+        self.deadline = tokio::time::Instant::now() + self.timeout;
+        if let Some(sleep) = &mut self.sleep {
+            sleep.as_mut().reset(self.deadline);
+        }
+    }
+
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = self.deadline;
+        self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline))).as_mut().poll(cx)
+    }
+}
+
 impl<T: DeserializeOwned> Sequence<T> {
     /// Reads the next item: `Ok(None)` at the end of the sequence.
     ///
@@ -226,13 +255,14 @@ impl<T: DeserializeOwned> Sequence<T> {
             }
             None => Poll::Ready(Err(RpcError::cancelled("this sequence end was sent away"))),
         };
-        let Some((timeout, sleep)) = &mut self.idle else { return polled };
-        let timeout = *timeout;
+        let idle = self.idle.get_mut().unwrap_or_else(|e| e.into_inner());
+        let Some(idle) = idle else { return polled };
+        let timeout = idle.timeout;
         if polled.is_ready() {
-            sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
+            idle.restart();
             return polled;
         }
-        if sleep.as_mut().poll(cx).is_pending() {
+        if idle.poll_expired(cx).is_pending() {
             return Poll::Pending;
         }
         if let Some(backend) = self.take_backend() {
@@ -245,9 +275,25 @@ impl<T: DeserializeOwned> Sequence<T> {
     /// item arrives for `timeout` while a read is waiting; the producer sees
     /// the sequence cancelled with the reason "idle timeout". `None` turns it off.
     ///
-    /// Must be called within a Tokio runtime.
-    pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
-        self.idle = timeout.map(|timeout| (timeout, Box::pin(tokio::time::sleep(timeout))));
+    /// The time counts from this call and from each item read since.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rpc_core::{ErrorKind, Sequence};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (writer, mut quiet) = Sequence::<u32>::channel();
+    /// quiet.set_idle_timeout(Some(Duration::from_millis(10)));
+    /// let err = quiet.read().await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Timeout);
+    /// # drop(writer);
+    /// # }
+    /// ```
+    pub fn set_idle_timeout(&self, timeout: Option<Duration>) {
+        *self.idle.lock().unwrap_or_else(|e| e.into_inner()) = timeout.map(IdleTimeout::new);
     }
 
     /// Sends every item into `sink` with backpressure, then closes it. The

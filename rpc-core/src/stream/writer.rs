@@ -115,7 +115,7 @@ impl<T> SequenceWriter<T> {
 
     /// Whether the consumer's window has room now, without waiting: a producer
     /// can skip or coalesce redundant items while the consumer is behind
-    /// (seed 003's game server dropping snapshots for a slow client).
+    /// (a game server dropping position snapshots for a slow client).
     ///
     /// # Examples
     ///
