@@ -346,7 +346,14 @@ impl CallHandle {
 /// A `Promise` is a [`Future`]; awaiting it gives `Result<T, E>`. For methods
 /// declared as returning `Result<T, E>` the application error comes back as
 /// `E` itself; framework failures (disconnection, cancellation, limits) are
-/// turned into `E` through `From<RpcError>`.
+/// turned into `E` through `From<RpcError>`. To keep the two apart (and
+/// spare `E` that conversion), await [`split_errors`](Self::split_errors)
+/// instead, which gives `Result<T, CallError<E>>`.
+///
+/// A promise waits as long as the call takes, unless given a deadline
+/// ([`with_timeout`](Self::with_timeout), [`with_deadline`](Self::with_deadline)):
+/// then it fails with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) and
+/// the call is cancelled where it runs.
 ///
 /// Dropping a promise before it resolves tells the callee the answer is no
 /// longer wanted; a handler still running there is cancelled.
