@@ -587,6 +587,10 @@ impl<E: From<RpcError> + DeserializeOwned + 'static> PromiseError for E {
 
 impl<E: DeserializeOwned + 'static> PromiseError for CallError<E> {
     fn from_failure(err: RpcError) -> Self {
+        // `CallError<RpcError>` (a method without `Result`): nothing to decode.
+        if std::any::TypeId::of::<E>() == std::any::TypeId::of::<RpcError>() {
+            return CallError::Rpc(err);
+        }
         match decode_application::<E>(&err) {
             Some(value) => CallError::App(value),
             None => CallError::Rpc(err),

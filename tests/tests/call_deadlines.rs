@@ -143,3 +143,15 @@ async fn a_call_not_yet_started_never_runs_after_its_deadline() {
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert!(cancelled.wait_for(1).await, "the handler that started after the deadline was not cancelled");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_work_on_the_multi_threaded_runtime() {
+    for via in rpc_tests::Via::BOTH {
+        let cancelled = DropCounter::default();
+        let (slow, _conns) = via.reach(SlowProxy::new(Server { cancelled: cancelled.clone() })).await;
+        let err = slow.hang().with_timeout(Duration::from_millis(20)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{via:?}: {err}");
+        assert!(cancelled.wait_for(1).await, "{via:?}: the handler was not cancelled");
+        assert_eq!(slow.quick(3).with_timeout(Duration::from_secs(60)).await, Ok(3), "{via:?}");
+    }
+}

@@ -169,3 +169,18 @@ async fn watching_an_import_does_not_keep_it_alive() {
     assert!(dropped.wait_for(1).await, "the server still holds the child while it is only watched");
     drop(watching);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liveness_works_on_the_multi_threaded_runtime() {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let hall = RoomProxy::new(Hall::default());
+    let (server, _client, room) = connect_pair(a, b, hall, Config::default()).await.expect("connect");
+    let child = room.child().pipeline();
+    assert_eq!(child.ping().await, Ok(2));
+    let watchers = [tokio::spawn(room.when_broken()), tokio::spawn(child.when_broken())];
+    server.close();
+    for watcher in watchers {
+        let reason = tokio::time::timeout(Duration::from_secs(60), watcher).await.expect("resolves").expect("task");
+        assert_eq!(reason.kind(), ErrorKind::Disconnected, "{reason}");
+    }
+}
