@@ -174,3 +174,21 @@ async fn a_byte_stream_ended_with_an_application_error_is_read_as_that_error() {
         assert_eq!(err.application_value::<FsError>(), Some(FsError::NoSuchFile("c.txt".into())), "{via:?}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_items_of_a_sequence_behind_a_result_follow_the_reply_at_once() {
+    use rpc_core::Config;
+    use std::time::Duration;
+    const ONE_WAY: Duration = Duration::from_millis(50);
+    let (a, b) = rpc_tests::latency_pipe(ONE_WAY);
+    let (_server, _client, files) =
+        rpc_tests::connect_pair(a, b, FilesProxy::new(Disk), Config::default()).await.expect("connect");
+    let start = tokio::time::Instant::now();
+    let mut lines = files.lines(FILE.into()).await.expect("the file exists");
+    assert_eq!(start.elapsed(), ONE_WAY * 2, "the typed outcome costs one round trip");
+    assert_eq!(lines.read().await, Ok(Some("one".to_string())));
+    assert_eq!(start.elapsed(), ONE_WAY * 2, "the first item travels with the reply, no second round trip");
+    let start = tokio::time::Instant::now();
+    let err = files.lines("missing.txt".into()).await.unwrap_err();
+    assert_eq!((err, start.elapsed()), (FsError::NoSuchFile("missing.txt".into()), ONE_WAY * 2));
+}
