@@ -4,6 +4,9 @@
 //! it returns is only where the answer lands. Awaiting it yields the decoded
 //! result. Dropping it (and every capability pipelined on it) tells the callee
 //! the answer is no longer wanted, and a handler still running is cancelled.
+//! A deadline ([`Promise::with_timeout`]) takes the same path at a set time:
+//! a timer task gives the call up (`CallState::give_up`), failing it and the
+//! calls pipelined on it with `Timeout` and running its canceller.
 
 use std::future::Future;
 use std::marker::PhantomData;

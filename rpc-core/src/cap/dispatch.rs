@@ -123,7 +123,7 @@ pub(crate) fn panic_error(interface: &'static InterfaceInfo, method: u16, payloa
     RpcError::new(crate::ErrorKind::HandlerPanicked, message)
 }
 
-/// Runs `handler`, turning a panic in any of its polls into [`panic_error`].
+/// Runs `handler`, turning a panic in any of its polls into `panic_error`.
 ///
 /// Generated stubs use it where a panic must reach more than the reply (a
 /// returned stream's writer); every other panic is caught by the object's
