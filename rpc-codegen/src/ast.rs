@@ -58,7 +58,10 @@ pub(crate) struct Arg<'a> {
 pub(crate) enum Return<'a> {
     /// No return type: the proxy returns `Promise<()>`.
     Unit,
-    /// `Result<T, E>`: the proxy returns `Promise<T, E>`.
+    /// `Result<T, E>`: the proxy returns `Promise<T, E>`. With `T` a stream
+    /// (`Result<Sequence<U>, E>`, `Result<Bytes, E>`) the stream's end travels
+    /// in the reply, like any value, so the typed error comes before any item
+    /// and the items follow the reply.
     Result {
         /// `T`.
         ok: &'a Type,
@@ -341,5 +344,25 @@ mod tests {
         );
         let iface = Interface::from_syn(&item);
         assert!(matches!(iface.methods[0].ret, Return::Value(_)));
+    }
+
+    #[test]
+    fn a_stream_behind_a_result_is_a_result_carrying_the_stream() {
+        let item: ItemTrait = syn::parse_quote!(
+            trait Files {
+                fn lines(&self) -> Result<Sequence<String>, FsError>;
+                fn contents(&self) -> Result<rpc_core::Bytes, FsError>;
+            }
+        );
+        let iface = Interface::from_syn(&item);
+        let oks: Vec<String> = iface
+            .methods
+            .iter()
+            .map(|m| match &m.ret {
+                Return::Result { ok, .. } => tokens(ok),
+                _ => "not a result".to_string(),
+            })
+            .collect();
+        assert_eq!(oks, ["Sequence < String >", "rpc_core :: Bytes"]);
     }
 }

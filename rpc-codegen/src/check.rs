@@ -22,7 +22,18 @@ pub(crate) const MAX_METHODS: usize = u16::MAX as usize + 1;
 pub(crate) const MAX_ARGS: usize = 16;
 
 /// Names of items generated on every proxy, which a method must not shadow.
-const RESERVED: &[&str] = &["new", "client", "from_client", "clone", "clone_from", "fmt", "serialize", "deserialize"];
+const RESERVED: &[&str] = &[
+    "new",
+    "broken",
+    "when_broken",
+    "client",
+    "from_client",
+    "clone",
+    "clone_from",
+    "fmt",
+    "serialize",
+    "deserialize",
+];
 
 /// Validates the whole interface, recording every problem in `cx`.
 pub(crate) fn check(cx: &Ctxt, iface: &Interface<'_>) {

@@ -150,8 +150,66 @@ impl RpcError {
         Self::new(ErrorKind::Serialization, message)
     }
 
+    /// A [`ErrorKind::Aborted`] error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rpc_core::{ErrorKind, RpcError};
+    ///
+    /// assert_eq!(RpcError::aborted("upload given up").kind(), ErrorKind::Aborted);
+    /// ```
+    pub fn aborted(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Aborted, message)
+    }
+
+    /// A [`ErrorKind::Timeout`] error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rpc_core::{ErrorKind, RpcError};
+    ///
+    /// assert_eq!(RpcError::timeout("no answer within 2 s").kind(), ErrorKind::Timeout);
+    /// ```
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Timeout, message)
+    }
+
+    /// An [`ErrorKind::Application`] error carrying `value`, your own
+    /// application error: exactly what a handler's `Err(value)` becomes on
+    /// its way to the caller. Use it to end a stream with an application
+    /// error (`writer.close(Some(RpcError::application(&value)))`): the
+    /// consumer reads an error whose [`application_value`](Self::application_value)
+    /// is `value` again. The message is `value`'s `Debug` form.
+    ///
+    /// If `value` cannot be serialized, the result is a
+    /// [`ErrorKind::Serialization`] error saying so.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rpc_core::{ErrorKind, RpcError};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    /// enum FsError {
+    ///     NoSuchFile(String),
+    /// }
+    ///
+    /// let err = RpcError::application(&FsError::NoSuchFile("a.txt".into()));
+    /// assert_eq!(err.kind(), ErrorKind::Application);
+    /// assert_eq!(err.application_value::<FsError>(), Some(FsError::NoSuchFile("a.txt".into())));
+    /// ```
+    pub fn application<E: Serialize + fmt::Debug + ?Sized>(value: &E) -> Self {
+        match postcard::to_stdvec(value) {
+            Ok(bytes) => Self::application_encoded(format!("{value:?}"), bytes),
+            Err(e) => Self::serialization(format!("cannot encode application error {value:?}: {e}")),
+        }
+    }
+
     /// An [`ErrorKind::Application`] error carrying a serialized application value.
-    pub(crate) fn application(message: String, payload: Vec<u8>) -> Self {
+    pub(crate) fn application_encoded(message: String, payload: Vec<u8>) -> Self {
         RpcError { kind: ErrorKind::Application, message, payload: Some(payload) }
     }
 
@@ -208,5 +266,109 @@ impl std::error::Error for RpcError {}
 impl From<std::io::Error> for RpcError {
     fn from(err: std::io::Error) -> Self {
         RpcError::disconnected(format!("I/O error: {err}"))
+    }
+}
+
+/// The error of a call, split in two: the framework's failure or your own
+/// application error. A promise resolves to `Result<T, CallError<E>>` after
+/// [`Promise::split_errors`](crate::Promise::split_errors).
+///
+/// # Which form to use
+///
+/// A method declared `-> Result<T, E>` gives a `Promise<T, E>`. Awaited
+/// as it is, the promise resolves to `Result<T, E>`, and every framework
+/// failure (disconnection, a deadline, a limit) must become an `E`: the type
+/// needs a variant for them and `From<RpcError>`. That keeps `?` simple
+/// inside code that already speaks `E`, at the cost of putting transport
+/// concerns into a domain type and flattening the [`RpcError`] (its
+/// [`ErrorKind`] is lost unless the variant keeps it).
+///
+/// `split_errors()` keeps the two apart instead: `E` stays a pure domain
+/// type (no framework variant, no `From`), and framework failures arrive as
+/// the [`RpcError`] itself, kind and message intact, so code can retry on
+/// [`ErrorKind::Disconnected`] or report [`ErrorKind::Timeout`] without
+/// knowing `E`. Both forms work on the same proxy method, call by call; the
+/// macro asks `E` only for `Serialize + DeserializeOwned + Debug`. A type
+/// without `From<RpcError>` can only be awaited through `split_errors()`
+/// (the compiler says so at the `.await`).
+///
+/// `CallError` is not a wire type: the callee's `Err(value)` travels as
+/// before, so callers may choose either form whatever the server uses.
+///
+/// # Examples
+///
+/// ```
+/// use rpc_core::{CallError, ErrorKind, RpcError};
+///
+/// fn describe(err: &CallError<String>) -> String {
+///     match err {
+///         CallError::App(why) => format!("refused: {why}"),
+///         CallError::Rpc(e) if e.kind() == ErrorKind::Timeout => "too slow".to_string(),
+///         CallError::Rpc(e) => format!("failed: {e}"),
+///     }
+/// }
+/// assert_eq!(describe(&CallError::App("full".into())), "refused: full");
+/// assert_eq!(describe(&CallError::Rpc(RpcError::timeout("2 s"))), "too slow");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallError<E> {
+    /// The framework failed the call: disconnection, cancellation, a
+    /// deadline, a limit, a panicking handler, an undecodable reply.
+    Rpc(RpcError),
+    /// The method returned `Err(E)`.
+    App(E),
+}
+
+impl<E> CallError<E> {
+    /// The application error, if this is one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rpc_core::{CallError, RpcError};
+    ///
+    /// assert_eq!(CallError::App(7).app(), Some(7));
+    /// assert_eq!(CallError::<u8>::Rpc(RpcError::timeout("late")).app(), None);
+    /// ```
+    pub fn app(self) -> Option<E> {
+        match self {
+            CallError::App(value) => Some(value),
+            CallError::Rpc(_) => None,
+        }
+    }
+
+    /// The framework's error, if this is one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rpc_core::{CallError, ErrorKind, RpcError};
+    ///
+    /// let err = CallError::<u8>::Rpc(RpcError::timeout("late"));
+    /// assert_eq!(err.rpc().map(RpcError::kind), Some(ErrorKind::Timeout));
+    /// ```
+    pub fn rpc(&self) -> Option<&RpcError> {
+        match self {
+            CallError::Rpc(err) => Some(err),
+            CallError::App(_) => None,
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for CallError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Rpc(err) => err.fmt(f),
+            CallError::App(err) => err.fmt(f),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for CallError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CallError::Rpc(err) => Some(err),
+            CallError::App(err) => Some(err),
+        }
     }
 }

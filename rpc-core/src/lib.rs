@@ -246,9 +246,11 @@ mod wire;
 
 pub use cap::{Capability, Client};
 pub use conn::{connect, serve, serve_with, Config, Connection, ConnectionBuilder, ConnectionMetrics, Limits};
+pub use error::CallError;
 pub use error::{ErrorKind, RpcError};
 pub use payload::Payload;
 pub use promise::Promise;
+pub use promise::PromiseError;
 pub use rpc_macros::eventual;
 pub use stream::{
     Bytes, BytesWriter, Sequence, SequenceWriter, DEFAULT_BATCH, DEFAULT_BYTE_WINDOW, DEFAULT_CAPACITY,

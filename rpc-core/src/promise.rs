@@ -4,23 +4,33 @@
 //! it returns is only where the answer lands. Awaiting it yields the decoded
 //! result. Dropping it (and every capability pipelined on it) tells the callee
 //! the answer is no longer wanted, and a handler still running is cancelled.
+//! A deadline ([`Promise::with_timeout`]) takes the same path at a set time:
+//! a timer task gives the call up (`CallState::give_up`), failing it and the
+//! calls pipelined on it with `Timeout` and running its canceller.
 
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
+use futures::channel::oneshot;
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use serde::de::DeserializeOwned;
+use tokio::time::Instant;
 
 use crate::cap::{Canceller, Capability, Client, ClientHook, QueuedClient, Reply, ReplySink};
 use crate::conn::ConnShared;
 use crate::payload::{CapEntry, DEFAULT_MAX_DEPTH};
-use crate::RpcError;
+use crate::{CallError, RpcError};
 
 /// Shared between the caller's handles and wherever the call runs.
 pub(crate) struct CallState {
     inner: Mutex<Inner>,
+    /// This state, for registering as a dependent of the call it was pipelined on.
+    me: Weak<CallState>,
 }
 
 #[derive(Default)]
@@ -38,11 +48,19 @@ struct Inner {
     parent: Option<CallHandle>,
     /// Every caller handle is gone.
     abandoned: bool,
+    /// The caller gave up at a deadline: the call fails where it would start.
+    given_up: bool,
+    /// The deadline, if one is set, and its timer task.
+    deadline: Option<(Instant, tokio::task::AbortHandle)>,
+    /// Calls pipelined on this one since a deadline was set: they fail with it.
+    dependents: Vec<Weak<CallState>>,
+    /// Waiting for the outcome (liveness of pipelined capabilities).
+    done_waiters: Vec<oneshot::Sender<()>>,
 }
 
 impl CallState {
     pub(crate) fn new() -> Arc<CallState> {
-        Arc::new(CallState { inner: Mutex::new(Inner::default()) })
+        Arc::new_cyclic(|me| CallState { inner: Mutex::new(Inner::default()), me: me.clone() })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -89,6 +107,110 @@ impl CallState {
             canceller.cancel();
         }
     }
+
+    /// Fails the call with `err` now if it has no outcome yet, cancels it
+    /// where it runs, and fails the calls pipelined on it the same way.
+    fn give_up(&self, err: RpcError) {
+        let (canceller, dependents) = {
+            let mut inner = self.lock();
+            if inner.done {
+                return;
+            }
+            inner.given_up = true;
+            (inner.canceller.take(), std::mem::take(&mut inner.dependents))
+        };
+        self.complete(Err(err.clone()));
+        if let Some(canceller) = canceller {
+            canceller.cancel();
+        }
+        for dependent in dependents.iter().filter_map(Weak::upgrade) {
+            dependent.give_up(err.clone());
+        }
+    }
+
+    /// Arms a deadline (the earlier one wins if one is set already).
+    fn set_deadline(self: &Arc<Self>, deadline: Instant, err: RpcError) {
+        let earlier = |inner: &Inner| inner.deadline.as_ref().is_some_and(|(at, _)| *at <= deadline);
+        {
+            let inner = self.lock();
+            if inner.done || earlier(&inner) {
+                return;
+            }
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return self.give_up(RpcError::unimplemented("a deadline needs a Tokio runtime"));
+        };
+        let state = Arc::downgrade(self);
+        let timer = runtime.spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            if let Some(state) = state.upgrade() {
+                state.give_up(err);
+            }
+        });
+        let mut inner = self.lock();
+        if inner.done || earlier(&inner) {
+            return timer.abort();
+        }
+        if let Some((_, previous)) = inner.deadline.replace((deadline, timer.abort_handle())) {
+            previous.abort();
+        }
+    }
+
+    /// `child` was pipelined on this call: if this call has a deadline, the
+    /// child fails with it too.
+    fn add_dependent(&self, child: Weak<CallState>) {
+        let mut inner = self.lock();
+        if inner.deadline.is_some() && !inner.done {
+            inner.dependents.retain(|d| d.strong_count() > 0);
+            inner.dependents.push(child);
+        }
+    }
+
+    /// Resolves once the call has an outcome.
+    fn when_done(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut inner = self.lock();
+        if !inner.done {
+            inner.done_waiters.push(tx);
+        }
+        rx
+    }
+
+    /// Capability `cap` of the outcome, once there is one.
+    fn settled_cap(&self, cap: u32) -> Option<Result<Client, RpcError>> {
+        match self.lock().result_caps.as_ref()? {
+            Ok(caps) => Some(match caps.get(cap as usize) {
+                Some(CapEntry::Object(client)) => Ok(client.clone()),
+                Some(CapEntry::Stream(_)) | None => Err(no_cap(cap)),
+            }),
+            Err(err) => Some(Err(err.clone())),
+        }
+    }
+
+    /// Resolves when capability `cap` of the result is broken: at once with
+    /// the call's error if it fails, else when the capability breaks.
+    /// The future holds this state only until the call has an outcome, so
+    /// it does not keep the result's capabilities alive.
+    fn cap_broken(self: Arc<Self>, cap: u32) -> BoxFuture<'static, RpcError> {
+        fn follow(settled: Option<Result<Client, RpcError>>) -> BoxFuture<'static, RpcError> {
+            match settled {
+                Some(Ok(client)) => client.hook.when_broken(),
+                Some(Err(err)) => std::future::ready(err).boxed(),
+                None => std::future::ready(RpcError::cancelled("the call was dropped before it returned")).boxed(),
+            }
+        }
+        if let Some(settled) = self.settled_cap(cap) {
+            return follow(Some(settled));
+        }
+        let done = self.when_done();
+        async move {
+            let _ = done.await;
+            let target = follow(self.settled_cap(cap));
+            drop(self);
+            target.await
+        }
+        .boxed()
+    }
 }
 
 /// A capability promised by a call to a local object: calls queue until the
@@ -107,6 +229,10 @@ impl ClientHook for LocalPipeline {
 
     fn resolved(&self) -> Option<Client> {
         self.queue.resolved()
+    }
+
+    fn when_broken(&self) -> BoxFuture<'static, RpcError> {
+        self.queue.when_broken()
     }
 
     fn describe(&self) -> String {
@@ -132,8 +258,17 @@ impl ReplySink for CallState {
         inner.result_caps = Some(caps.clone());
         let leftover = if abandoned { Some(reply) } else { inner.outcome.replace(reply) };
         let parent = inner.parent.take();
+        let timer = inner.deadline.take();
+        let waiters = std::mem::take(&mut inner.done_waiters);
+        inner.dependents = Vec::new();
         drop(inner);
         drop((leftover, parent));
+        if let Some((_, timer)) = timer {
+            timer.abort();
+        }
+        for waiter in waiters {
+            let _ = waiter.send(());
+        }
         for (cap, queue) in pipes {
             let target = match &caps {
                 Ok(caps) => match caps.get(cap as usize) {
@@ -151,7 +286,7 @@ impl ReplySink for CallState {
 
     fn set_canceller(&self, canceller: Canceller) {
         let mut inner = self.lock();
-        if inner.abandoned {
+        if inner.abandoned || inner.given_up {
             drop(inner);
             canceller.cancel();
         } else {
@@ -160,13 +295,17 @@ impl ReplySink for CallState {
     }
 
     fn is_cancelled(&self) -> bool {
-        self.lock().abandoned
+        let inner = self.lock();
+        inner.abandoned || inner.given_up
     }
 
     fn depend_on(&self, parent: CallHandle) {
         let mut inner = self.lock();
         if !inner.done && !inner.abandoned {
+            let state = parent.state().clone();
             inner.parent = Some(parent);
+            drop(inner);
+            state.add_dependent(self.me.clone());
         }
     }
 }
@@ -188,6 +327,21 @@ impl CallHandle {
     pub(crate) fn conn(&self) -> Option<Arc<ConnShared>> {
         self.0 .0.route().map(|(conn, _)| conn)
     }
+
+    fn state(&self) -> &Arc<CallState> {
+        &self.0 .0
+    }
+
+    /// Capability `cap` of the outcome, or why there is none (for a call no
+    /// longer routed over its connection: it failed, timed out or returned).
+    pub(crate) fn settled_cap(&self, cap: u32) -> Result<Client, RpcError> {
+        self.state().settled_cap(cap).unwrap_or_else(|| Err(RpcError::cancelled("the promise was dropped")))
+    }
+
+    /// Resolves when capability `cap` of the result is broken.
+    pub(crate) fn cap_broken(&self, cap: u32) -> BoxFuture<'static, RpcError> {
+        self.state().clone().cap_broken(cap)
+    }
 }
 
 /// The eventual result of a call: `T`, or an error `E`.
@@ -195,7 +349,14 @@ impl CallHandle {
 /// A `Promise` is a [`Future`]; awaiting it gives `Result<T, E>`. For methods
 /// declared as returning `Result<T, E>` the application error comes back as
 /// `E` itself; framework failures (disconnection, cancellation, limits) are
-/// turned into `E` through `From<RpcError>`.
+/// turned into `E` through `From<RpcError>`. To keep the two apart (and
+/// spare `E` that conversion), await [`split_errors`](Self::split_errors)
+/// instead, which gives `Result<T, CallError<E>>`.
+///
+/// A promise waits as long as the call takes, unless given a deadline
+/// ([`with_timeout`](Self::with_timeout), [`with_deadline`](Self::with_deadline)):
+/// then it fails with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) and
+/// the call is cancelled where it runs.
 ///
 /// Dropping a promise before it resolves tells the callee the answer is no
 /// longer wanted; a handler still running there is cancelled.
@@ -257,6 +418,134 @@ impl<T, E> Promise<T, E> {
     }
 }
 
+impl<T, E> Promise<T, E> {
+    /// Gives the call `timeout` from now to return; see [`with_deadline`](Self::with_deadline).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rpc_core::{eventual, ErrorKind, RpcError};
+    ///
+    /// #[eventual]
+    /// pub trait Slow {
+    ///     async fn wait(&self);
+    /// }
+    ///
+    /// struct Forever;
+    /// impl Slow for Forever {
+    ///     async fn wait(&self) {
+    ///         std::future::pending::<()>().await // cancelled at the deadline
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let slow = SlowProxy::new(Forever);
+    /// let err = slow.wait().with_timeout(Duration::from_millis(10)).await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Timeout);
+    /// # }
+    /// ```
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        let err = RpcError::timeout(format!("the call did not return within {timeout:?}"));
+        self.state().set_deadline(Instant::now() + timeout, err);
+        self
+    }
+
+    /// Fails the call with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout)
+    /// if it has not returned by `deadline` (on tokio's clock), and cancels it
+    /// where it runs: a local handler is aborted at the deadline, and over a
+    /// connection the peer is sent the same `Finish` a dropped promise sends,
+    /// which aborts its handler when it arrives (half a round trip later).
+    /// The deadline does not travel on the wire: the callee learns of it only
+    /// as that cancellation, so its handler needs no clock of its own.
+    ///
+    /// **Pipelining.** The deadline covers the call and everything pipelined
+    /// on its result: at the deadline, calls already made on a capability
+    /// pipelined from this promise fail with the same `Timeout` (and are
+    /// cancelled where they run), and calls made on it later fail at once
+    /// with it, as on any promise that failed. Calls on the result after it
+    /// returned in time are not affected. A call pipelined with a deadline of
+    /// its own keeps that one too (whichever passes first).
+    ///
+    /// If a deadline is already set, the earlier one wins. The timer is a
+    /// small task on the current Tokio runtime (outside one, the call fails
+    /// at once); it goes when the call returns.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rpc_core::{eventual, ErrorKind, RpcError};
+    ///
+    /// #[eventual]
+    /// pub trait Echo {
+    ///     fn echo(&self, text: String) -> String;
+    /// }
+    ///
+    /// struct Parrot;
+    /// impl Echo for Parrot {
+    ///     fn echo(&self, text: String) -> String { text }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), RpcError> {
+    /// let echo = EchoProxy::new(Parrot);
+    /// let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    /// assert_eq!(echo.echo("hi".into()).with_deadline(deadline).await?, "hi");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_deadline(self, deadline: Instant) -> Self {
+        self.state().set_deadline(deadline, RpcError::timeout("the call's deadline passed"));
+        self
+    }
+
+    /// The same call, resolving to `Result<T, CallError<E>>`: your error
+    /// type `E` on its own ([`CallError::App`]) and the framework's failures
+    /// as themselves ([`CallError::Rpc`]). With this form `E` needs no
+    /// `From<RpcError>` and no variant for framework failures; see
+    /// [`CallError`] for when to pick which.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rpc_core::{eventual, CallError, RpcError};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// // No `Rpc(String)` variant, no `From<RpcError>`.
+    /// #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    /// pub enum LookupError {
+    ///     NotFound,
+    /// }
+    ///
+    /// #[eventual]
+    /// pub trait Directory {
+    ///     fn lookup(&self, name: String) -> Result<u32, LookupError>;
+    /// }
+    ///
+    /// struct Empty;
+    /// impl Directory for Empty {
+    ///     fn lookup(&self, _name: String) -> Result<u32, LookupError> {
+    ///         Err(LookupError::NotFound)
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let dir = DirectoryProxy::new(Empty);
+    /// match dir.lookup("ada".into()).split_errors().await {
+    ///     Ok(id) => println!("found {id}"),
+    ///     Err(CallError::App(LookupError::NotFound)) => println!("no such name"),
+    ///     Err(CallError::Rpc(err)) => println!("the call failed: {err}"),
+    /// }
+    /// # }
+    /// ```
+    pub fn split_errors(self) -> Promise<T, CallError<E>> {
+        Promise { handle: self.handle, _result: PhantomData }
+    }
+}
+
 impl<T: Capability, E> Promise<T, E> {
     /// The promised capability, usable at once: calls on it are sent
     /// immediately, aimed at the answer (promise pipelining). If the call
@@ -273,10 +562,54 @@ impl<T, E> std::fmt::Debug for Promise<T, E> {
     }
 }
 
+/// An error type a [`Promise`] can resolve to: built from the framework's
+/// [`RpcError`] when a call fails.
+///
+/// Implemented for every `E: From<RpcError> + DeserializeOwned` (an
+/// application error of kind [`Application`](crate::ErrorKind::Application)
+/// decodes as `E` itself, anything else converts through `From`), and for
+/// [`CallError<E>`] with any `E: DeserializeOwned`, which needs no
+/// conversion (see [`Promise::split_errors`]). There is no need to
+/// implement it yourself.
+///
+/// # Examples
+///
+/// ```
+/// use rpc_core::{CallError, ErrorKind, PromiseError, RpcError};
+///
+/// let err = <CallError<String> as PromiseError>::from_failure(RpcError::disconnected("gone"));
+/// assert!(matches!(err, CallError::Rpc(e) if e.kind() == ErrorKind::Disconnected));
+/// let err = <CallError<String> as PromiseError>::from_failure(RpcError::application(&"full".to_string()));
+/// assert_eq!(err, CallError::App("full".to_string()));
+/// ```
+pub trait PromiseError: Sized + 'static {
+    /// The value a promise resolves to when its call fails with `err`.
+    fn from_failure(err: RpcError) -> Self;
+}
+
+impl<E: From<RpcError> + DeserializeOwned + 'static> PromiseError for E {
+    fn from_failure(err: RpcError) -> Self {
+        application_or(err)
+    }
+}
+
+impl<E: DeserializeOwned + 'static> PromiseError for CallError<E> {
+    fn from_failure(err: RpcError) -> Self {
+        // `CallError<RpcError>` (a method without `Result`): nothing to decode.
+        if std::any::TypeId::of::<E>() == std::any::TypeId::of::<RpcError>() {
+            return CallError::Rpc(err);
+        }
+        match decode_application::<E>(&err) {
+            Some(value) => CallError::App(value),
+            None => CallError::Rpc(err),
+        }
+    }
+}
+
 impl<T, E> Future for Promise<T, E>
 where
     T: DeserializeOwned,
-    E: From<RpcError> + DeserializeOwned + 'static,
+    E: PromiseError,
 {
     type Output = Result<T, E>;
 
@@ -285,7 +618,7 @@ where
         let Some(outcome) = inner.outcome.take() else {
             if inner.done {
                 drop(inner);
-                return Poll::Ready(Err(E::from(RpcError::cancelled("the result was already taken"))));
+                return Poll::Ready(Err(E::from_failure(RpcError::cancelled("the result was already taken"))));
             }
             match &mut inner.waker {
                 Some(waker) if waker.will_wake(cx.waker()) => {}
@@ -298,23 +631,30 @@ where
     }
 }
 
-fn decode_outcome<T: DeserializeOwned, E: From<RpcError> + DeserializeOwned + 'static>(outcome: Reply) -> Result<T, E> {
+fn decode_outcome<T: DeserializeOwned, E: PromiseError>(outcome: Reply) -> Result<T, E> {
     match outcome {
-        Ok(payload) => payload.decode().map_err(E::from),
-        Err(err) => Err(application_or(err)),
+        Ok(payload) => payload.decode().map_err(E::from_failure),
+        Err(err) => Err(E::from_failure(err)),
     }
+}
+
+/// The application value an error carries, if it carries an `E`.
+fn decode_application<E: DeserializeOwned>(err: &RpcError) -> Option<E> {
+    if err.kind() != crate::ErrorKind::Application {
+        return None;
+    }
+    // It may come from a peer, and no connection's limit is at hand here: the default one.
+    let max_size = crate::Limits::default().max_decoded_size;
+    let bytes = err.payload()?;
+    crate::wire::depth::from_postcard_bytes::<E>(bytes, DEFAULT_MAX_DEPTH, max_size).ok().map(|(value, _)| value)
 }
 
 /// An application error decodes as `E` when it is one; anything else converts.
 fn application_or<E: From<RpcError> + DeserializeOwned + 'static>(err: RpcError) -> E {
     // With `E = RpcError` there is no application type to decode into.
     let wants_value = std::any::TypeId::of::<E>() != std::any::TypeId::of::<RpcError>();
-    if wants_value && err.kind() == crate::ErrorKind::Application {
-        // It may come from a peer, and no connection's limit is at hand here: the default one.
-        let max_size = crate::Limits::default().max_decoded_size;
-        let decoded =
-            err.payload().map(|bytes| crate::wire::depth::from_postcard_bytes::<E>(bytes, DEFAULT_MAX_DEPTH, max_size));
-        if let Some(Ok((value, _))) = decoded {
+    if wants_value {
+        if let Some(value) = decode_application::<E>(&err) {
             return value;
         }
     }

@@ -44,9 +44,29 @@ use proc_macro::TokenStream;
 ///   (implement it with `async fn` as usual).
 /// - `{Trait}Proxy`, the capability: `Clone`, `Debug`, `Serialize`,
 ///   `Deserialize` and `rpc_core::Capability`, with `new(object)` to wrap a
-///   local object and one method per trait method. A method returning
-///   `Result<T, E>` returns `Promise<T, E>`; one returning a `...Proxy`
-///   returns that proxy at once, pipelined; any other `T` gives `Promise<T>`.
+///   local object, `broken(error)` for a proxy whose calls all fail,
+///   `when_broken()` (resolves once the capability can no longer be called:
+///   its connection closed, the call that promised it failed), and one
+///   method per trait method. Those names (and `client`, `from_client`) are
+///   taken: a trait method called so is an error.
+///
+/// # Return types
+///
+/// | the method returns | the proxy method returns |
+/// |---|---|
+/// | `T` | `Promise<T>` |
+/// | `Result<T, E>` | `Promise<T, E>` |
+/// | `FooProxy` (a capability) | `FooProxy` at once, pipelined on the call |
+/// | `Sequence<T>` / `Bytes` | the stream at once; items flow before the reply |
+/// | `Result<Sequence<T>, E>` / `Result<Bytes, E>` | `Promise<Sequence<T>, E>` / `Promise<Bytes, E>`: the typed error, or the stream, whose items follow the reply |
+///
+/// `E` needs `Serialize + DeserializeOwned + Debug`. Awaiting a
+/// `Promise<T, E>` gives `Result<T, E>` and asks `E: From<RpcError>` (so
+/// framework failures become an `E`); `promise.split_errors().await` gives
+/// `Result<T, CallError<E>>` instead and asks nothing more of `E` (see
+/// `rpc_core::CallError`). A stream can also end with an application
+/// error after some items: `writer.close(Some(RpcError::application(&e)))`,
+/// read back with `err.application_value::<E>()`.
 ///
 /// # Panics in handlers
 ///

@@ -147,7 +147,8 @@ fn interface_info(gen: &Gen<'_>) -> TokenStream {
 pub(crate) enum Check {
     /// An argument or a result: `Serialize + DeserializeOwned + Send + 'static`.
     Value,
-    /// The `E` of a `Result<T, E>`: a value, `From<RpcError>` and `Debug`.
+    /// The `E` of a `Result<T, E>`: a value and `Debug`. (`From<RpcError>` is
+    /// asked only where a promise of it is awaited as it is; see `CallError`.)
     Error,
 }
 
@@ -178,7 +179,7 @@ fn checked_traits(gen: &Gen<'_>) -> TokenStream {
         impl<T: #value> #transferable for ::core::marker::PhantomData<T> { type T = T; }
         #[allow(dead_code)]
         trait #error { type T; }
-        impl<T: #value + ::core::convert::From<#krate::RpcError> + ::core::fmt::Debug> #error
+        impl<T: #value + ::core::fmt::Debug> #error
             for ::core::marker::PhantomData<T> { type T = T; }
     }
 }

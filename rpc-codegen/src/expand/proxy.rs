@@ -121,12 +121,42 @@ fn capability_impl(gen: &Gen<'_>) -> TokenStream {
 fn inherent_impl(gen: &Gen<'_>) -> TokenStream {
     let proxy = &gen.proxy;
     let new = new_fn(gen);
+    let liveness = liveness_fns(gen);
     let methods = gen.iface.methods.iter().map(|method| call_fn(gen, method));
     quote! {
         #[allow(clippy::too_many_arguments)]
         impl #proxy {
             #new
+            #liveness
             #(#methods)*
+        }
+    }
+}
+
+/// `broken`, a proxy whose calls all fail, and `when_broken`, which
+/// resolves once calls can no longer succeed.
+fn liveness_fns(gen: &Gen<'_>) -> TokenStream {
+    let (vis, krate, name) = (gen.iface.vis, gen.krate, &gen.iface.name);
+    let broken_doc = format!(
+        " A [`{name}`] capability whose every call fails with `error` (a placeholder \
+         for an object that is unavailable). Its `when_broken` resolves at once."
+    );
+    let when_doc = " Resolves, with the reason, once calls on this capability can no longer \
+         succeed: when its connection closes, when the call that promised it fails, at \
+         once for a broken proxy; never for a local object, which lives as long as a \
+         handle to it (see `Client::when_broken`). The future does not keep the \
+         capability alive.";
+    quote! {
+        #[doc = #broken_doc]
+        #vis fn broken(error: #krate::RpcError) -> Self {
+            <Self as #krate::Capability>::from_client(#krate::Client::broken(error))
+        }
+
+        #[doc = #when_doc]
+        #vis fn when_broken(
+            &self,
+        ) -> impl ::core::future::Future<Output = #krate::RpcError> + ::core::marker::Send + 'static {
+            #krate::Client::when_broken(&self.client)
         }
     }
 }

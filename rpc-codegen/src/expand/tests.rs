@@ -201,7 +201,7 @@ fn checks_the_types_where_they_meet_the_runtime() {
                 type T;
             }
         ),
-        quote!(+ ::core::convert::From<::rpc_core::RpcError> + ::core::fmt::Debug),
+        quote!(+ 'static + ::core::fmt::Debug),
         quote! {
             reply_result::<
                 <::core::marker::PhantomData<PlayerProxy> as __Transferable>::T,

@@ -23,6 +23,10 @@ impl ClientHook for BrokenClient {
         crate::stream::fail_streams(call.payload.caps, &self.error);
     }
 
+    fn when_broken(&self) -> futures::future::BoxFuture<'static, RpcError> {
+        Box::pin(std::future::ready(self.error.clone()))
+    }
+
     fn describe(&self) -> String {
         format!("broken: {}", self.error)
     }

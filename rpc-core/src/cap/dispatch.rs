@@ -108,10 +108,7 @@ pub fn reply_result<T: Serialize, E: Serialize + std::fmt::Debug>(result: Result
 
 /// Wraps an application error value into an [`RpcError`].
 pub(crate) fn application_error<E: Serialize + std::fmt::Debug>(err: &E) -> RpcError {
-    match postcard::to_stdvec(err) {
-        Ok(bytes) => RpcError::application(format!("{err:?}"), bytes),
-        Err(e) => RpcError::serialization(format!("cannot encode application error {err:?}: {e}")),
-    }
+    RpcError::application(err)
 }
 
 /// The error a caller sees when the handler of `interface`'s method `method`

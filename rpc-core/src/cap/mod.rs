@@ -153,7 +153,7 @@ impl Client {
     where
         A: Serialize,
         T: DeserializeOwned + Send + 'static,
-        E: From<RpcError> + DeserializeOwned + Send + 'static,
+        E: Send + 'static,
     {
         let state = CallState::new();
         match Payload::encode(args) {
@@ -166,6 +166,35 @@ impl Client {
             Err(err) => state.complete(Err(err)),
         }
         Promise::new(state)
+    }
+
+    /// Resolves, with the reason, once this capability is broken: calls on
+    /// it can no longer succeed. See the table below for when that is.
+    ///
+    /// | the capability | resolves |
+    /// |---|---|
+    /// | imported over a connection | when the connection closes (the peer's reason, or `Disconnected`) |
+    /// | pipelined on a promise | when the call fails (its error, a deadline's `Timeout` included); if it returns, when the capability it returned breaks |
+    /// | broken ([`Client::broken`]) | at once, with its error |
+    /// | a local object | never: it lives while any handle to it does |
+    ///
+    /// The future does not keep the capability alive, and several may wait
+    /// at once. Awaiting it is how a client notices that a server object it
+    /// holds went away without making a call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rpc_core::{Client, ErrorKind, RpcError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let gone = Client::broken(RpcError::disconnected("server went away"));
+    /// assert_eq!(gone.when_broken().await.kind(), ErrorKind::Disconnected);
+    /// # }
+    /// ```
+    pub fn when_broken(&self) -> impl std::future::Future<Output = RpcError> + Send + 'static {
+        self.hook.when_broken()
     }
 
     /// Whether two handles name the same object through the same path.
@@ -274,6 +303,11 @@ pub(crate) trait ClientHook: Send + Sync + 'static {
     /// What this capability has resolved to, if it was a promise that did.
     fn resolved(&self) -> Option<Client> {
         None
+    }
+    /// Resolves when calls on this capability can no longer succeed (see
+    /// [`Client::when_broken`]); never, by default (a local object).
+    fn when_broken(&self) -> futures::future::BoxFuture<'static, RpcError> {
+        Box::pin(std::future::pending())
     }
 }
 

@@ -29,6 +29,19 @@ impl ClientHook for ImportClient {
     fn describe(&self) -> String {
         format!("import #{}", self.id)
     }
+
+    fn when_broken(&self) -> futures::future::BoxFuture<'static, crate::RpcError> {
+        // Watches the connection only: the future keeps neither the import
+        // nor the connection open.
+        let mut closed = self.user.shared().closed.subscribe();
+        Box::pin(async move {
+            let reason = match closed.wait_for(Option::is_some).await {
+                Ok(reason) => reason.clone(),
+                Err(_) => None,
+            };
+            reason.unwrap_or_else(|| crate::RpcError::disconnected("the connection was closed"))
+        })
+    }
 }
 
 impl Drop for ImportClient {

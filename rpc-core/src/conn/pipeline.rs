@@ -26,7 +26,12 @@ impl PipelineClient {
 impl ClientHook for PipelineClient {
     fn call(&self, call: OutgoingCall) {
         let Some(conn) = self.handle.conn() else {
-            return call.reply.complete(Err(crate::RpcError::cancelled("the promise was dropped")));
+            // The call no longer goes through the connection (it failed or
+            // timed out, and was let go): route by its outcome.
+            return match self.handle.settled_cap(self.cap) {
+                Ok(target) => target.hook.call(call),
+                Err(err) => crate::cap::BrokenClient::new(err).call(call),
+            };
         };
         call.reply.depend_on(self.handle.clone());
         conn.lock().pipeline_call(&conn, self.question, self.cap, call);
@@ -35,6 +40,10 @@ impl ClientHook for PipelineClient {
     fn peer_ref(&self, conn: &super::ConnShared) -> Option<PeerRef> {
         let own = self.handle.conn()?;
         std::ptr::eq(&*own, conn).then_some(PeerRef::Answer { question: self.question, cap: self.cap })
+    }
+
+    fn when_broken(&self) -> futures::future::BoxFuture<'static, crate::RpcError> {
+        self.handle.cap_broken(self.cap)
     }
 
     fn describe(&self) -> String {

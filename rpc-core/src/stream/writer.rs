@@ -145,11 +145,34 @@ impl<T> SequenceWriter<T> {
     }
 
     /// Ends the sequence once everything buffered is delivered. With
-    /// `Some(error)` the consumer reads the items, then that error.
+    /// `Some(error)` the consumer reads the items, then that error. To end
+    /// with your own application error, pass
+    /// [`RpcError::application(&value)`](RpcError::application): the
+    /// consumer gets it back with
+    /// [`application_value`](RpcError::application_value).
     ///
     /// # Errors
     ///
     /// As for [`flush`](Self::flush).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rpc_core::{ErrorKind, RpcError, Sequence};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), RpcError> {
+    /// let (mut writer, mut lines) = Sequence::<String>::channel();
+    /// writer.write("first line".to_string())?;
+    /// writer.close(Some(RpcError::application(&"no such file: b.txt".to_string()))).await?;
+    ///
+    /// assert_eq!(lines.read().await?, Some("first line".to_string()));
+    /// let end = lines.read().await.unwrap_err();
+    /// assert_eq!(end.kind(), ErrorKind::Application);
+    /// assert_eq!(end.application_value::<String>().as_deref(), Some("no such file: b.txt"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn close(mut self, error: Option<RpcError>) -> Result<(), RpcError> {
         // A redirected end closes its remote half directly, so a cancel or a
         // disconnect that already happened is reported.

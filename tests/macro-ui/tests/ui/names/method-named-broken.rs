@@ -1,0 +1,8 @@
+use rpc_core::eventual;
+
+#[eventual]
+pub trait Machine {
+    async fn broken(&self) -> bool;
+}
+
+fn main() {}
