@@ -1,10 +1,11 @@
 //! What a connection tells its operator: tracing spans per connection, call
 //! and stream, close events with their reason, and a metrics snapshot.
 //!
-//! The tracing tests install a capturing subscriber for the test's own
-//! thread; `#[tokio::test]` runs every task of the test on that thread.
+//! The tracing tests share one capturing subscriber that keeps what it sees
+//! per thread; `#[tokio::test]` runs every task of a test on its own thread.
 
-use std::sync::{Arc, Mutex};
+use std::cell::RefCell;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -121,12 +122,18 @@ impl Visit for Fields {
     }
 }
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<SeenEvent>>>);
+thread_local! {
+    /// What the subscriber saw on this thread: each test runs its tasks on
+    /// its own thread, so tests running in parallel do not see each other's.
+    static SEEN: RefCell<Vec<SeenEvent>> = const { RefCell::new(Vec::new()) };
+}
+
+/// This thread's view of the process-wide capturing subscriber.
+struct Capture;
 
 impl Capture {
     fn events(&self) -> Vec<SeenEvent> {
-        self.0.lock().unwrap().clone()
+        SEEN.with(|seen| seen.borrow().clone())
     }
 
     fn with_message(&self, message: &str) -> Vec<SeenEvent> {
@@ -134,7 +141,10 @@ impl Capture {
     }
 }
 
-impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
+/// The layer behind [`Capture`].
+struct Recorder;
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recorder {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let mut fields = Fields::default();
         attrs.record(&mut fields);
@@ -166,22 +176,28 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
             })
             .unwrap_or_default();
         let seen = SeenEvent { level: *event.metadata().level(), fields: fields.0, scope };
-        self.0.lock().unwrap().push(seen);
+        SEEN.with(|log| log.borrow_mut().push(seen));
     }
 }
 
-fn capture() -> (Capture, tracing::subscriber::DefaultGuard) {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::registry().with(capture.clone());
-    let guard = tracing::subscriber::set_default(subscriber);
-    (capture, guard)
+/// Installs the capturing subscriber as the global default (once: a global
+/// default keeps every callsite's interest fixed, where per-thread defaults
+/// set and dropped by parallel tests race on it), and clears this thread's log.
+fn capture() -> Capture {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let subscriber = tracing_subscriber::registry().with(Recorder);
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber in this test binary");
+    });
+    SEEN.with(|seen| seen.borrow_mut().clear());
+    Capture
 }
 
 // ----- tracing ---------------------------------------------------------------
 
 #[tokio::test]
 async fn a_handler_runs_in_a_call_span_naming_interface_method_and_question() {
-    let (capture, _guard) = capture();
+    let capture = capture();
     let (keeper, _, _) = keeper();
     let (a, b) = tokio::io::duplex(1 << 20);
     let (_server, _client, gate) = connect_pair(a, b, GateProxy::new(keeper), quiet()).await.unwrap();
@@ -204,7 +220,7 @@ async fn a_handler_runs_in_a_call_span_naming_interface_method_and_question() {
 
 #[tokio::test]
 async fn a_protocol_violation_closes_with_a_warning_naming_the_reason() {
-    let (capture, _guard) = capture();
+    let capture = capture();
     let (a, mut b) = tokio::io::duplex(1 << 16);
     let hello = WireHello {
         magic: MAGIC,
@@ -230,7 +246,7 @@ async fn a_protocol_violation_closes_with_a_warning_naming_the_reason() {
 
 #[tokio::test]
 async fn an_ordinary_close_is_an_info_event_with_its_reason() {
-    let (capture, _guard) = capture();
+    let capture = capture();
     let (keeper, _, _) = keeper();
     let (a, b) = tokio::io::duplex(1 << 20);
     let (server, client, _gate) = connect_pair(a, b, GateProxy::new(keeper), quiet()).await.unwrap();
@@ -244,7 +260,7 @@ async fn an_ordinary_close_is_an_info_event_with_its_reason() {
 
 #[tokio::test]
 async fn streams_have_spans_that_say_how_they_ended() {
-    let (capture, _guard) = capture();
+    let capture = capture();
     let (keeper, _, _) = keeper();
     let (a, b) = tokio::io::duplex(1 << 20);
     let (_server, client, gate) = connect_pair(a, b, GateProxy::new(keeper), quiet()).await.unwrap();
