@@ -73,13 +73,17 @@ where
         stream_buffered: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         closed,
         users: AtomicUsize::new(0),
+        writer_done: watch::channel(false).0,
         config,
         peer_limits: theirs.limits,
     });
     // Taken before the tasks start, so the writer never sees a new connection as idle.
     let user = shared.user_ref();
     tokio::spawn(read_loop(shared.clone(), reader, incoming));
-    tokio::spawn(write_loop(shared, writer));
+    tokio::spawn(async move {
+        write_loop(shared.clone(), writer).await;
+        shared.writer_done.send_replace(true);
+    });
     Ok(user)
 }
 
