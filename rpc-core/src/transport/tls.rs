@@ -1,9 +1,10 @@
 //! TLS (feature `tls`) through tokio-rustls.
 //!
-//! [`rustls`] is re-exported so that the configurations you build match the
-//! version used here. The crate enables rustls's `ring` provider; build
-//! configurations with `builder_with_provider` (as below) or install a
-//! process-wide default provider.
+//! [`rustls`] and [`tokio_rustls`] are re-exported so that the configurations
+//! you build match the versions used here. The feature enables rustls's
+//! `ring` provider only, so `ServerConfig::builder()` and
+//! `ClientConfig::builder()` use it; if your build enables another provider
+//! too, pick one with `builder_with_provider` or install a process default.
 
 use std::future::Future;
 use std::io;
@@ -17,6 +18,7 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{ClientConfig, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+pub use tokio_rustls;
 pub use tokio_rustls::rustls;
 
 use super::Listener;
@@ -102,15 +104,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteThrough<S> {
 ///     cert: Vec<rustls::pki_types::CertificateDer<'static>>,
 ///     key: rustls::pki_types::PrivateKeyDer<'static>,
 /// ) -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>), rustls::Error> {
-///     let provider = Arc::new(rustls::crypto::ring::default_provider());
 ///     let mut roots = rustls::RootCertStore::empty();
 ///     roots.add(cert[0].clone())?;
-///     let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-///         .with_safe_default_protocol_versions()?
+///     let server = rustls::ServerConfig::builder()
 ///         .with_no_client_auth()
 ///         .with_single_cert(cert, key)?;
-///     let client = rustls::ClientConfig::builder_with_provider(provider)
-///         .with_safe_default_protocol_versions()?
+///     let client = rustls::ClientConfig::builder()
 ///         .with_root_certificates(roots)
 ///         .with_no_client_auth();
 ///     Ok((Arc::new(server), Arc::new(client)))
@@ -132,7 +131,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteThrough<S> {
 ///     server.shutdown().await;
 ///     Ok(())
 /// }
-/// # let _ = run;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+/// # let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+/// # run(vec![certified.cert.der().clone()], key).await
+/// # }
 /// ```
 pub struct TlsListener<L> {
     inner: L,
