@@ -172,8 +172,9 @@ impl<L: Listener> Server<L> {
     /// The factory runs once per connection, after the handshake, with the
     /// peer's address and the [`Connection`]. Returning an error refuses the
     /// connection: it is closed with that error as the reason, which the
-    /// peer sees. Calls that arrive before the factory has returned wait for
-    /// it, in order.
+    /// peer sees. A factory that panics refuses the connection the same way
+    /// (the reason names the panic); the server goes on. Calls that arrive
+    /// before the factory has returned wait for it, in order.
     ///
     /// Dropping the future closes every connection at once with "the server
     /// stopped"; [`Server::serve_with_shutdown`] and [`Server::spawn`] shut
@@ -433,8 +434,13 @@ async fn stopped(stopping: &mut watch::Receiver<bool>) {
 
 /// Asks the factory for the bootstrap object and releases the calls waiting
 /// for it (or fails them with the refusal).
+///
+/// A factory that panics refuses the connection with
+/// [`crate::ErrorKind::HandlerPanicked`]; the server carries on.
 fn decide_bootstrap<A>(incoming: &Incoming<A>, queue: &QueuedClient, factory: &Factory<A>) -> Result<(), RpcError> {
-    match factory(incoming) {
+    let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory(incoming)))
+        .unwrap_or_else(|payload| Err(factory_panicked(&*payload)));
+    match decided {
         Ok(client) => {
             queue.resolve(Ok(client));
             Ok(())
@@ -444,6 +450,16 @@ fn decide_bootstrap<A>(incoming: &Incoming<A>, queue: &QueuedClient, factory: &F
             Err(reason)
         }
     }
+}
+
+/// The refusal of a connection whose factory panicked.
+fn factory_panicked(payload: &(dyn std::any::Any + Send)) -> RpcError {
+    let text = match (payload.downcast_ref::<&'static str>(), payload.downcast_ref::<String>()) {
+        (Some(text), _) => text.to_string(),
+        (None, Some(text)) => text.clone(),
+        (None, None) => "a payload that is not a string".to_owned(),
+    };
+    RpcError::new(crate::ErrorKind::HandlerPanicked, format!("the server's connection factory panicked: {text}"))
 }
 
 /// Lets the connection finish its running calls and open streams, up to the

@@ -198,3 +198,23 @@ async fn a_client_holds_its_connection_and_passes_a_config() {
     assert!(reason.message().contains("closed on purpose"), "{reason}");
     within("shutdown", server.shutdown()).await;
 }
+
+#[tokio::test]
+async fn a_factory_that_panics_refuses_that_connection_only() {
+    let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = tcp.local_addr().expect("addr");
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let server = Server::new(tcp).spawn(move |_| {
+        if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            panic!("no database");
+        }
+        Ok::<_, RpcError>(GreeterProxy::new(Host("second".into())))
+    });
+    let first = within("connect", Connection::connect(addr)).await.expect("connect");
+    let reason = within("closed", first.closed()).await;
+    assert!(reason.message().contains("factory panicked: no database"), "{reason}");
+    let second = within("connect", Connection::connect(addr)).await.expect("connect");
+    let greeter: GreeterProxy = second.bootstrap();
+    assert_eq!(within("hello", greeter.hello()).await.unwrap(), "hello, second");
+    within("shutdown", server.shutdown()).await;
+}

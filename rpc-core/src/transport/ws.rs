@@ -158,7 +158,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WebSocketIo<S> {
 }
 
 /// Serves WebSocket connections on top of another listener: a
-/// `tokio::net::TcpListener` for `ws://`, a [`super::tls::TlsListener`] for
+/// `tokio::net::TcpListener` for `ws://`, a `tls::TlsListener` (feature `tls`) for
 /// `wss://`. Any request path is accepted.
 ///
 /// # Examples
