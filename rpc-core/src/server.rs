@@ -24,7 +24,7 @@ use tokio::time::{sleep, timeout, Instant};
 
 use crate::cap::{Client, QueuedClient};
 use crate::transport::Listener;
-use crate::{Capability, Config, Connection, RpcError};
+use crate::{Capability, Config, Connection, ConnectionBuilder, RpcError};
 
 /// How long a shutdown waits for running calls by default.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -392,32 +392,20 @@ async fn serve_connection<H, IO, A>(
         }
     };
     let builder = builder.config(settings.config.clone());
-    let limit = builder.settings().handshake_timeout;
-    let open = async move {
-        let io = match timeout(limit, handshake).await {
-            Ok(io) => io?,
-            Err(_) => return Err(RpcError::new(crate::ErrorKind::Timeout, "the transport handshake took too long")),
-        };
-        builder.open(io).await
-    };
     let opened = tokio::select! {
-        opened = open => opened,
+        opened = open_connection(handshake, builder) => opened,
         _ = stopped(&mut stopping) => return,
     };
     let connection = match opened {
         Ok(connection) => connection,
-        Err(err) => {
-            tracing::debug!(?peer, "handshake failed: {err}");
-            return;
-        }
+        Err(err) => return tracing::debug!(?peer, "handshake failed: {err}"),
     };
     let _guard = CloseOnDrop(connection.clone());
     let incoming = Incoming { peer_addr: peer, connection };
     if let Some((queue, factory)) = decide {
         if let Err(reason) = decide_bootstrap(&incoming, &queue, &*factory) {
             tracing::info!(peer = ?incoming.peer_addr, "connection refused: {reason}");
-            incoming.connection.close_with(reason);
-            return;
+            return incoming.connection.close_with(reason);
         }
     }
     let Incoming { peer_addr: peer, connection } = incoming;
@@ -425,6 +413,19 @@ async fn serve_connection<H, IO, A>(
         reason = connection.closed() => tracing::debug!(?peer, "connection closed: {reason}"),
         _ = stopped(&mut stopping) => drain(&connection, &settings).await,
     }
+}
+
+/// The transport's handshake (bounded by the handshake timeout), then ours.
+async fn open_connection<H, IO>(handshake: H, builder: ConnectionBuilder) -> Result<Connection, RpcError>
+where
+    H: Future<Output = std::io::Result<IO>>,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let io = match timeout(builder.settings().handshake_timeout, handshake).await {
+        Ok(io) => io?,
+        Err(_) => return Err(RpcError::new(crate::ErrorKind::Timeout, "the transport handshake took too long")),
+    };
+    builder.open(io).await
 }
 
 /// Waits until the server stops.
