@@ -34,6 +34,8 @@ pub trait Service {
     fn blob(&self, len: u32) -> Bytes;
     /// Reads `data` to its end and returns its length and checksum.
     async fn digest(&self, data: Bytes) -> Result<(u64, u64), RpcError>;
+    /// `len` bytes of the test pattern as one value.
+    fn big(&self, len: u32) -> Vec<u8>;
 }
 
 struct Impl;
@@ -63,6 +65,10 @@ impl Service for Impl {
         let mut all = Vec::new();
         AsyncReadExt::read_to_end(&mut data, &mut all).await.map_err(|e| RpcError::disconnected(e.to_string()))?;
         Ok((all.len() as u64, checksum(&all)))
+    }
+
+    fn big(&self, len: u32) -> Vec<u8> {
+        pattern(len as usize)
     }
 }
 
@@ -221,4 +227,65 @@ async fn tls_refuses_an_untrusted_certificate() {
 async fn websocket_takes_only_ws_urls() {
     let err = Connection::builder().connect_websocket("http://127.0.0.1:1/").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+}
+
+/// A TCP listener whose connections have a small send buffer, so that the
+/// server's writes often find the socket full.
+fn small_buffer_listener() -> (TcpListener, std::net::SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_send_buffer_size(4096).expect("send buffer");
+    socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+    let listener = socket.listen(16).expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    (listener, addr)
+}
+
+/// Large replies through a socket that is often full, with no keepalive
+/// ping to push anything out later: every reply must leave in full when it
+/// is written. TLS buffers what the socket refused; a write reported done
+/// with records still buffered would sit until the next write, ten minutes
+/// away, and the reply's frame times out (checked: without `WriteThrough`
+/// the TLS case fails). The WebSocket layer's own reader also pushes out
+/// pending output, so there the test guards the property, not the adapter.
+async fn large_replies_leave_at_once(transport: &str, server: ServerHandle, connection: Connection) {
+    let service: ServiceProxy = connection.bootstrap();
+    for round in 0..20u32 {
+        let len = 200_000 + round * 1_000;
+        let reply = within(&format!("{transport}: reply {round}"), service.big(len)).await.unwrap();
+        assert!(reply.len() == len as usize && reply == pattern(len as usize), "{transport}: reply {round}");
+    }
+    within("shutdown", server.shutdown()).await;
+}
+
+/// A server config whose keepalive never writes during the test.
+fn quiet_config() -> rpc_core::Config {
+    rpc_core::Config {
+        keepalive_interval: Duration::from_secs(600),
+        keepalive_timeout: Duration::from_secs(1_800),
+        ..rpc_core::Config::default()
+    }
+}
+
+#[tokio::test]
+async fn tls_large_replies_are_not_left_in_the_tls_buffer() {
+    let (server_config, client_config) = tls_configs();
+    let (listener, addr) = small_buffer_listener();
+    let server = Server::new(TlsListener::new(listener, server_config))
+        .config(quiet_config())
+        .spawn(|_| Ok::<_, RpcError>(ServiceProxy::new(Impl)));
+    let connect = Connection::builder().config(quiet_config()).connect_tls(addr, "localhost", client_config);
+    let connection = within("connect", connect).await.expect("connect");
+    large_replies_leave_at_once("tls", server, connection).await;
+}
+
+#[tokio::test]
+async fn websocket_large_replies_are_not_left_in_the_websocket_buffer() {
+    let (listener, addr) = small_buffer_listener();
+    let server = Server::new(WebSocketListener::new(listener))
+        .config(quiet_config())
+        .spawn(|_| Ok::<_, RpcError>(ServiceProxy::new(Impl)));
+    let url = format!("ws://{addr}/");
+    let connect = Connection::builder().config(quiet_config()).connect_websocket(&url);
+    let connection = within("connect", connect).await.expect("connect");
+    large_replies_leave_at_once("websocket", server, connection).await;
 }
