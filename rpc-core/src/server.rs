@@ -161,6 +161,28 @@ impl<L: Listener> Server<L> {
 
     /// How long a shutdown lets running calls and open streams finish
     /// before it closes their connections (default [`DEFAULT_DRAIN_TIMEOUT`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rpc_core::{eventual, Config, Server};
+    ///
+    /// # #[eventual]
+    /// # pub trait Echo { async fn echo(&self, text: String) -> String; }
+    /// # struct Parrot;
+    /// # impl Echo for Parrot { async fn echo(&self, text: String) -> String { text } }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let server = Server::new(listener)
+    ///     .config(Config { keepalive_timeout: Duration::from_secs(10), ..Config::default() })
+    ///     .drain_timeout(Duration::from_secs(3))
+    ///     .spawn(|_| Ok(EchoProxy::new(Parrot)));
+    /// server.shutdown().await; // nothing runs: returns at once
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
         self
@@ -308,6 +330,29 @@ impl<L: Listener> Server<L> {
 ///
 /// Dropping the handle stops the server at once: every connection closes
 /// with "the server stopped". [`ServerHandle::shutdown`] stops it gracefully.
+///
+/// # Examples
+///
+/// ```
+/// use rpc_core::{eventual, Connection, Server};
+///
+/// # #[eventual]
+/// # pub trait Echo { async fn echo(&self, text: String) -> String; }
+/// # struct Parrot;
+/// # impl Echo for Parrot { async fn echo(&self, text: String) -> String { text } }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// let server = Server::new(listener).spawn(|_| Ok(EchoProxy::new(Parrot)));
+/// let connection = Connection::connect(addr).await?;
+///
+/// drop(server); // not a graceful shutdown
+/// let reason = connection.closed().await;
+/// assert!(reason.message().contains("the server stopped"), "{reason}");
+/// # Ok(())
+/// # }
+/// ```
 #[must_use = "dropping the handle stops the server"]
 #[derive(Debug)]
 pub struct ServerHandle {

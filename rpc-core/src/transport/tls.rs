@@ -32,6 +32,26 @@ use crate::{Connection, ConnectionBuilder, ErrorKind, RpcError};
 /// pending until they are out. A write that returns `Pending` after its
 /// bytes were taken finishes on the next call, which must pass the same
 /// bytes again (as `write_all` and the connection's writer do).
+///
+/// [`TlsListener`] and [`ConnectionBuilder::connect_tls`] wrap their
+/// streams in it; wrap a TLS stream you open yourself the same way.
+///
+/// # Examples
+///
+/// ```
+/// use rpc_core::transport::tls::WriteThrough;
+/// use rpc_core::Connection;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), rpc_core::RpcError> {
+/// // Any byte stream works; a TLS stream is where it matters.
+/// let (a, b) = tokio::io::duplex(64 << 10);
+/// let (ours, _theirs) =
+///     tokio::try_join!(Connection::builder().open(WriteThrough::new(a)), Connection::builder().open(b))?;
+/// assert!(ours.peer_limits().max_frame_size > 0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct WriteThrough<S> {
     inner: S,

@@ -32,7 +32,16 @@ pub const MAX_MESSAGE: usize = 64 << 10;
 pub const MAX_INCOMING_MESSAGE: usize = 1 << 20;
 
 /// The WebSocket settings both sides use: bounded incoming messages, a
-/// modest read buffer, and every message written out at once.
+/// modest read buffer, and every message written out at once. Use them for
+/// a WebSocket you open yourself (see [`WebSocketIo`]).
+///
+/// # Examples
+///
+/// ```
+/// use rpc_core::transport::ws::{websocket_config, MAX_INCOMING_MESSAGE};
+///
+/// assert_eq!(websocket_config().max_message_size, Some(MAX_INCOMING_MESSAGE));
+/// ```
 pub fn websocket_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(MAX_MESSAGE)
