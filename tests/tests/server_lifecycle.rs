@@ -11,7 +11,7 @@ mod server_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc_core::{eventual, Connection, ErrorKind, RpcError, Server};
+use rpc_core::{eventual, Connection, ErrorKind, RpcError, Sequence, Server};
 use rpc_tests::{DropCounter, DropToken};
 use server_support::{scripted_listener, within};
 use tokio::net::TcpListener;
@@ -26,6 +26,10 @@ pub trait Work {
     async fn hold(&self) -> u32;
     /// Answers at once.
     fn quick(&self, x: u32) -> u32;
+    /// The numbers `0..n`.
+    fn numbers(&self, n: u32) -> Sequence<u32>;
+    /// A sequence that never ends.
+    fn forever(&self) -> Sequence<u32>;
 }
 
 /// What the test watches and controls of the server's objects.
@@ -76,6 +80,14 @@ impl Work for Worker {
 
     fn quick(&self, x: u32) -> u32 {
         x
+    }
+
+    fn numbers(&self, n: u32) -> Sequence<u32> {
+        Sequence::from_stream(futures::stream::iter(0..n))
+    }
+
+    fn forever(&self) -> Sequence<u32> {
+        Sequence::from_stream(futures::stream::pending())
     }
 }
 
@@ -254,4 +266,34 @@ async fn serve_with_shutdown_returns_after_the_signal_and_the_drain() {
     assert_eq!(within("the running call", running).await.unwrap(), 500);
     within("serve_with_shutdown", serving).await.expect("server task");
     assert_shutdown_reason("closed()", &within("closed", connection.closed()).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_stream_is_drained_until_the_deadline_and_a_finished_one_is_not_waited_for() {
+    let probes = Probes::new();
+    let (listener, dialer) = scripted_listener();
+    let factory_probes = probes.clone();
+    let server = Server::new(listener)
+        .drain_timeout(Duration::from_secs(4))
+        .spawn(move |_| Ok::<_, RpcError>(factory_probes.worker()));
+    let connection = within("connect", dialer.connect()).await.expect("connect");
+    let work: WorkProxy = connection.bootstrap();
+
+    // Read to its end, still held: not a reason to wait.
+    let mut finished = work.numbers(3);
+    for expected in 0..3 {
+        assert_eq!(within("item", finished.read()).await.unwrap(), Some(expected));
+    }
+    assert_eq!(within("end", finished.read()).await.unwrap(), None);
+    // Still open: the drain waits for it, up to the deadline.
+    let mut open = work.forever();
+    assert_eq!(within("quick", work.quick(1)).await.unwrap(), 1);
+
+    let began = Instant::now();
+    within("shutdown", server.shutdown()).await;
+    let took = began.elapsed();
+    assert!(took >= Duration::from_secs(4) && took < Duration::from_secs(5), "shutdown took {took:?}");
+    let err = within("the open stream", open.read()).await.unwrap_err();
+    assert_shutdown_reason("the stream still open at the deadline", &err);
+    drop(finished);
 }
