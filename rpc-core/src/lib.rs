@@ -241,7 +241,9 @@ mod error;
 pub mod fuzzing;
 mod payload;
 mod promise;
+mod server;
 mod stream;
+pub mod transport;
 mod wire;
 
 pub use cap::{Capability, Client};
@@ -252,10 +254,12 @@ pub use payload::Payload;
 pub use promise::Promise;
 pub use promise::PromiseError;
 pub use rpc_macros::eventual;
+pub use server::{Incoming, Server, ServerHandle, DEFAULT_DRAIN_TIMEOUT};
 pub use stream::{
     Bytes, BytesWriter, Sequence, SequenceWriter, DEFAULT_BATCH, DEFAULT_BYTE_WINDOW, DEFAULT_CAPACITY,
     DEFAULT_MAX_READ,
 };
+pub use transport::Listener;
 pub use wire::PROTOCOL_VERSION;
 
 /// Items used by code that `#[eventual]` generates. Not a stable API.

@@ -82,6 +82,7 @@ where
         stream_buffered: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         closed,
         users: AtomicUsize::new(0),
+        writer_done: watch::channel(false).0,
         config,
         peer_limits: theirs.limits,
         span,
@@ -91,7 +92,11 @@ where
     let user = shared.user_ref();
     let span = shared.span.clone();
     tokio::spawn(read_loop(shared.clone(), reader, incoming).instrument(span.clone()));
-    tokio::spawn(write_loop(shared, writer).instrument(span));
+    let writer_task = async move {
+        write_loop(shared.clone(), writer).await;
+        shared.writer_done.send_replace(true);
+    };
+    tokio::spawn(writer_task.instrument(span));
     Ok(user)
 }
 

@@ -59,6 +59,8 @@ pub(crate) struct ConnShared {
     closed: watch::Sender<Option<RpcError>>,
     /// Handles that keep the connection open (see [`UserRef`]).
     users: AtomicUsize,
+    /// Set when the writer task has ended: everything it will write is written.
+    writer_done: watch::Sender<bool>,
     pub(crate) config: Config,
     pub(crate) peer_limits: Limits,
     /// `rpc.connection`: calls and streams of this connection are its children.

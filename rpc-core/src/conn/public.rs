@@ -60,6 +60,44 @@ impl Connection {
         ConnectionBuilder::default()
     }
 
+    /// Connects over TCP with the default [`Config`] and offers no bootstrap
+    /// of our own; [`ConnectionBuilder::connect`] takes both.
+    ///
+    /// Unlike [`connect`], this hands back the connection itself: take the
+    /// server's capability with [`Connection::bootstrap`], and keep the
+    /// connection to [`close`](Connection::close) it, wait until it is
+    /// [`closed`](Connection::closed) or read its
+    /// [`peer_limits`](Connection::peer_limits).
+    ///
+    /// # Errors
+    ///
+    /// As [`ConnectionBuilder::connect`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rpc_core::{eventual, Connection};
+    /// # #[eventual]
+    /// # pub trait Echo { async fn echo(&self, text: String) -> String; }
+    /// # struct Parrot;
+    /// # impl Echo for Parrot { async fn echo(&self, text: String) -> String { text } }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # tokio::spawn(rpc_core::serve(listener, || EchoProxy::new(Parrot)));
+    /// let connection = Connection::connect(addr).await?;
+    /// let echo: EchoProxy = connection.bootstrap();
+    /// assert_eq!(echo.echo("hi".into()).await?, "hi");
+    /// connection.close();
+    /// assert!(echo.echo("again".into()).await.is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(addr: impl ToSocketAddrs) -> Result<Connection, RpcError> {
+        Connection::builder().connect(addr).await
+    }
+
     fn shared(&self) -> &Arc<ConnShared> {
         self.user.shared()
     }
@@ -77,7 +115,45 @@ impl Connection {
 
     /// Closes the connection: pending calls and imports fail with `Disconnected`.
     pub fn close(&self) {
-        self.shared().close(RpcError::disconnected("closed on purpose"), true);
+        self.close_with(RpcError::disconnected("closed on purpose"));
+    }
+
+    /// Closes the connection with `reason`, which the peer is told: its
+    /// pending calls and streams fail with an error that carries the reason's
+    /// message. Ours fail with `reason` itself. Closing a closed connection
+    /// does nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rpc_core::{Connection, ErrorKind, RpcError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), RpcError> {
+    /// let (a, b) = tokio::io::duplex(64 << 10);
+    /// let (ours, theirs) = tokio::try_join!(Connection::builder().open(a), Connection::builder().open(b))?;
+    /// ours.close_with(RpcError::disconnected("maintenance"));
+    /// let seen = theirs.closed().await;
+    /// assert_eq!(seen.kind(), ErrorKind::Disconnected);
+    /// assert!(seen.message().contains("maintenance"), "{seen}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn close_with(&self, reason: RpcError) {
+        self.shared().close(reason, true);
+    }
+
+    /// Whether handlers of the peer's calls are running or streams are open
+    /// (what a graceful server shutdown waits for).
+    pub(crate) fn is_busy(&self) -> bool {
+        self.shared().lock().is_busy()
+    }
+
+    /// Waits until the connection's writer has ended (after a close: until
+    /// the goodbye is written or given up on).
+    pub(crate) async fn written_out(&self) {
+        let mut done = self.shared().writer_done.subscribe();
+        let _ = done.wait_for(|done| *done).await;
     }
 
     /// Waits until the connection is closed and returns why.
@@ -118,7 +194,47 @@ impl Connection {
     }
 }
 
-/// Options for opening a [`Connection`].
+/// Options for opening a [`Connection`]: its [`Config`] and the bootstrap
+/// capability this side offers. Then [`open`](ConnectionBuilder::open) it
+/// over any byte stream, or [`connect`](ConnectionBuilder::connect) over TCP
+/// (other transports: `connect_unix`, `connect_websocket`, `connect_tls`).
+///
+/// # Examples
+///
+/// A client that also offers the server a capability of its own, with a
+/// tighter keepalive:
+///
+/// ```
+/// use std::time::Duration;
+/// use rpc_core::{eventual, Config, Connection};
+///
+/// #[eventual]
+/// pub trait Echo {
+///     async fn echo(&self, text: String) -> String;
+/// }
+/// struct Parrot;
+/// impl Echo for Parrot {
+///     async fn echo(&self, text: String) -> String { text }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # tokio::spawn(rpc_core::serve(listener, || EchoProxy::new(Parrot)));
+/// let mut config = Config::default();
+/// config.keepalive_interval = Duration::from_secs(5);
+/// config.keepalive_timeout = Duration::from_secs(15);
+/// let connection = Connection::builder()
+///     .config(config)
+///     .bootstrap(EchoProxy::new(Parrot)) // the server may call us too
+///     .connect(addr)
+///     .await?;
+/// let server: EchoProxy = connection.bootstrap();
+/// assert_eq!(server.echo("hi".into()).await?, "hi");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Default)]
 pub struct ConnectionBuilder {
     config: Config,
@@ -136,6 +252,51 @@ impl ConnectionBuilder {
     pub fn bootstrap<C: Capability>(mut self, capability: C) -> Self {
         self.bootstrap = Some(capability.client().clone());
         self
+    }
+
+    /// Offers `client` as the bootstrap object (the server's deferred one).
+    pub(crate) fn bootstrap_client(mut self, client: Client) -> Self {
+        self.bootstrap = Some(client);
+        self
+    }
+
+    /// The settings the connection will use.
+    pub(crate) fn settings(&self) -> &Config {
+        &self.config
+    }
+
+    /// Connects over TCP (with `TCP_NODELAY`, as [`serve`] sets on its side)
+    /// and runs the handshake.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::Disconnected`] if the TCP connection cannot be
+    /// made, otherwise as [`ConnectionBuilder::open`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rpc_core::{eventual, Config, Connection};
+    /// # #[eventual]
+    /// # pub trait Echo { async fn echo(&self, text: String) -> String; }
+    /// # struct Parrot;
+    /// # impl Echo for Parrot { async fn echo(&self, text: String) -> String { text } }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # tokio::spawn(rpc_core::serve(listener, || EchoProxy::new(Parrot)));
+    /// let connection = Connection::builder().config(Config::default()).connect(addr).await?;
+    /// println!("the server accepts frames of up to {} bytes", connection.peer_limits().max_frame_size);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(self, addr: impl ToSocketAddrs) -> Result<Connection, RpcError> {
+        let stream = tokio::time::timeout(self.config.handshake_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| RpcError::new(crate::ErrorKind::Timeout, "the TCP connection was not made in time"))??;
+        stream.set_nodelay(true)?;
+        self.open(stream).await
     }
 
     /// Runs the handshake over `io` and starts the connection.
@@ -157,24 +318,84 @@ impl ConnectionBuilder {
 /// Connects over TCP and returns the server's bootstrap capability.
 ///
 /// The connection lives as long as the returned capability (or anything
-/// obtained through it) does.
+/// obtained through it) does. To hold the connection itself (to close it,
+/// wait until it is closed, or read the peer's limits) or to pass a
+/// [`Config`], use [`Connection::connect`] or [`ConnectionBuilder::connect`].
 ///
 /// # Errors
 ///
-/// As [`ConnectionBuilder::open`], plus connection failures.
+/// As [`ConnectionBuilder::connect`].
+///
+/// # Examples
+///
+/// ```
+/// use rpc_core::eventual;
+///
+/// #[eventual]
+/// pub trait Echo {
+///     async fn echo(&self, text: String) -> String;
+/// }
+/// # struct Parrot;
+/// # impl Echo for Parrot { async fn echo(&self, text: String) -> String { text } }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # tokio::spawn(rpc_core::serve(listener, || EchoProxy::new(Parrot)));
+/// let echo: EchoProxy = rpc_core::connect(addr).await?;
+/// assert_eq!(echo.echo("hi".into()).await?, "hi");
+/// # Ok(())
+/// # }
+/// ```
 pub async fn connect<C: Capability>(addr: impl ToSocketAddrs) -> Result<C, RpcError> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let connection = Connection::builder().open(stream).await?;
-    Ok(connection.bootstrap())
+    Ok(Connection::connect(addr).await?.bootstrap())
 }
 
-/// Accepts TCP connections forever, offering each a fresh bootstrap object
-/// made by `factory`.
+/// Accepts TCP connections until dropped, offering each a fresh bootstrap
+/// object made by `factory`, with the default [`Config`].
+///
+/// A failed `accept` (out of file descriptors, a connection reset before it
+/// was accepted) is logged as a `tracing` warning and retried after a short
+/// pause that grows while failures repeat, so the server keeps serving.
+/// Dropping the future (or aborting its task) closes every connection it
+/// accepted, telling each peer "the server stopped".
+///
+/// For a graceful shutdown, the peer's address, the ability to refuse a
+/// connection, or transports other than TCP, use [`crate::Server`].
 ///
 /// # Errors
 ///
-/// Returns only if accepting fails.
+/// None today: accept errors are retried. The `Result` is kept so existing
+/// callers compile unchanged.
+///
+/// # Examples
+///
+/// ```
+/// use rpc_core::eventual;
+///
+/// #[eventual]
+/// pub trait Echo {
+///     async fn echo(&self, text: String) -> String;
+/// }
+///
+/// struct Parrot;
+/// impl Echo for Parrot {
+///     async fn echo(&self, text: String) -> String { text }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// let server = tokio::spawn(rpc_core::serve(listener, || EchoProxy::new(Parrot)));
+///
+/// let echo: EchoProxy = rpc_core::connect(addr).await?;
+/// assert_eq!(echo.echo("hi".into()).await?, "hi");
+/// server.abort(); // stops accepting and closes the connections
+/// # Ok(())
+/// # }
+/// ```
 pub async fn serve<C, F>(listener: TcpListener, factory: F) -> std::io::Result<()>
 where
     C: Capability,
@@ -187,24 +408,39 @@ where
 ///
 /// # Errors
 ///
-/// Returns only if accepting fails.
+/// None today, as [`serve`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use rpc_core::{eventual, Config};
+///
+/// #[eventual]
+/// pub trait Echo {
+///     async fn echo(&self, text: String) -> String;
+/// }
+/// # struct Parrot;
+/// # impl Echo for Parrot { async fn echo(&self, text: String) -> String { text } }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut config = Config::default();
+/// config.keepalive_timeout = Duration::from_secs(10); // drop silent clients sooner
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// tokio::spawn(rpc_core::serve_with(listener, config, || EchoProxy::new(Parrot)));
+/// let echo: EchoProxy = rpc_core::connect(addr).await?;
+/// assert_eq!(echo.echo("hi".into()).await?, "hi");
+/// # Ok(())
+/// # }
+/// ```
 pub async fn serve_with<C, F>(listener: TcpListener, config: Config, factory: F) -> std::io::Result<()>
 where
     C: Capability,
     F: Fn() -> C,
 {
-    loop {
-        let (stream, peer) = listener.accept().await?;
-        stream.set_nodelay(true)?;
-        let builder = Connection::builder().config(config.clone()).bootstrap(factory());
-        tokio::spawn(async move {
-            match builder.open(stream).await {
-                Ok(connection) => {
-                    let reason = connection.closed().await;
-                    tracing::debug!(%peer, "connection closed: {reason}");
-                }
-                Err(err) => tracing::debug!(%peer, "handshake failed: {err}"),
-            }
-        });
-    }
+    let server = crate::server::Server::new(listener).config(config);
+    server.run(move || crate::server::Bootstrap::Ready(factory().client().clone()), std::future::pending()).await;
+    Ok(())
 }

@@ -194,6 +194,12 @@ impl ConnState {
         metrics.last_keepalive_rtt = self.last_rtt;
     }
 
+    /// Whether handlers of the peer's calls are running or streams are open:
+    /// what a graceful server shutdown waits for.
+    pub(crate) fn is_busy(&self) -> bool {
+        self.running_answers > 0 || !self.streams.is_empty()
+    }
+
     /// The size of every table (for `Connection::debug_counts`).
     pub(crate) fn counts(&self) -> crate::__private::TableCounts {
         let bootstrap = self.exports.get(0).is_some_and(|e| e.permanent);
