@@ -308,7 +308,10 @@ impl<L: Listener> Server<L> {
                     pause.reset();
                     let handshake = listener.handshake(conn);
                     let bootstrap = bootstrap_for();
-                    connections.spawn(serve_connection(handshake, peer, settings.clone(), bootstrap, stopping.clone()));
+                    // The connection's `rpc.connection` span nests in this one.
+                    let span = tracing::info_span!("rpc.server.connection", peer = ?peer);
+                    let task = serve_connection(handshake, peer, settings.clone(), bootstrap, stopping.clone());
+                    connections.spawn(tracing::Instrument::instrument(task, span));
                 }
                 Err(error) => {
                     let delay = pause.next();

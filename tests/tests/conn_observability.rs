@@ -358,3 +358,23 @@ async fn the_last_keepalive_round_trip_is_measured() {
     assert_eq!(client.metrics().last_keepalive_rtt, Some(Duration::from_millis(50)));
     assert_eq!(server.metrics().last_keepalive_rtt, Some(Duration::from_millis(50)));
 }
+
+#[tokio::test]
+async fn a_served_connection_is_traced_under_its_peer_address() {
+    let capture = capture();
+    let (keeper, _, _) = keeper();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = rpc_core::Server::new(listener).config(quiet()).spawn(move |_| Ok(GateProxy::new(keeper.clone())));
+    let client = Connection::connect(addr).await.unwrap();
+    let gate: GateProxy = client.bootstrap();
+    gate.echo(vec![1]).await.unwrap();
+    server.shutdown().await;
+    tokio::time::timeout(Duration::from_secs(10), client.closed()).await.expect("the client sees the shutdown");
+
+    let inside = capture.with_message("inside the handler");
+    let served = inside[0].span("rpc.server.connection").expect("the handler runs under the server's span");
+    let peer = get(served, "peer").expect("the span names the peer");
+    assert!(peer.starts_with("127.0.0.1:") && *peer != addr.to_string(), "the client's address: {peer}");
+    assert!(inside[0].span("rpc.connection").is_some(), "{:?}", inside[0]);
+}
