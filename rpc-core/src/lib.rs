@@ -235,6 +235,7 @@ mod error;
 pub mod fuzzing;
 mod payload;
 mod promise;
+pub mod resume;
 mod stream;
 mod wire;
 

@@ -263,3 +263,6 @@ pub mod wire_mirror;
 pub mod raw_peer;
 
 pub mod peak_alloc;
+
+/// Resumption test support: Redis on a free port, child guards, a cutting relay.
+pub mod resume_support;
