@@ -37,6 +37,11 @@ impl ChildGuard {
         ChildGuard(Some(child))
     }
 
+    /// The child's standard output, if it was piped and not taken yet.
+    pub fn stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.0.as_mut()?.stdout.take()
+    }
+
     /// Kills the process now (SIGKILL) and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.0.take() {
