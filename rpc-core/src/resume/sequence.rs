@@ -19,6 +19,8 @@ use crate::{Capability, ErrorKind, RpcError, Sequence};
 pub const DEFAULT_RESUME_WINDOW: u32 = 1024;
 /// How long a writer waiting for room sleeps between looks at the store.
 const ROOM_WAIT: Duration = Duration::from_millis(200);
+/// How long a reader that read the end waits for its last acknowledgement.
+const END_ACK_WAIT: Duration = Duration::from_secs(1);
 
 /// The producer's end of a resumable sequence: every item gets the next id
 /// and is appended to the log `key` in a [`SessionStore`], where it stays
@@ -381,6 +383,9 @@ impl<T: DeserializeOwned, C: Capability> ResumableSequence<T, C> {
                     if let Some(item) = self.deliver(delivery)? {
                         return Ok(Some(item));
                     }
+                    if self.ended.is_some() {
+                        self.ack_end().await;
+                    }
                 }
                 Ok(None) => return Err(RpcError::protocol("a resumed sequence ended without its end entry")),
                 Err(err) if err.kind() == ErrorKind::Disconnected => {
@@ -442,7 +447,6 @@ impl<T: DeserializeOwned, C: Capability> ResumableSequence<T, C> {
             Entry::Item(bytes) => postcard::from_bytes(&bytes)
                 .map_err(|e| RpcError::serialization(format!("resumed item {}: {e}", delivery.id)))?,
             end => {
-                self.ack_now();
                 self.ended = Some(match end {
                     Entry::Closed(None) => Ok(()),
                     Entry::Closed(Some(err)) => Err(err),
@@ -455,6 +459,17 @@ impl<T: DeserializeOwned, C: Capability> ResumableSequence<T, C> {
             self.ack_now();
         }
         Ok(Some(item))
+    }
+
+    /// Acknowledges the end and waits (briefly) for it to be recorded, so
+    /// that the store can let go of the log's last entries even if the
+    /// reader is dropped at once.
+    async fn ack_end(&mut self) {
+        if let Some(Current { service, .. }) = &self.current {
+            self.acked = self.last;
+            let ack = service.ack(self.key.clone(), self.last);
+            let _ = tokio::time::timeout(END_ACK_WAIT, ack).await;
+        }
     }
 
     /// Sends an acknowledgement of everything returned so far, if any is due.
