@@ -194,3 +194,39 @@ async fn resume_two_server_processes_share_sessions_as_clients_move() {
         assert!(generation >= 3, "the client moved between the processes ({generation} connections)");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_through_redis_across_100_drops_over_10000_items() {
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), "drops:").await.unwrap();
+    let served = store.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay = Relay::start(listener.local_addr().unwrap()).await;
+    tokio::spawn(rpc_core::serve(listener, move || ResumeProxy::new(ResumeServer::new(Arc::new(served.clone())))));
+    let producer = tokio::spawn(produce(store, "feed".into(), 10_000));
+    let link = Reconnecting::<ResumeProxy>::tcp(relay.addr(), quick());
+    let options = ResumeOptions { capacity: 32, batch: 16, ack_every: 16, ..ResumeOptions::default() };
+    let mut feed = ResumableSequence::<u32>::new(&link, "feed", ResumeProxy::clone).with_options(options);
+    let started = Instant::now();
+    let mut expected = 1;
+    tokio::time::timeout(LIMIT, async {
+        while let Some(n) = feed.read().await.unwrap() {
+            assert_eq!(n, expected, "every item exactly once, in order");
+            expected += 1;
+            if n % 100 == 50 {
+                relay.cut();
+            }
+        }
+    })
+    .await
+    .expect("finished in time");
+    assert_eq!(expected, 10_001);
+    assert!(feed.reconnects() >= 100, "{} reconnects", feed.reconnects());
+    let elapsed = started.elapsed();
+    println!(
+        "Redis store: 10000 items across {} drops in {elapsed:?}: {:.0} items/s",
+        feed.reconnects(),
+        10_000.0 / elapsed.as_secs_f64()
+    );
+    producer.await.unwrap();
+}

@@ -110,6 +110,9 @@ impl SessionStore for MemoryStore {
     fn read_after<'a>(&'a self, key: &'a str, after: u64, max: usize) -> StoreFuture<'a, Option<LogRead>> {
         let logs = self.lock();
         let read = logs.get(key).map(|log| {
+            if after >= log.state.last {
+                return LogRead { entries: Vec::new(), first_kept: log.first_id };
+            }
             let skip = after.saturating_sub(log.first_id - 1);
             let entries = log
                 .entries
@@ -171,5 +174,67 @@ impl SessionStore for MemoryStore {
                 None => tokio::time::sleep(timeout).await,
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(n: u8) -> Entry {
+        Entry::Item(vec![n])
+    }
+
+    #[tokio::test]
+    async fn appends_must_continue_the_log_and_stop_at_its_end() {
+        let store = MemoryStore::new();
+        store.append("k", vec![(1, item(1)), (2, item(2))]).await.unwrap();
+        let err = store.append("k", vec![(4, item(4))]).await.unwrap_err();
+        assert!(err.message().contains("id 4 appended where 3 was due"), "{err}");
+        store.append("k", vec![(3, Entry::Closed(None))]).await.unwrap();
+        let err = store.append("k", vec![(4, item(4))]).await.unwrap_err();
+        assert!(err.message().contains("has ended"), "{err}");
+        assert!(store.state("k").await.unwrap().unwrap().ended);
+    }
+
+    #[tokio::test]
+    async fn acks_trim_and_never_move_back() {
+        let store = MemoryStore::new();
+        store.append("k", (1..=5).map(|n| (u64::from(n), item(n))).collect()).await.unwrap();
+        store.ack("k", 3).await.unwrap();
+        store.ack("k", 1).await.unwrap();
+        let state = store.state("k").await.unwrap().unwrap();
+        assert_eq!((state.last, state.acked), (5, 3));
+        assert_eq!(store.held_entries(), 2);
+        let read = store.read_after("k", 0, 10).await.unwrap().unwrap();
+        assert_eq!(read.first_kept, 4, "the reader can tell items 1..=3 are gone");
+        assert_eq!(read.entries.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [4, 5]);
+        store.ack("k", u64::MAX).await.unwrap();
+        assert_eq!(store.state("k").await.unwrap().unwrap().acked, 5, "capped at the last id");
+    }
+
+    #[tokio::test]
+    async fn reads_after_any_id_never_panic() {
+        let store = MemoryStore::new();
+        store.append("k", vec![(1, item(1)), (2, item(2))]).await.unwrap();
+        for after in [0, 1, 2, 3, u64::MAX - 1, u64::MAX] {
+            let read = store.read_after("k", after, 10).await.unwrap().unwrap();
+            assert!(read.entries.iter().all(|(id, _)| *id > after));
+        }
+        assert_eq!(store.read_after("k", 1, 1).await.unwrap().unwrap().entries, vec![(2, item(2))]);
+        assert!(store.read_after("missing", 0, 10).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn discard_drops_entries_but_keeps_positions() {
+        let store = MemoryStore::new();
+        store.append("k", vec![(1, item(1)), (2, item(2))]).await.unwrap();
+        store.discard("k").await.unwrap();
+        store.append("k", vec![(3, Entry::Aborted)]).await.unwrap();
+        let read = store.read_after("k", 0, 10).await.unwrap().unwrap();
+        assert_eq!(read.entries, vec![(3, Entry::Aborted)]);
+        assert_eq!(read.first_kept, 3);
+        store.remove("k").await.unwrap();
+        assert!(store.is_empty());
     }
 }

@@ -168,7 +168,7 @@ impl RedisStore {
             .read
             .key(&log)
             .key(&meta)
-            .arg(after + 1)
+            .arg(after.saturating_add(1))
             .arg(max)
             .invoke_async(&mut connection)
             .await
@@ -184,7 +184,7 @@ impl RedisStore {
         };
         let first_kept = number(rows.get(1).map(Vec::as_slice).unwrap_or_default())?;
         let mut entries = Vec::with_capacity(rows.len().saturating_sub(2) / 2);
-        for pair in rows[2..].chunks_exact(2) {
+        for pair in rows.get(2..).unwrap_or_default().chunks_exact(2) {
             let entry = postcard::from_bytes(&pair[1]).map_err(|e| store_error(format!("malformed entry: {e}")))?;
             entries.push((number(&pair[0])?, entry));
         }

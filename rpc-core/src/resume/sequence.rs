@@ -438,7 +438,7 @@ impl<T: DeserializeOwned, C: Capability> ResumableSequence<T, C> {
         if delivery.id <= self.last {
             return Ok(None); // already returned before a reconnect
         }
-        if delivery.id != self.last + 1 {
+        if delivery.id != self.last.saturating_add(1) {
             let gap = super::ResumeGap { key: self.key.clone(), after: self.last, first_kept: Some(delivery.id) };
             return Err(gap.into_error());
         }

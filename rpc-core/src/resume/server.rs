@@ -137,8 +137,8 @@ impl ResumeGap {
                 "cannot resume '{}' after item {}: items {}..={} are gone (the log now starts at {first})",
                 self.key,
                 self.after,
-                self.after + 1,
-                first - 1
+                self.after.saturating_add(1),
+                first.saturating_sub(1)
             ),
             None => format!(
                 "cannot resume '{}' after item {}: the store has no log for it (the producer's state was lost)",
@@ -170,7 +170,7 @@ async fn pump(
             idle(store, key, writer).await?;
             continue;
         };
-        if read.first_kept > next + 1 {
+        if read.first_kept > next.saturating_add(1) {
             return Err(ResumeGap { key: key.to_owned(), after: next, first_kept: Some(read.first_kept) }.into_error());
         }
         if read.entries.is_empty() {
