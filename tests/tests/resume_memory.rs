@@ -176,7 +176,13 @@ async fn resume_window_bounds_what_the_producer_keeps() {
         }
     });
     // Nobody reads yet: the producer stops at the window.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..500 {
+        if store.held_entries() >= WINDOW as usize {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(store.held_entries(), WINDOW as usize);
     assert!(!producer.is_finished());
     let options = ResumeOptions { capacity: 4, batch: 2, ack_every: 3, ..ResumeOptions::default() };
