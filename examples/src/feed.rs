@@ -63,7 +63,8 @@ impl FeedServer {
 impl Feed for FeedServer {
     fn session(&self, session: String) -> ResumeProxy {
         if self.producing.lock().unwrap_or_else(|e| e.into_inner()).insert(session.clone()) {
-            let (store, producing, tick) = (self.store.clone(), self.producing.clone(), self.tick);
+            let (store, producing, tick, session) =
+                (self.store.clone(), self.producing.clone(), self.tick, session.clone());
             tokio::spawn(async move {
                 if let Err(err) = produce(store, &session, tick).await {
                     eprintln!("producer for {session} stopped: {err}");
@@ -71,7 +72,8 @@ impl Feed for FeedServer {
                 producing.lock().unwrap_or_else(|e| e.into_inner()).remove(&session);
             });
         }
-        ResumeProxy::new(ResumeServer::new(self.store.clone()))
+        // A capability for this session's log only.
+        ResumeProxy::new(ResumeServer::only(self.store.clone(), &session))
     }
 }
 

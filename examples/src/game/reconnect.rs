@@ -31,10 +31,10 @@ use super::protocol::{FinalScores, GameError, GameEvent, Input, Pos};
 #[eventual]
 pub trait Edge {
     /// Takes a seat in the game as `name`, held by the edge; the seat's
-    /// events are the resumable sequence `name` of [`Edge::events`].
+    /// events are the resumable sequence `name`, served by [`Edge::events`].
     async fn join(&self, name: String) -> Result<(), GameError>;
-    /// The resumable events of the seats held here.
-    fn events(&self) -> ResumeProxy;
+    /// The resumable events of `name`'s seat (a capability for that log only).
+    fn events(&self, name: String) -> ResumeProxy;
     /// A move for `name`'s seat; false if the seat is gone.
     async fn send(&self, name: String, input: Input) -> bool;
 }
@@ -73,8 +73,8 @@ impl Edge for EdgeServer {
         Ok(())
     }
 
-    fn events(&self) -> ResumeProxy {
-        ResumeProxy::new(ResumeServer::new(Arc::new(self.store.clone())))
+    fn events(&self, name: String) -> ResumeProxy {
+        ResumeProxy::new(ResumeServer::only(Arc::new(self.store.clone()), &name))
     }
 
     async fn send(&self, name: String, input: Input) -> bool {
@@ -194,7 +194,10 @@ pub async fn play_through_edge(
     };
     let link = Reconnecting::<EdgeProxy>::tcp(edge, backoff);
     join(&link, name).await?;
-    let mut events = ResumableSequence::<GameEvent, EdgeProxy>::new(&link, name, |edge: &EdgeProxy| edge.events());
+    let mut events = ResumableSequence::<GameEvent, EdgeProxy>::new(&link, name, {
+        let name = name.to_owned();
+        move |edge: &EdgeProxy| edge.events(name.clone())
+    });
     let (mut scored, mut walls, mut size) = (BTreeMap::new(), HashSet::new(), (0, 0));
     while let Some(event) = events.read().await? {
         watch(events.last_id(), &event);

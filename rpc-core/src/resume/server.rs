@@ -51,6 +51,11 @@ pub trait Resume {
 /// Serves [`Resume`] from a [`SessionStore`]. Holds nothing per session:
 /// any number of processes sharing one store serve the same sessions.
 ///
+/// Keys are names, not capabilities: a peer holding a [`ResumeServer::new`]
+/// capability can name any log in the store. Hand each client a capability
+/// scoped to its own session with [`ResumeServer::only`], or use
+/// unguessable keys.
+///
 /// # Examples
 ///
 /// ```
@@ -64,17 +69,54 @@ pub trait Resume {
 #[derive(Clone)]
 pub struct ResumeServer {
     store: Arc<dyn SessionStore>,
+    only: Option<Arc<str>>,
 }
 
 impl ResumeServer {
     /// A server over `store`.
     pub fn new(store: Arc<dyn SessionStore>) -> Self {
-        ResumeServer { store }
+        ResumeServer { store, only: None }
+    }
+
+    /// A server over `store` that serves the log `key` and refuses every
+    /// other key with `Unimplemented`: a capability for one session.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use rpc_core::{resume::{MemoryStore, ResumeProxy, ResumeServer}, ErrorKind};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let alice = ResumeProxy::new(ResumeServer::only(Arc::new(MemoryStore::new()), "alice"));
+    /// assert!(alice.ack("alice".into(), 0).await.is_ok());
+    /// let refused = alice.ack("bob".into(), 0).await.unwrap_err();
+    /// // The handler's own error comes back as the application value.
+    /// let refused: rpc_core::RpcError = refused.application_value().expect("the handler's error");
+    /// assert_eq!(refused.kind(), ErrorKind::Unimplemented);
+    /// # }
+    /// ```
+    pub fn only(store: Arc<dyn SessionStore>, key: &str) -> Self {
+        ResumeServer { store, only: Some(key.into()) }
+    }
+
+    fn check(&self, key: &str) -> Result<(), RpcError> {
+        match &self.only {
+            Some(only) if **only != *key => Err(RpcError::unimplemented(format!(
+                "this Resume capability serves the sequence '{only}', not '{key}'"
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 
 impl Resume for ResumeServer {
     async fn resume(&self, key: String, after: u64, mut into: SequenceWriter<Delivery>) -> Result<(), RpcError> {
+        if let Err(err) = self.check(&key) {
+            into.abort();
+            return Err(err);
+        }
         match pump(&*self.store, &key, after, &mut into).await {
             Ok(()) => into.close(None).await,
             Err(err) if err.kind() == crate::ErrorKind::Disconnected => {
@@ -90,10 +132,12 @@ impl Resume for ResumeServer {
     }
 
     async fn ack(&self, key: String, upto: u64) -> Result<(), RpcError> {
+        self.check(&key)?;
         self.store.ack(&key, upto).await
     }
 
     async fn cancel(&self, key: String, reason: String) -> Result<(), RpcError> {
+        self.check(&key)?;
         self.store.cancel(&key, reason).await
     }
 }
