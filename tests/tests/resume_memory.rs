@@ -237,3 +237,21 @@ async fn resume_link_redials_and_old_capabilities_fail_disconnected() {
     assert_eq!(first.ack("x".into(), 0).await.unwrap_err().kind(), ErrorKind::Disconnected);
     second.ack("x".into(), 0).await.unwrap();
 }
+
+#[tokio::test]
+async fn resume_capability_scoped_to_one_session_refuses_others() {
+    let store = MemoryStore::new();
+    produce(&store, "alice", 3, 16).await;
+    produce(&store, "bob", 3, 16).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = store.clone();
+    tokio::spawn(rpc_core::serve(listener, move || ResumeProxy::new(ResumeServer::only(Arc::new(served.clone()), "alice"))));
+    let link = Reconnecting::<ResumeProxy>::tcp(addr, quick());
+    let mut alice = reader::<u32>(&link, "alice");
+    assert_eq!(alice.read().await.unwrap(), Some(1));
+    let mut bob = reader::<u32>(&link, "bob");
+    let err = tokio::time::timeout(LIMIT, bob.read()).await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unimplemented, "{err}");
+    assert!(err.message().contains("serves the sequence 'alice', not 'bob'"), "{err}");
+}

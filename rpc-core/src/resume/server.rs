@@ -114,7 +114,7 @@ impl ResumeServer {
 impl Resume for ResumeServer {
     async fn resume(&self, key: String, after: u64, mut into: SequenceWriter<Delivery>) -> Result<(), RpcError> {
         if let Err(err) = self.check(&key) {
-            into.abort();
+            let _ = into.close(Some(err.clone())).await;
             return Err(err);
         }
         match pump(&*self.store, &key, after, &mut into).await {
