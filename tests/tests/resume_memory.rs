@@ -246,7 +246,9 @@ async fn resume_capability_scoped_to_one_session_refuses_others() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let served = store.clone();
-    tokio::spawn(rpc_core::serve(listener, move || ResumeProxy::new(ResumeServer::only(Arc::new(served.clone()), "alice"))));
+    tokio::spawn(rpc_core::serve(listener, move || {
+        ResumeProxy::new(ResumeServer::only(Arc::new(served.clone()), "alice"))
+    }));
     let link = Reconnecting::<ResumeProxy>::tcp(addr, quick());
     let mut alice = reader::<u32>(&link, "alice");
     assert_eq!(alice.read().await.unwrap(), Some(1));

@@ -231,3 +231,38 @@ async fn resume_through_redis_across_100_drops_over_10000_items() {
     );
     producer.await.unwrap();
 }
+
+#[tokio::test]
+async fn resume_redis_store_trims_on_ack_and_expires_idle_sessions() {
+    use rpc_core::resume::{Entry, SessionStore};
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), "store:").await.unwrap();
+    let items = (1..=5u8).map(|n| (u64::from(n), Entry::Item(vec![n]))).collect();
+    store.append("k", items).await.unwrap();
+    let err = store.append("k", vec![(9, Entry::Item(vec![9]))]).await.unwrap_err();
+    assert!(err.message().contains("id 9 appended where 6 was due"), "{err}");
+    store.ack("k", 3).await.unwrap();
+    store.ack("k", 2).await.unwrap(); // never backwards
+    let state = store.state("k").await.unwrap().unwrap();
+    assert_eq!((state.last, state.acked, state.ended), (5, 3, false));
+    let read = store.read_after("k", 0, 10).await.unwrap().unwrap();
+    assert_eq!(read.first_kept, 4, "acknowledged entries are trimmed");
+    assert_eq!(read.entries.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [4, 5]);
+    store.append("k", vec![(6, Entry::Closed(None))]).await.unwrap();
+    assert!(store.state("k").await.unwrap().unwrap().ended);
+    assert!(store.append("k", vec![(7, Entry::Item(vec![]))]).await.unwrap_err().message().contains("has ended"));
+
+    let expiring = store.clone().with_ttl(Duration::from_millis(200));
+    expiring.append("idle", vec![(1, Entry::Item(vec![1]))]).await.unwrap();
+    assert!(expiring.state("idle").await.unwrap().is_some());
+    let mut gone = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if expiring.state("idle").await.unwrap().is_none() {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "an idle session expires");
+    assert!(expiring.read_after("idle", 1, 10).await.unwrap().is_none());
+}

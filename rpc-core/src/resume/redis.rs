@@ -85,6 +85,7 @@ pub struct RedisStore {
     connection: ConnectionManager,
     prefix: Arc<str>,
     poll: Duration,
+    ttl: Option<Duration>,
     scripts: Arc<Scripts>,
 }
 
@@ -120,6 +121,7 @@ impl RedisStore {
             connection,
             prefix: prefix.into(),
             poll: Duration::from_millis(10),
+            ttl: None,
             scripts: Arc::new(scripts),
         })
     }
@@ -128,6 +130,34 @@ impl RedisStore {
     pub fn with_poll_interval(mut self, poll: Duration) -> Self {
         self.poll = poll;
         self
+    }
+
+    /// Lets Redis drop a session idle (no append, no acknowledgement) for
+    /// `ttl`: abandoned sessions do not stay forever. A consumer that comes
+    /// back later gets a [`ResumeGap`](super::ResumeGap) error.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Renews the session's time to live, if one is set.
+    async fn touch(&self, log: &str, meta: &str) -> Result<(), RpcError> {
+        let Some(ttl) = self.ttl else { return Ok(()) };
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut connection = self.connection.clone();
+        let _: () = redis::pipe()
+            .cmd("PEXPIRE")
+            .arg(log)
+            .arg(millis)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(meta)
+            .arg(millis)
+            .ignore()
+            .query_async(&mut connection)
+            .await
+            .map_err(store_error)?;
+        Ok(())
     }
 
     fn keys(&self, key: &str) -> (String, String) {
@@ -157,7 +187,7 @@ impl RedisStore {
         if ends {
             let _: i64 = self.scripts.mark_ended.key(&meta).invoke_async(&mut connection).await.map_err(store_error)?;
         }
-        Ok(())
+        self.touch(&log, &meta).await
     }
 
     async fn read_entries(&self, key: &str, after: u64, max: usize) -> Result<Option<LogRead>, RpcError> {
@@ -237,7 +267,7 @@ impl SessionStore for RedisStore {
                 .invoke_async(&mut connection)
                 .await
                 .map_err(store_error)?;
-            Ok(())
+            self.touch(&log, &meta).await
         })
     }
 
