@@ -359,6 +359,11 @@ impl<T: DeserializeOwned, C: Capability> ResumableSequence<T, C> {
     /// The producer's error (`close(Some(err))`), `Aborted` if it aborted, a
     /// [`ResumeGap`](super::ResumeGap) if items are gone, the link's error once it gave up
     /// reconnecting, or a store failure.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an item is taken from the underlying sequence and
+    /// returned in one step, so a read dropped in `tokio::select!` loses nothing.
     pub async fn read(&mut self) -> Result<Option<T>, RpcError> {
         let mut failures = 0u32;
         loop {
