@@ -5,4 +5,5 @@
 //! `game-demo`), plus the `hello` tour and the throughput probes.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod feed;
 pub mod game;

@@ -242,6 +242,7 @@ pub mod fuzzing;
 mod payload;
 mod promise;
 mod server;
+pub mod resume;
 mod stream;
 pub mod transport;
 mod wire;

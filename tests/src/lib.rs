@@ -264,3 +264,6 @@ pub mod raw_peer;
 
 pub mod peak_alloc;
 pub mod thread_alloc;
+
+/// Resumption test support: Redis on a free port, child guards, a cutting relay.
+pub mod resume_support;

@@ -56,6 +56,7 @@ pub mod client;
 pub mod demo;
 pub mod host;
 pub mod protocol;
+pub mod reconnect;
 pub mod replay;
 pub mod server;
 pub mod ui;

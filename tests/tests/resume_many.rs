@@ -1,0 +1,130 @@
+//! 200 clients lose their connections at once and all resume: every one
+//! gets every item exactly once, memory stays bounded, and the figure for
+//! memory held per resumable stream is printed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rpc_core::resume::{
+    Backoff, MemoryStore, Reconnecting, ResumableSequence, ResumableWriter, ResumeOptions, ResumeProxy, ResumeServer,
+};
+use rpc_tests::peak_alloc::{peak, reset_peak, PeakCounting};
+use rpc_tests::resume_support::Relay;
+use tokio::sync::Barrier;
+
+#[global_allocator]
+static ALLOCATOR: PeakCounting = PeakCounting;
+
+/// The allocator's counts are process-wide: the tests here take turns.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const CLIENTS: usize = 200;
+const ITEMS: u32 = 100;
+const WINDOW: u32 = 16;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_200_clients_reconnecting_at_once() {
+    let _turn = TURN.lock().await;
+    let store = MemoryStore::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay = Relay::start(listener.local_addr().unwrap()).await;
+    let served = store.clone();
+    tokio::spawn(rpc_core::serve(listener, move || ResumeProxy::new(ResumeServer::new(Arc::new(served.clone())))));
+    let baseline = reset_peak();
+
+    let halfway = Arc::new(Barrier::new(CLIENTS + 1));
+    let resumed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let backoff = Backoff {
+        initial: Duration::from_millis(20),
+        max: Duration::from_millis(500),
+        max_attempts: Some(100),
+        jitter: true,
+    };
+    let mut clients = Vec::new();
+    for client in 0..CLIENTS {
+        let key = format!("client-{client}");
+        let shared = Arc::new(store.clone());
+        let writer_key = key.clone();
+        tokio::spawn(async move {
+            let mut writer = ResumableWriter::<u64>::open(shared, writer_key, WINDOW).await.unwrap();
+            for n in 1..=u64::from(ITEMS) {
+                writer.send(&n).await.unwrap();
+            }
+            writer.close(None).await.unwrap();
+        });
+        let link = Reconnecting::<ResumeProxy>::tcp(relay.addr(), backoff.clone());
+        let (halfway, resumed) = (halfway.clone(), resumed.clone());
+        clients.push(tokio::spawn(async move {
+            let options = ResumeOptions { capacity: 4, batch: 2, ack_every: 4, ..ResumeOptions::default() };
+            let mut feed = ResumableSequence::<u64>::new(&link, key, ResumeProxy::clone).with_options(options);
+            let (mut expected, mut counted) = (1, false);
+            while let Some(n) = feed.read().await.unwrap() {
+                assert_eq!(n, expected, "exactly once, in order");
+                if n == u64::from(ITEMS / 2) {
+                    halfway.wait().await;
+                }
+                if !counted && feed.reconnects() > 0 {
+                    counted = true;
+                    resumed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                expected += 1;
+            }
+            assert_eq!(expected, u64::from(ITEMS) + 1);
+            feed.reconnects()
+        }));
+    }
+    let limit = Duration::from_secs(120);
+    tokio::time::timeout(limit, halfway.wait()).await.expect("every client halfway in time");
+    let live = peak() - baseline;
+    println!(
+        "{CLIENTS} live resumable streams (window {WINDOW}, with their connections): {} KiB peak, {} B per stream; store holds {} entries",
+        live / 1024,
+        live / CLIENTS,
+        store.held_entries()
+    );
+    assert!(store.held_entries() <= CLIENTS * WINDOW as usize);
+    let cut = Instant::now();
+    relay.cut();
+    let all_resumed = tokio::time::timeout(limit, async {
+        while resumed.load(std::sync::atomic::Ordering::Relaxed) < CLIENTS {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    match all_resumed.await {
+        Ok(()) => println!("all {CLIENTS} clients resumed {:?} after the cut", cut.elapsed()),
+        Err(_) => println!("only {} clients resumed", resumed.load(std::sync::atomic::Ordering::Relaxed)),
+    }
+    let reconnect_peak = peak() - baseline;
+    println!("peak during the reconnect storm: {} KiB", reconnect_peak / 1024);
+    assert!(reconnect_peak < CLIENTS * (512 << 10), "memory stays bounded: {reconnect_peak} B");
+    let reconnects =
+        tokio::time::timeout(limit, futures::future::try_join_all(clients)).await.expect("in time").unwrap();
+    let unfelt = reconnects.iter().filter(|&&r| r == 0).count();
+    assert_eq!(unfelt, 0, "every client lost its connection and resumed");
+    assert!(store.held_entries() <= CLIENTS, "only end entries may wait for their last ack");
+}
+
+#[tokio::test]
+async fn resume_store_memory_per_stream_is_bounded_by_the_window() {
+    use rpc_core::resume::SessionStore;
+    const LOGS: usize = 1000;
+    let _turn = TURN.lock().await;
+    let store = MemoryStore::new();
+    let baseline = reset_peak();
+    let shared: Arc<dyn SessionStore> = Arc::new(store.clone());
+    for log in 0..LOGS {
+        let mut writer = ResumableWriter::<u64>::open(shared.clone(), format!("log-{log}"), WINDOW).await.unwrap();
+        for n in 0..u64::from(WINDOW) {
+            writer.write(&n).unwrap();
+        }
+        writer.flush().await.unwrap();
+        // The window is full: one more would wait for an acknowledgement.
+        writer.write(&0).unwrap();
+        assert!(tokio::time::timeout(Duration::from_millis(1), writer.flush()).await.is_err());
+        std::mem::forget(writer); // keep the log open (a dropped writer aborts)
+    }
+    let held = rpc_tests::peak_alloc::reset_peak() - baseline;
+    println!("the store holds {} B per resumable stream with a full window of {WINDOW} u64 items", held / LOGS);
+    assert_eq!(store.held_entries(), LOGS * WINDOW as usize);
+    assert!(held / LOGS < 4096, "{} B per stream", held / LOGS);
+}
