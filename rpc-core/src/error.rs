@@ -364,11 +364,14 @@ impl<E: fmt::Display> fmt::Display for CallError<E> {
     }
 }
 
+/// Transparent: `Display` already shows the inner error, so its `source`
+/// is the inner error's own (a reporter walking the chain prints each
+/// message once).
 impl<E: std::error::Error + 'static> std::error::Error for CallError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            CallError::Rpc(err) => Some(err),
-            CallError::App(err) => Some(err),
+            CallError::Rpc(err) => std::error::Error::source(err),
+            CallError::App(err) => err.source(),
         }
     }
 }

@@ -52,7 +52,7 @@ struct Inner {
     given_up: bool,
     /// The deadline, if one is set, and its timer task.
     deadline: Option<(Instant, tokio::task::AbortHandle)>,
-    /// Calls pipelined on this one since a deadline was set: they fail with it.
+    /// Calls pipelined on this one: if it gives up (a deadline), so do they.
     dependents: Vec<Weak<CallState>>,
     /// Waiting for the outcome (liveness of pipelined capabilities).
     done_waiters: Vec<oneshot::Sender<()>>,
@@ -156,13 +156,14 @@ impl CallState {
         }
     }
 
-    /// `child` was pipelined on this call: if this call has a deadline, the
-    /// child fails with it too.
+    /// `child` was pipelined on this call: if this call gives up (a deadline,
+    /// set now or later), the child fails with it too. Recorded whether or
+    /// not a deadline is set yet, since `with_timeout` may come after the
+    /// pipelined calls were made.
     fn add_dependent(&self, child: Weak<CallState>) {
         let mut inner = self.lock();
-        if inner.deadline.is_some() && !inner.done {
-            inner.dependents.retain(|d| d.strong_count() > 0);
-            inner.dependents.push(child);
+        if !inner.done {
+            push_pruned(&mut inner.dependents, child, |d| d.strong_count() > 0);
         }
     }
 
@@ -171,7 +172,7 @@ impl CallState {
         let (tx, rx) = oneshot::channel();
         let mut inner = self.lock();
         if !inner.done {
-            inner.done_waiters.push(tx);
+            push_pruned(&mut inner.done_waiters, tx, |w| !w.is_canceled());
         }
         rx
     }
@@ -238,6 +239,16 @@ impl ClientHook for LocalPipeline {
     fn describe(&self) -> String {
         self.queue.describe()
     }
+}
+
+/// Pushes `item`, first dropping entries no longer `live` when the list is
+/// full: a list of waiters whose receivers come and go (a `when_broken` in a
+/// `select!` loop) stays bounded by the live ones, at amortized O(1) a push.
+pub(crate) fn push_pruned<T>(list: &mut Vec<T>, item: T, live: impl FnMut(&T) -> bool) {
+    if list.len() == list.capacity() {
+        list.retain(live);
+    }
+    list.push(item);
 }
 
 fn no_cap(cap: u32) -> RpcError {

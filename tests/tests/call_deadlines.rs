@@ -123,6 +123,23 @@ async fn calls_pipelined_on_a_promise_that_timed_out_fail_with_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_deadline_set_after_pipelining_fails_the_pipelined_calls_at_it() {
+    for remote in [false, true] {
+        let (slow, _, _conns) = reach(remote).await;
+        let promise = slow.hang_child();
+        let child = promise.pipeline();
+        // Pipelined first, the deadline set afterwards.
+        let before = child.quick(1);
+        let promise = promise.with_timeout(TIMEOUT);
+        let start = Instant::now();
+        let err = before.await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout, "remote {remote}: {err}");
+        assert_eq!(start.elapsed(), TIMEOUT, "remote {remote}: at the deadline, not a round trip later");
+        assert_eq!(promise.await.unwrap_err().kind(), ErrorKind::Timeout, "remote {remote}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_timeout_reads_as_a_framework_error_in_the_split_form() {
     for remote in [false, true] {
         let (slow, _, _conns) = reach(remote).await;
