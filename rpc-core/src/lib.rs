@@ -255,7 +255,7 @@ pub use payload::Payload;
 pub use promise::Promise;
 pub use promise::PromiseError;
 pub use rpc_macros::eventual;
-pub use server::{Incoming, Server, ServerHandle, DEFAULT_DRAIN_TIMEOUT};
+pub use server::{Incoming, Server, ServerHandle, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 pub use stream::{
     Bytes, BytesWriter, Sequence, SequenceWriter, DEFAULT_BATCH, DEFAULT_BYTE_WINDOW, DEFAULT_CAPACITY,
     DEFAULT_MAX_READ,

@@ -9,9 +9,15 @@
 //! connection when dropped: no connection outlives its server.
 //!
 //! Shutting down stops accepting (the listener is dropped), then each
-//! connection drains: it keeps serving until no handler of the peer's calls
-//! runs and no stream is open, or until the drain deadline, and then closes
-//! with "the server is shutting down", which its peer sees.
+//! connection drains: it answers new calls from its peer with "the server is
+//! shutting down" at once, keeps serving the calls already running until no
+//! handler of the peer's calls runs and no stream is open, or until the
+//! drain deadline, and then closes with that same reason, which its peer
+//! sees.
+//!
+//! At most `max_connections` connections (counting those in their
+//! handshake) are open at once: at the limit the loop stops accepting until
+//! one closes.
 
 use std::fmt;
 use std::future::Future;
@@ -28,6 +34,9 @@ use crate::{Capability, Config, Connection, ConnectionBuilder, RpcError};
 
 /// How long a shutdown waits for running calls by default.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many connections a [`Server`] holds open at once by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// The first pause after a failed `accept`; it doubles while failures repeat.
 const FIRST_ACCEPT_PAUSE: Duration = Duration::from_millis(5);
@@ -91,6 +100,9 @@ pub(crate) enum Bootstrap<A> {
     Ready(Client),
     /// Made after the handshake, from the [`Incoming`] context.
     Decide(Arc<Factory<A>>),
+    /// Refused before the handshake (a [`crate::serve`] factory panicked):
+    /// the connection is closed with this reason once it is open.
+    Refused(RpcError),
 }
 
 /// A server over any [`Listener`]: TCP, Unix sockets, WebSocket, TLS, or
@@ -138,19 +150,30 @@ pub struct Server<L> {
     listener: L,
     config: Config,
     drain_timeout: Duration,
+    max_connections: usize,
 }
 
 impl<L: fmt::Debug> fmt::Debug for Server<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Server").field("listener", &self.listener).field("drain_timeout", &self.drain_timeout).finish()
+        f.debug_struct("Server")
+            .field("listener", &self.listener)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("max_connections", &self.max_connections)
+            .finish()
     }
 }
 
 impl<L: Listener> Server<L> {
     /// A server taking connections from `listener`, with the default
-    /// [`Config`] and a drain timeout of [`DEFAULT_DRAIN_TIMEOUT`].
+    /// [`Config`], a drain timeout of [`DEFAULT_DRAIN_TIMEOUT`] and at most
+    /// [`DEFAULT_MAX_CONNECTIONS`] connections at once.
     pub fn new(listener: L) -> Self {
-        Server { listener, config: Config::default(), drain_timeout: DEFAULT_DRAIN_TIMEOUT }
+        Server {
+            listener,
+            config: Config::default(),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
     }
 
     /// Uses `config` for every connection.
@@ -161,6 +184,13 @@ impl<L: Listener> Server<L> {
 
     /// How long a shutdown lets running calls and open streams finish
     /// before it closes their connections (default [`DEFAULT_DRAIN_TIMEOUT`]).
+    ///
+    /// While it drains, a connection answers every new call from its peer
+    /// with [`crate::ErrorKind::Disconnected`] "the server is shutting
+    /// down" at once; only the calls and streams already running are waited
+    /// for. After the drain, each connection gets up to
+    /// [`Config::write_stall_timeout`] to write its last words, so a
+    /// shutdown can take up to `drain_timeout + write_stall_timeout`.
     ///
     /// # Examples
     ///
@@ -185,6 +215,35 @@ impl<L: Listener> Server<L> {
     /// ```
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
+        self
+    }
+
+    /// How many connections may be open at once, counting those still in
+    /// their handshake (default [`DEFAULT_MAX_CONNECTIONS`]; at least 1).
+    /// At the limit, the server accepts nothing more until one of them
+    /// closes: clients that connect meanwhile wait in the listener's
+    /// backlog, and silent clients cannot make the server grow without
+    /// bound (each is also dropped after `Config::handshake_timeout`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rpc_core::{eventual, Server};
+    ///
+    /// # #[eventual]
+    /// # pub trait Echo { async fn echo(&self, text: String) -> String; }
+    /// # struct Parrot;
+    /// # impl Echo for Parrot { async fn echo(&self, text: String) -> String { text } }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let server = Server::new(listener).max_connections(500).spawn(|_| Ok(EchoProxy::new(Parrot)));
+    /// server.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
         self
     }
 
@@ -290,24 +349,31 @@ impl<L: Listener> Server<L> {
         M: FnMut() -> Bootstrap<L::Addr>,
         S: Future<Output = ()>,
     {
-        let Server { mut listener, config, drain_timeout } = self;
+        let Server { mut listener, config, drain_timeout, max_connections } = self;
         let settings = Arc::new(Settings { config, drain_timeout });
         let (stop, stopping) = watch::channel(false);
         let mut connections = JoinSet::new();
         let mut pause = AcceptPause::default();
         let mut signal = std::pin::pin!(signal);
         loop {
+            while connections.try_join_next().is_some() {}
+            if connections.len() >= max_connections {
+                tokio::select! {
+                    biased;
+                    _ = &mut signal => break,
+                    _ = connections.join_next() => continue,
+                }
+            }
             let accepted = tokio::select! {
                 biased;
                 _ = &mut signal => break,
                 accepted = listener.accept() => accepted,
             };
-            while connections.try_join_next().is_some() {}
             match accepted {
                 Ok((conn, peer)) => {
                     pause.reset();
                     let handshake = listener.handshake(conn);
-                    let bootstrap = bootstrap_for();
+                    let bootstrap = bootstrap_catching_panics(&mut bootstrap_for, &peer);
                     // The connection's `rpc.connection` span nests in this one.
                     let span = tracing::info_span!("rpc.server.connection", peer = ?peer);
                     let task = serve_connection(handshake, peer, settings.clone(), bootstrap, stopping.clone());
@@ -390,6 +456,19 @@ struct Settings {
     drain_timeout: Duration,
 }
 
+/// Asks `bootstrap_for` for a connection's bootstrap; if it panics, that
+/// connection alone is refused with [`crate::ErrorKind::HandlerPanicked`].
+fn bootstrap_catching_panics<A: fmt::Debug>(
+    bootstrap_for: &mut impl FnMut() -> Bootstrap<A>,
+    peer: &A,
+) -> Bootstrap<A> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(bootstrap_for)).unwrap_or_else(|payload| {
+        let reason = factory_panicked(&*payload);
+        tracing::warn!(?peer, "connection refused: {reason}");
+        Bootstrap::Refused(reason)
+    })
+}
+
 /// The pause after failed `accept`s: short at first, doubling up to a cap.
 #[derive(Default)]
 struct AcceptPause {
@@ -431,8 +510,13 @@ async fn serve_connection<H, IO, A>(
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
     A: fmt::Debug + Send + Sync + 'static,
 {
+    let mut refused = None;
     let (builder, decide) = match bootstrap {
         Bootstrap::Ready(client) => (Connection::builder().bootstrap_client(client), None),
+        Bootstrap::Refused(reason) => {
+            refused = Some(reason.clone());
+            (Connection::builder().bootstrap_client(Client::broken(reason)), None)
+        }
         Bootstrap::Decide(factory) => {
             let queue = Arc::new(QueuedClient::new());
             let builder = Connection::builder().bootstrap_client(Client { hook: queue.clone() });
@@ -448,6 +532,9 @@ async fn serve_connection<H, IO, A>(
         Ok(connection) => connection,
         Err(err) => return tracing::debug!(?peer, "handshake failed: {err}"),
     };
+    if let Some(reason) = refused {
+        return connection.close_with(reason);
+    }
     let _guard = CloseOnDrop(connection.clone());
     let incoming = Incoming { peer_addr: peer, connection };
     if let Some((queue, factory)) = decide {
@@ -511,10 +598,11 @@ fn factory_panicked(payload: &(dyn std::any::Any + Send)) -> RpcError {
     RpcError::new(crate::ErrorKind::HandlerPanicked, format!("the server's connection factory panicked: {text}"))
 }
 
-/// Lets the connection finish its running calls and open streams, up to the
-/// drain deadline, then closes it with the shutdown reason and waits until
-/// that is written.
+/// Refuses new calls, lets the connection finish its running calls and open
+/// streams, up to the drain deadline, then closes it with the shutdown
+/// reason and waits until that is written.
 async fn drain(connection: &Connection, settings: &Settings) {
+    connection.refuse_new_calls(RpcError::disconnected(SHUTDOWN_REASON));
     let deadline = Instant::now() + settings.drain_timeout;
     while connection.is_busy() {
         let now = Instant::now();

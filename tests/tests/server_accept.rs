@@ -1,18 +1,25 @@
 //! Accepting: a server survives accept errors (with a growing pause between
 //! retries), its factory sees each peer's address and live connection and
 //! may refuse it, and a client holds its `Connection` and passes a `Config`.
+//! Also: accept errors and factory panics are logged, `max_connections`
+//! holds back the accept loop, and `connect_unix` gives up in time.
 
 mod server_support;
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use rpc_core::{eventual, Config, Connection, ErrorKind, Limits, RpcError, Server};
 use server_support::{scripted_listener, within};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::Layer;
 
 #[eventual]
 pub trait Greeter {
@@ -149,18 +156,63 @@ async fn the_factory_can_refuse_a_connection_with_a_reason_the_peer_sees() {
     within("shutdown", server.shutdown()).await;
 }
 
-#[tokio::test]
-async fn calls_made_before_the_factory_returns_wait_for_it_in_order() {
-    let (listener, dialer) = scripted_listener();
-    let server = Server::new(listener)
-        .spawn(|incoming| Ok::<_, RpcError>(GreeterProxy::new(Host(incoming.peer_addr().clone()))));
-    let connection = within("connect", dialer.connect()).await.expect("connect");
-    let greeter: GreeterProxy = connection.bootstrap();
-    // Sent together right after the handshake, before the server's task can have run the factory.
-    let calls: Vec<_> = (0..10).map(|_| greeter.hello()).collect();
-    for call in calls {
-        assert_eq!(within("hello", call).await.unwrap(), "hello, pipe-1");
+#[eventual]
+pub trait Recorder {
+    /// Appends `index` to the server's log and returns it.
+    fn record(&self, index: u32) -> u32;
+}
+
+struct Log(Arc<Mutex<Vec<u32>>>);
+
+impl Recorder for Log {
+    fn record(&self, index: u32) -> u32 {
+        self.0.lock().unwrap().push(index);
+        index
     }
+}
+
+/// Polls `done` every 10 ms, at most 500 times; whether it became true.
+async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..500 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    done()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_made_before_the_factory_returns_wait_for_it_in_order() {
+    const N: u32 = 20;
+    let (listener, dialer) = scripted_listener();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = Mutex::new(released);
+    let server_side: Arc<Mutex<Option<Connection>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let (slot, log) = (server_side.clone(), seen.clone());
+    let server = Server::new(listener).spawn(move |incoming| {
+        *slot.lock().unwrap() = Some(incoming.connection().clone());
+        // Blocks this connection's task (one worker thread) until the test lets it go.
+        released.lock().unwrap().recv_timeout(Duration::from_secs(5)).expect("the test releases the factory");
+        Ok::<_, RpcError>(RecorderProxy::new(Log(log.clone())))
+    });
+    let connection = within("connect", dialer.connect()).await.expect("connect");
+    let recorder: RecorderProxy = connection.bootstrap();
+    let calls: Vec<_> = (0..N).map(|index| recorder.record(index)).collect();
+
+    // Every call is out, and the server has taken every one in, while the factory still blocks.
+    assert!(eventually(|| connection.metrics().calls_in_flight == N as usize).await, "the calls were not all sent");
+    let server_calls = || server_side.lock().unwrap().as_ref().map_or(0, |c| c.metrics().calls_running);
+    assert!(eventually(|| server_calls() == N as usize).await, "the server holds {} calls", server_calls());
+    assert_eq!(connection.metrics().calls_in_flight, N as usize, "a call was answered before the factory returned");
+    assert!(seen.lock().unwrap().is_empty());
+
+    release.send(()).expect("the factory waits");
+    for (index, call) in (0..N).zip(calls) {
+        assert_eq!(within("record", call).await.unwrap(), index);
+    }
+    assert_eq!(*seen.lock().unwrap(), (0..N).collect::<Vec<_>>(), "the queued calls ran out of order");
     within("shutdown", server.shutdown()).await;
 }
 
@@ -217,4 +269,189 @@ async fn a_factory_that_panics_refuses_that_connection_only() {
     let greeter: GreeterProxy = second.bootstrap();
     assert_eq!(within("hello", greeter.hello()).await.unwrap(), "hello, second");
     within("shutdown", server.shutdown()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_failed_accept_is_a_warning_with_the_error_and_the_pause() {
+    let capture = capture();
+    let (listener, dialer) = scripted_listener();
+    let server = Server::new(listener).spawn(|_| Ok::<_, RpcError>(GreeterProxy::new(Host("x".into()))));
+    for _ in 0..3 {
+        dialer.fail_next(emfile());
+    }
+    let connection = within("connect after errors", dialer.connect()).await.expect("connect");
+    let greeter: GreeterProxy = connection.bootstrap();
+    assert_eq!(within("hello", greeter.hello()).await.unwrap(), "hello, x");
+    within("shutdown", server.shutdown()).await;
+
+    let warnings: Vec<_> = capture
+        .events()
+        .into_iter()
+        .filter(|e| e.message() == "accepting a connection failed; retrying after a pause")
+        .collect();
+    assert_eq!(warnings.len(), 3, "one event per failed accept: {warnings:?}");
+    for (warning, delay) in warnings.iter().zip(["5ms", "10ms", "20ms"]) {
+        assert_eq!(warning.level, Level::WARN, "{warning:?}");
+        assert!(warning.field("error").is_some_and(|e| e.contains("os error 24")), "{warning:?}");
+        assert_eq!(warning.field("delay"), Some(delay), "{warning:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_serve_factory_that_panics_refuses_that_connection_only() {
+    let capture = capture();
+    let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = tcp.local_addr().expect("addr");
+    let count = std::sync::atomic::AtomicUsize::new(0);
+    let server = tokio::spawn(rpc_core::serve(tcp, move || {
+        if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            panic!("no database");
+        }
+        GreeterProxy::new(Host("second".into()))
+    }));
+    let first = within("connect", Connection::connect(addr)).await.expect("the handshake itself succeeds");
+    let greeter: GreeterProxy = first.bootstrap();
+    let err = within("refused hello", greeter.hello()).await.unwrap_err();
+    assert!(err.message().contains("factory panicked: no database"), "{err}");
+    let reason = within("closed", first.closed()).await;
+    assert!(reason.message().contains("factory panicked: no database"), "{reason}");
+
+    // The server goes on.
+    let second = within("connect", Connection::connect(addr)).await.expect("connect");
+    let greeter: GreeterProxy = second.bootstrap();
+    assert_eq!(within("hello", greeter.hello()).await.unwrap(), "hello, second");
+    assert!(!server.is_finished(), "the accept loop stopped");
+    let warned = capture.events().into_iter().any(|e| {
+        e.level == Level::WARN
+            && e.message().starts_with("connection refused")
+            && e.message().contains("factory panicked: no database")
+    });
+    assert!(warned, "no warning about the panic: {:?}", capture.events());
+    server.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_max_connections_the_next_client_waits_until_one_closes() {
+    let (listener, dialer) = scripted_listener();
+    let server = Server::new(listener)
+        .max_connections(2)
+        .spawn(|incoming| Ok::<_, RpcError>(GreeterProxy::new(Host(incoming.peer_addr().clone()))));
+    let first = within("connect", dialer.connect()).await.expect("connect");
+    let greeter: GreeterProxy = first.bootstrap();
+    assert_eq!(within("hello", greeter.hello()).await.unwrap(), "hello, pipe-1");
+    // A client still in its handshake counts too.
+    let silent = dialer.dial_silently();
+
+    let waiting = dialer.clone();
+    let third = tokio::spawn(async move { waiting.connect().await });
+    // Well within the handshake timeout (10 s): the server is not taking it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!third.is_finished(), "a third connection was served over the limit");
+    assert_eq!(dialer.accepts(), 2, "the server accepted over the limit");
+
+    // The silent client goes away: the waiting one is accepted and served.
+    drop(silent);
+    let third = within("third", third).await.expect("task").expect("connect");
+    let greeter: GreeterProxy = third.bootstrap();
+    assert_eq!(within("hello", greeter.hello()).await.unwrap(), "hello, pipe-3");
+
+    // At the limit again: the next waits until a served client disconnects.
+    let waiting = dialer.clone();
+    let fourth = tokio::spawn(async move { waiting.connect().await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!fourth.is_finished(), "a fourth connection was served over the limit");
+    first.close();
+    let fourth = within("fourth", fourth).await.expect("task").expect("connect");
+    let greeter: GreeterProxy = fourth.bootstrap();
+    assert_eq!(within("hello", greeter.hello()).await.unwrap(), "hello, pipe-4");
+    within("shutdown", server.shutdown()).await;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn connect_unix_gives_up_on_a_listener_that_never_answers() {
+    let path = std::env::temp_dir().join(format!("rpc-server-accept-{}-silent.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+    // Accepts one connection and holds it without a word.
+    let silent = tokio::spawn(async move {
+        let held = listener.accept().await;
+        std::future::pending::<()>().await;
+        drop(held);
+    });
+    let config = Config { handshake_timeout: Duration::from_millis(300), ..Config::default() };
+    let err = within("connect_unix", Connection::builder().config(config).connect_unix(&path)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    silent.abort();
+    let _ = std::fs::remove_file(&path);
+}
+
+// ----- a subscriber that records what it sees on this thread ----------------
+
+#[derive(Clone, Debug)]
+struct SeenEvent {
+    level: Level,
+    fields: Vec<(String, String)>,
+}
+
+impl SeenEvent {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    fn message(&self) -> &str {
+        self.field("message").unwrap_or("")
+    }
+}
+
+#[derive(Default)]
+struct Fields(Vec<(String, String)>);
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.push((field.name().to_string(), format!("{value:?}")));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.push((field.name().to_string(), value.to_string()));
+    }
+}
+
+thread_local! {
+    /// What the subscriber saw on this thread: a current-thread test runs
+    /// all its tasks on its own thread, so parallel tests stay apart.
+    static SEEN: RefCell<Vec<SeenEvent>> = const { RefCell::new(Vec::new()) };
+}
+
+/// This thread's view of the process-wide capturing subscriber.
+struct Capture;
+
+impl Capture {
+    fn events(&self) -> Vec<SeenEvent> {
+        SEEN.with(|seen| seen.borrow().clone())
+    }
+}
+
+/// The layer behind [`Capture`]: events only.
+struct EventRecorder;
+
+impl<S: Subscriber> Layer<S> for EventRecorder {
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let seen = SeenEvent { level: *event.metadata().level(), fields: fields.0 };
+        SEEN.with(|log| log.borrow_mut().push(seen));
+    }
+}
+
+/// Installs the capturing subscriber as the global default once (see
+/// `conn_observability.rs` for why global), and clears this thread's log.
+fn capture() -> Capture {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let subscriber = tracing_subscriber::registry().with(EventRecorder);
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber in this test binary");
+    });
+    SEEN.with(|seen| seen.borrow_mut().clear());
+    Capture
 }

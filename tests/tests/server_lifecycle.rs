@@ -130,6 +130,40 @@ async fn shutdown_lets_a_running_call_finish_then_closes_with_a_reason() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_draining_connection_refuses_new_calls_and_closes_when_the_running_one_ends() {
+    let probes = Probes::new();
+    let (listener, dialer) = scripted_listener();
+    let factory_probes = probes.clone();
+    let server = Server::new(listener)
+        .drain_timeout(Duration::from_secs(10))
+        .spawn(move |_| Ok::<_, RpcError>(factory_probes.worker()));
+    let connection = within("connect", dialer.connect()).await.expect("connect");
+    let work: WorkProxy = connection.bootstrap();
+    let running = work.sleep(3_000);
+    probes.wait_started("the handler starts").await;
+    let began = Instant::now();
+    let shutdown = tokio::spawn(server.shutdown());
+    tokio::time::sleep(Duration::from_millis(100)).await; // the drain has begun
+
+    // New calls are answered at once with the reason, quick or long: they
+    // do not keep the connection busy.
+    let asked = Instant::now();
+    let refused = within("a call during the drain", work.quick(1)).await.unwrap_err();
+    assert_shutdown_reason("a call made during the drain", &refused);
+    let refused = within("a long call during the drain", work.sleep(60_000)).await.unwrap_err();
+    assert_shutdown_reason("a long call made during the drain", &refused);
+    assert!(asked.elapsed() < Duration::from_millis(100), "refusing took {:?}", asked.elapsed());
+
+    // The call that was running finishes, and the shutdown follows at once,
+    // long before the 10 s deadline.
+    assert_eq!(within("the running call", running).await.unwrap(), 3_000);
+    within("shutdown", shutdown).await.expect("shutdown task");
+    let took = began.elapsed();
+    assert!(took >= Duration::from_secs(3) && took < Duration::from_millis(3_100), "shutdown took {took:?}");
+    assert_shutdown_reason("closed()", &within("closed", connection.closed()).await);
+}
+
+#[tokio::test(start_paused = true)]
 async fn shutdown_closes_at_the_deadline_and_cancels_what_still_runs() {
     let probes = Probes::new();
     let (listener, dialer) = scripted_listener();
@@ -199,8 +233,12 @@ async fn no_connection_is_accepted_once_shutdown_starts() {
     // On this current-thread runtime, every task woken by the signal runs
     // before this timer fires: the listener is closed by then.
     tokio::time::sleep(Duration::from_millis(50)).await;
+    // Refused by the kernel: the listening socket is closed (a listener
+    // left open but not accepting would give a handshake timeout instead).
     let refused = within("connect after shutdown", Connection::connect(addr)).await;
-    assert!(refused.is_err(), "a connection was accepted during shutdown");
+    let err = refused.expect_err("a connection was accepted during shutdown");
+    assert_eq!(err.kind(), ErrorKind::Disconnected, "{err}");
+    assert!(err.message().contains("Connection refused"), "{err}");
     assert_eq!(made.load(std::sync::atomic::Ordering::SeqCst), 1, "the factory ran for a new connection");
 
     // The connection already open is still being served while it drains.

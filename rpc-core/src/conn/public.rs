@@ -149,6 +149,12 @@ impl Connection {
         self.shared().lock().is_busy()
     }
 
+    /// Answers every new call from the peer with `reason` from now on,
+    /// while calls already running finish (a draining server).
+    pub(crate) fn refuse_new_calls(&self, reason: RpcError) {
+        self.shared().lock().refuse_new_calls(reason);
+    }
+
     /// Waits until the connection's writer has ended (after a close: until
     /// the goodbye is written or given up on).
     pub(crate) async fn written_out(&self) {

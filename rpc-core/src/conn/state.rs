@@ -122,6 +122,9 @@ pub(crate) struct ConnState {
     /// Producers with something to emit.
     pub(crate) ready: Vec<u32>,
     closed: Option<RpcError>,
+    /// Set while a server drains this connection: new calls from the peer
+    /// are answered with this error at once (calls already running go on).
+    refuse_calls: Option<RpcError>,
     serves_bootstrap: bool,
     limits: Limits,
     peer_limits: Limits,
@@ -162,6 +165,7 @@ impl ConnState {
             max_peer_stream: None,
             ready: Vec::new(),
             closed: None,
+            refuse_calls: None,
             serves_bootstrap: bootstrap.is_some(),
             limits,
             peer_limits,
@@ -198,6 +202,12 @@ impl ConnState {
     /// what a graceful server shutdown waits for.
     pub(crate) fn is_busy(&self) -> bool {
         self.running_answers > 0 || !self.streams.is_empty()
+    }
+
+    /// From now on, answers every new call from the peer with `reason`
+    /// instead of running it (a draining server); running calls go on.
+    pub(crate) fn refuse_new_calls(&mut self, reason: RpcError) {
+        self.refuse_calls = Some(reason);
     }
 
     /// The size of every table (for `Connection::debug_counts`).
@@ -488,6 +498,11 @@ impl ConnState {
             return Err(RpcError::protocol(format!("question id {id} reused while its call is still active")));
         }
         self.max_peer_question = Some(self.max_peer_question.map_or(id, |m| m.max(id)));
+        if let Some(reason) = self.refuse_calls.clone() {
+            self.defer_drop(payload);
+            self.send_owed(&Message::Return { question: id, result: Err(reason) }, &[]);
+            return Ok(());
+        }
         let max = self.limits.max_outstanding_calls as usize;
         // Answers kept after returning (for pipelining, or an error not yet
         // finished) are bounded too, like exports: a peer that never sends

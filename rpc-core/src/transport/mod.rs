@@ -142,11 +142,14 @@ impl Listener for tokio::net::UnixListener {
 #[cfg(unix)]
 impl crate::ConnectionBuilder {
     /// Connects to a Unix domain socket at `path` and runs the handshake.
+    /// Connecting is bounded by `Config::handshake_timeout`, as the
+    /// handshake itself is.
     ///
     /// # Errors
     ///
     /// [`crate::ErrorKind::Disconnected`] if the socket cannot be reached,
-    /// otherwise as [`crate::ConnectionBuilder::open`].
+    /// [`crate::ErrorKind::Timeout`] if connecting takes longer than the
+    /// handshake timeout, otherwise as [`crate::ConnectionBuilder::open`].
     ///
     /// # Examples
     ///
@@ -171,7 +174,10 @@ impl crate::ConnectionBuilder {
     /// # }
     /// ```
     pub async fn connect_unix(self, path: impl AsRef<std::path::Path>) -> Result<crate::Connection, crate::RpcError> {
-        let stream = tokio::net::UnixStream::connect(path).await?;
+        let connecting = tokio::net::UnixStream::connect(path);
+        let stream = tokio::time::timeout(self.settings().handshake_timeout, connecting).await.map_err(|_| {
+            crate::RpcError::new(crate::ErrorKind::Timeout, "the Unix socket connection was not made in time")
+        })??;
         self.open(stream).await
     }
 }
