@@ -365,7 +365,9 @@ pub async fn connect<C: Capability>(addr: impl ToSocketAddrs) -> Result<C, RpcEr
 /// was accepted) is logged as a `tracing` warning and retried after a short
 /// pause that grows while failures repeat, so the server keeps serving.
 /// Dropping the future (or aborting its task) closes every connection it
-/// accepted, telling each peer "the server stopped".
+/// accepted, telling each peer "the server stopped". A `factory` that
+/// panics refuses that connection only (a `tracing` warning; the peer sees
+/// `HandlerPanicked`); the server goes on.
 ///
 /// For a graceful shutdown, the peer's address, the ability to refuse a
 /// connection, or transports other than TCP, use [`crate::Server`].
