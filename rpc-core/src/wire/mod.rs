@@ -10,11 +10,14 @@
 
 pub(crate) mod depth;
 pub(crate) mod frame;
+mod limits;
 
 use serde::{Deserialize, Serialize};
 
+pub use limits::Limits;
+
 use crate::stream::Window;
-use crate::{Limits, RpcError};
+use crate::RpcError;
 
 /// Protocol version spoken by this build; peers must match exactly.
 /// Version 2: stream data carries packed item lengths; the Hello's limits
