@@ -65,6 +65,7 @@ impl<K: Kind> ReaderBackend<K> {
 
     /// Once the producer end went over a connection and what it wrote before
     /// is read, read from the connection directly.
+    #[inline]
     pub(crate) fn follow_source(&mut self) {
         if let ReaderBackend::Local(shared) = self {
             if let Some(source) = shared.drained_source() {
@@ -87,7 +88,14 @@ impl<K: Kind> ReaderBackend<K> {
 impl<K: Kind> WriterBackend<K> {
     /// Once the consumer end went over a connection (or was spliced into
     /// another pair), write there directly instead of through this core.
+    #[inline]
     pub(crate) fn follow_redirect(&mut self) {
+        if matches!(self, WriterBackend::Local(_)) {
+            self.follow_local_redirect();
+        }
+    }
+
+    fn follow_local_redirect(&mut self) {
         while let WriterBackend::Local(shared) = self {
             if let Some(forward) = shared.forward() {
                 *self = WriterBackend::Local(forward);
@@ -123,6 +131,7 @@ impl<K: Kind> WriterBackend<K> {
         }
     }
 
+    #[inline]
     pub(crate) fn write(&self, unit: K::Unit) -> Result<(), RpcError>
     where
         K: Produce,
@@ -130,6 +139,15 @@ impl<K: Kind> WriterBackend<K> {
         match self {
             WriterBackend::Local(shared) => shared.write(unit),
             WriterBackend::Remote(producer) => K::write(producer, unit),
+        }
+    }
+
+    /// Ready once the consumer's window has room.
+    #[inline]
+    pub(crate) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
+        match self {
+            WriterBackend::Local(shared) => shared.poll_room(cx).map_ok(drop),
+            WriterBackend::Remote(producer) => K::poll_flush(producer, cx),
         }
     }
 

@@ -35,6 +35,11 @@ pub(crate) trait Kind {
     /// Room in `sink`'s window: at least 1 when ready (a sequence's producer
     /// also bounds the bytes of its items, so it reports only that there is room).
     fn poll_room(sink: &RemoteProducer, cx: &mut Context<'_>) -> Poll<Result<usize, RpcError>>;
+    /// Ready once `sink`'s window has room (what a writer's flush waits for).
+    #[inline]
+    fn poll_flush(sink: &RemoteProducer, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
+        Self::poll_room(sink, cx).map_ok(drop)
+    }
 }
 
 /// Units that can go into a connection-bound producer.
@@ -80,9 +85,15 @@ impl<T> Kind for Items<T> {
     fn poll_room(sink: &RemoteProducer, cx: &mut Context<'_>) -> Poll<Result<usize, RpcError>> {
         sink.poll_flush(cx).map_ok(|()| 1)
     }
+
+    #[inline]
+    fn poll_flush(sink: &RemoteProducer, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
+        sink.poll_flush(cx)
+    }
 }
 
 impl<T: Serialize> Produce for Items<T> {
+    #[inline]
     fn write(sink: &RemoteProducer, item: T) -> Result<(), RpcError> {
         sink.write(&item)
     }
@@ -93,6 +104,7 @@ impl<T: Serialize> Produce for Items<T> {
 }
 
 impl<T: DeserializeOwned> Consume for Items<T> {
+    #[inline]
     fn poll_read(source: &RemoteConsumer, cx: &mut Context<'_>, _max: usize) -> Poll<Result<Option<T>, RpcError>> {
         source.poll_read(cx)
     }
@@ -118,6 +130,7 @@ impl Kind for Chunks {
 }
 
 impl Produce for Chunks {
+    #[inline]
     fn write(sink: &RemoteProducer, chunk: bytes::Bytes) -> Result<(), RpcError> {
         sink.write_bytes(chunk)
     }

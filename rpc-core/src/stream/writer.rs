@@ -90,7 +90,7 @@ impl<T> SequenceWriter<T> {
     /// Polls until the consumer's window has room; see [`SequenceWriter::flush`].
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
         match self.backend() {
-            Ok(backend) => backend.poll_room(cx).map_ok(drop),
+            Ok(backend) => backend.poll_flush(cx),
             Err(err) => Poll::Ready(Err(err)),
         }
     }
