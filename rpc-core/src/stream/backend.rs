@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use super::core::Shared;
 use super::end::Keep;
-use super::kind::{Kind, Produce};
+use super::kind::{Consume, Kind, Produce};
 use super::Window;
 use super::{RemoteConsumer, RemoteProducer};
 use crate::RpcError;
@@ -52,6 +52,17 @@ impl<K: Kind> ReaderBackend<K> {
         match self {
             ReaderBackend::Local(shared) => shared.set_window(window),
             ReaderBackend::Remote(consumer) => consumer.set_window(window),
+        }
+    }
+
+    /// The next unit (at most `max` of weight), as received.
+    pub(crate) fn poll_read(&self, cx: &mut Context<'_>, max: usize) -> Poll<Result<Option<K::Unit>, RpcError>>
+    where
+        K: Consume,
+    {
+        match self {
+            ReaderBackend::Local(shared) => shared.poll_read(cx, max),
+            ReaderBackend::Remote(consumer) => K::poll_read(consumer, cx, max),
         }
     }
 

@@ -7,7 +7,6 @@
 //! however they were written.
 
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -18,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::backend::{self, ReaderBackend, WriterBackend};
 use super::core::Shared;
-use super::end::{self, Keep, ReaderEnd, Transfer, WriterEnd};
+use super::end::{self, Keep, ReaderEnd, WriterEnd};
 use super::kind::Chunks;
 use super::Window;
 use crate::RpcError;
@@ -474,39 +473,6 @@ impl Bytes {
     fn with_keep(mut self, keep: Option<Keep>) -> Bytes {
         *self.keep.get_mut().unwrap_or_else(|e| e.into_inner()) = keep;
         self
-    }
-}
-
-impl Transfer for Chunks {
-    fn pump(from: ByteReader, keep: Option<Keep>, to: ByteWriter) -> impl Future<Output = ()> + Send + 'static {
-        pump(Bytes::from_backend(from).with_keep(keep), BytesWriter::from_backend(to))
-    }
-}
-
-/// Moves bytes from one stream into another with backpressure.
-async fn pump(mut from: Bytes, mut to: BytesWriter) {
-    loop {
-        let next = tokio::select! {
-            next = from.read_chunk() => next,
-            // The far consumer cancelled: stop reading too.
-            Err(err) = std::future::poll_fn(|cx| to.poll_room(cx)) => {
-                return from.cancel(Some(err.message().to_string()));
-            }
-        };
-        match next {
-            Ok(Some(chunk)) => {
-                // Pass the consumer's reason back to the producer.
-                let sent = match to.write(chunk) {
-                    Ok(()) => to.flush().await,
-                    Err(err) => Err(err),
-                };
-                if let Err(err) = sent {
-                    return from.cancel(Some(err.message().to_string()));
-                }
-            }
-            Ok(None) => return drop(to.close(None).await),
-            Err(err) => return drop(to.close(Some(err)).await),
-        }
     }
 }
 

@@ -9,7 +9,7 @@
 //! the peer gets a descriptor naming that id with the consumer's window.
 
 use std::any::Any;
-use std::future::Future;
+use std::future::poll_fn;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Deserializer, Serializer};
@@ -73,15 +73,9 @@ impl std::fmt::Debug for StreamSlot {
 pub(crate) type Keep = Box<dyn Send + Sync>;
 
 /// A stream kind whose ends can travel: bound to a connection or pumped.
-pub(crate) trait Transfer: Produce + Consume + Send + Sized + 'static {
-    /// Moves everything from `from` (keeping `keep` alive) into `to` with
-    /// backpressure end to end, passing the ending on in either direction.
-    fn pump(
-        from: ReaderBackend<Self>,
-        keep: Option<Keep>,
-        to: WriterBackend<Self>,
-    ) -> impl Future<Output = ()> + Send + 'static;
-}
+pub(crate) trait Transfer: Produce + Consume + Send + 'static {}
+
+impl<K: Produce + Consume + Send + 'static> Transfer for K {}
 
 /// A typed consumer end (`backend` is `None` once taken), with what it keeps alive.
 pub(crate) struct ReaderEnd<K: Kind> {
@@ -210,7 +204,7 @@ where
         let window = backend.effective_window();
         let producer = state.open_producer(conn, window, K::BYTES)?;
         let stream = producer.id();
-        tokio::spawn(K::pump(backend, self.keep.take(), WriterBackend::Remote(producer)));
+        tokio::spawn(pump(backend, self.keep.take(), WriterBackend::Remote(producer)));
         Ok(descriptor(true, K::BYTES, stream, window))
     }
 
@@ -239,7 +233,7 @@ where
                 let window = backend.window();
                 let consumer = state.open_consumer(conn, window, K::BYTES)?;
                 let stream = consumer.id();
-                tokio::spawn(K::pump(ReaderBackend::Remote(consumer), None, backend));
+                tokio::spawn(pump(ReaderBackend::Remote(consumer), None, backend));
                 Ok(descriptor(false, K::BYTES, stream, window))
             }
         }
@@ -278,7 +272,7 @@ where
     // Fed from elsewhere (a connection, another call): pump, keeping what it
     // keeps alive. (`forward_to` changed nothing if it declined.)
     match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => drop(runtime.spawn(K::pump(reader, keep, writer))),
+        Ok(runtime) => drop(runtime.spawn(pump(reader, keep, writer))),
         Err(_) => {
             reader.cancel(None);
             writer.abort();
@@ -332,6 +326,43 @@ impl StreamEnd for ReceivedWriter {
 
 fn taken() -> RpcError {
     RpcError::serialization("stream end already taken")
+}
+
+/// Moves everything from `from` into `to` with backpressure end to end,
+/// passing the ending on in either direction; `keep` lives as long.
+async fn pump<K: Transfer>(from: ReaderBackend<K>, keep: Option<Keep>, to: WriterBackend<K>)
+where
+    K::Unit: Send,
+{
+    // Held as ends, so a pump dropped unfinished cancels and aborts.
+    let mut from = ReaderEnd { backend: Some(from), keep };
+    let mut to = WriterEnd(Some(to));
+    let (Some(reader), Some(writer)) = (&mut from.backend, &mut to.0) else { return };
+    let failed = loop {
+        reader.follow_source();
+        writer.follow_redirect();
+        let max = if K::BYTES { reader.window().batch as usize } else { 1 };
+        let next = tokio::select! {
+            next = poll_fn(|cx| reader.poll_read(cx, max)) => next,
+            // The far consumer cancelled: stop reading too.
+            Err(err) = poll_fn(|cx| writer.poll_flush(cx)) => break err,
+        };
+        let written = match next {
+            Ok(Some(unit)) => writer.write(unit),
+            Ok(None) => return drop(super::backend::close(to.0.take(), None).await),
+            Err(err) => return drop(super::backend::close(to.0.take(), Some(err)).await),
+        };
+        // Pass the consumer's reason back to the producer.
+        if let Err(err) = match written {
+            Ok(()) => poll_fn(|cx| writer.poll_flush(cx)).await,
+            Err(err) => Err(err),
+        } {
+            break err;
+        }
+    };
+    if let Some(reader) = from.backend.take() {
+        reader.cancel(Some(failed.message().to_string()));
+    }
 }
 
 /// Relays a stream between two connections without decoding its items.

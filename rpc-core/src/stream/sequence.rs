@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::backend::{ReaderBackend, WriterBackend};
 use super::consumer::ReadCache;
 use super::core::Shared;
-use super::end::{self, Keep, ReaderEnd, Transfer};
+use super::end::{self, Keep, ReaderEnd};
 use super::kind::Items;
 use super::writer::SequenceWriter;
 use super::Window;
@@ -386,45 +386,5 @@ impl<'de, T: Serialize + DeserializeOwned + Send + 'static> Deserialize<'de> for
             sequence.keep_alive(keep);
         }
         Ok(sequence)
-    }
-}
-
-impl<T: Serialize + DeserializeOwned + Send + 'static> Transfer for Items<T> {
-    fn pump(
-        from: ReaderBackend<Self>,
-        keep: Option<Keep>,
-        to: WriterBackend<Self>,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        let mut from = Sequence::from_backend(from);
-        if let Some(keep) = keep {
-            from.keep_alive(keep);
-        }
-        pump(from, SequenceWriter::from_backend(to))
-    }
-}
-
-/// Moves items from one sequence into another, keeping backpressure end to
-/// end, and carries the ending across in either direction.
-async fn pump<T: Serialize + DeserializeOwned>(mut from: Sequence<T>, mut to: SequenceWriter<T>) {
-    loop {
-        let next = tokio::select! {
-            next = from.read() => next,
-            // The far consumer cancelled: stop reading too.
-            Err(err) = std::future::poll_fn(|cx| to.poll_flush(cx)) => {
-                return from.cancel(Some(err.message().to_string()));
-            }
-        };
-        let sent = match next {
-            Ok(Some(item)) => to.write(item),
-            Ok(None) => return drop(to.close(None).await),
-            Err(err) => return drop(to.close(Some(err)).await),
-        };
-        // Pass the consumer's reason back to the producer.
-        if let Err(err) = match sent {
-            Ok(()) => to.flush().await,
-            Err(err) => Err(err),
-        } {
-            return from.cancel(Some(err.message().to_string()));
-        }
     }
 }
