@@ -171,6 +171,19 @@ impl<K: Kind> WriterBackend<K> {
     }
 }
 
+/// A read as a `futures::Stream` item: after the end or one error the
+/// stream is over (`slot` is emptied; the stream ended, nothing to cancel).
+pub(crate) fn stream_item<K: Kind, U>(
+    slot: &mut Option<ReaderBackend<K>>,
+    read: Poll<Result<Option<U>, RpcError>>,
+) -> Poll<Option<Result<U, RpcError>>> {
+    let item = std::task::ready!(read).transpose();
+    if !matches!(item, Some(Ok(_))) {
+        *slot = None;
+    }
+    Poll::Ready(item)
+}
+
 /// The error of a writer whose end is gone.
 pub(crate) fn writer_gone() -> RpcError {
     RpcError::new(crate::ErrorKind::Aborted, "this writer was closed or sent away")

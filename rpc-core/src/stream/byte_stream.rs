@@ -312,18 +312,8 @@ impl futures::Stream for Bytes {
             return Poll::Ready(None);
         }
         let max = this.max_read() as usize;
-        match this.poll_read_chunk(cx, max) {
-            Poll::Ready(Ok(Some(chunk))) => Poll::Ready(Some(Ok(chunk))),
-            Poll::Ready(Ok(None)) => {
-                this.take_backend();
-                Poll::Ready(None)
-            }
-            Poll::Ready(Err(err)) => {
-                this.take_backend();
-                Poll::Ready(Some(Err(err)))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        let read = this.poll_read_chunk(cx, max);
+        backend::stream_item(this.backend.get_mut().unwrap_or_else(|e| e.into_inner()), read)
     }
 }
 

@@ -12,7 +12,7 @@ use futures::{Sink, SinkExt, Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::backend::{ReaderBackend, WriterBackend};
+use super::backend::{self, ReaderBackend, WriterBackend};
 use super::consumer::ReadCache;
 use super::core::Shared;
 use super::end::{self, Keep, ReaderEnd};
@@ -340,19 +340,8 @@ impl<T: DeserializeOwned> Stream for Sequence<T> {
         if this.backend.get_mut().unwrap_or_else(|e| e.into_inner()).is_none() {
             return Poll::Ready(None);
         }
-        match this.poll_read(cx) {
-            Poll::Ready(Ok(Some(item))) => Poll::Ready(Some(Ok(item))),
-            Poll::Ready(Ok(None)) => {
-                this.take_backend();
-                Poll::Ready(None)
-            }
-            Poll::Ready(Err(err)) => {
-                // One error, then the stream is over.
-                this.take_backend();
-                Poll::Ready(Some(Err(err)))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        let read = this.poll_read(cx);
+        backend::stream_item(this.backend.get_mut().unwrap_or_else(|e| e.into_inner()), read)
     }
 }
 
