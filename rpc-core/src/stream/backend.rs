@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use super::consumer::ReadCache;
 use super::core::Shared;
 use super::end::Keep;
 use super::kind::{Consume, Kind, Produce};
@@ -55,14 +56,20 @@ impl<K: Kind> ReaderBackend<K> {
         }
     }
 
-    /// The next unit (at most `max` of weight), as received.
-    pub(crate) fn poll_read(&self, cx: &mut Context<'_>, max: usize) -> Poll<Result<Option<K::Unit>, RpcError>>
+    /// The next unit (at most `max` of weight), read through `cache` from
+    /// a connection.
+    pub(crate) fn poll_read(
+        &self,
+        cache: &mut ReadCache,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<Result<Option<K::Unit>, RpcError>>
     where
         K: Consume,
     {
         match self {
             ReaderBackend::Local(shared) => shared.poll_read(cx, max),
-            ReaderBackend::Remote(consumer) => K::poll_read(consumer, cx, max),
+            ReaderBackend::Remote(consumer) => K::poll_read_cached(consumer, cache, cx, max),
         }
     }
 

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Deserializer, Serializer};
 
 use super::backend::{ReaderBackend, WriterBackend};
+use super::consumer::ReadCache;
 use super::kind::{Consume, Kind, Produce};
 use super::Window;
 use super::{RemoteConsumer, RemoteProducer};
@@ -338,12 +339,13 @@ where
     let mut from = ReaderEnd { backend: Some(from), keep };
     let mut to = WriterEnd(Some(to));
     let (Some(reader), Some(writer)) = (&mut from.backend, &mut to.0) else { return };
+    let mut cache = ReadCache::default();
     let failed = loop {
         reader.follow_source();
         writer.follow_redirect();
         let max = if K::BYTES { reader.window().batch as usize } else { 1 };
         let next = tokio::select! {
-            next = poll_fn(|cx| reader.poll_read(cx, max)) => next,
+            next = poll_fn(|cx| reader.poll_read(&mut cache, cx, max)) => next,
             // The far consumer cancelled: stop reading too.
             Err(err) = poll_fn(|cx| writer.poll_flush(cx)) => break err,
         };

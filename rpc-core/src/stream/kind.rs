@@ -16,6 +16,7 @@ use bytes::BytesMut;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::consumer::ReadCache;
 use super::{RemoteConsumer, RemoteProducer};
 use crate::RpcError;
 
@@ -59,6 +60,18 @@ pub(crate) trait Consume: Kind {
         cx: &mut Context<'_>,
         max: usize,
     ) -> Poll<Result<Option<Self::Unit>, RpcError>>;
+    /// Reads through `cache`: a sequence decodes a whole received batch
+    /// without the consumer's lock (a byte stream has nothing to decode).
+    #[inline]
+    fn poll_read_cached(
+        source: &RemoteConsumer,
+        cache: &mut ReadCache,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<Result<Option<Self::Unit>, RpcError>> {
+        let _ = cache;
+        Self::poll_read(source, cx, max)
+    }
 }
 
 /// A sequence of `T`: one item is one place of the window.
@@ -107,6 +120,16 @@ impl<T: DeserializeOwned> Consume for Items<T> {
     #[inline]
     fn poll_read(source: &RemoteConsumer, cx: &mut Context<'_>, _max: usize) -> Poll<Result<Option<T>, RpcError>> {
         source.poll_read(cx)
+    }
+
+    #[inline]
+    fn poll_read_cached(
+        source: &RemoteConsumer,
+        cache: &mut ReadCache,
+        cx: &mut Context<'_>,
+        _max: usize,
+    ) -> Poll<Result<Option<T>, RpcError>> {
+        source.poll_read_cached(cache, cx)
     }
 }
 
