@@ -6,22 +6,20 @@
 //! in parts, and a read returns up to `min(available, max read)` bytes
 //! however they were written.
 
-use std::any::Any;
 use std::fmt;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::bytes_core::ByteCore;
-use super::end::{self, Keep, ReceivedReader, ReceivedWriter, StreamEnd};
+use super::backend::{self, ReaderBackend, WriterBackend};
+use super::core::Shared;
+use super::end::{self, Keep, ReaderEnd, WriterEnd};
+use super::kind::Chunks;
 use super::Window;
-use super::{RemoteConsumer, RemoteProducer};
-use crate::conn::{ConnShared, ConnState};
-use crate::wire::CapDescriptor;
 use crate::RpcError;
 
 /// Default window of a byte stream, in bytes.
@@ -33,15 +31,8 @@ fn default_window() -> Window {
     Window { capacity: DEFAULT_BYTE_WINDOW, batch: DEFAULT_MAX_READ }
 }
 
-pub(crate) enum ByteReader {
-    Local(Arc<ByteCore>),
-    Remote(Arc<RemoteConsumer>),
-}
-
-pub(crate) enum ByteWriter {
-    Local(Arc<ByteCore>),
-    Remote(Arc<RemoteProducer>),
-}
+type ByteReader = ReaderBackend<Chunks>;
+type ByteWriter = WriterBackend<Chunks>;
 
 /// The consumer end of a byte stream (not a chunk: chunks are [`bytes::Bytes`]).
 ///
@@ -176,37 +167,28 @@ pub struct BytesWriter {
 impl Bytes {
     /// Creates a connected pair with a 256 KiB window and 64 KiB reads.
     pub fn channel() -> (BytesWriter, Bytes) {
-        let core = ByteCore::new(default_window());
-        (
-            BytesWriter { backend: Mutex::new(Some(ByteWriter::Local(core.clone()))) },
-            Bytes::from_backend(ByteReader::Local(core)),
-        )
+        let core = Shared::new(default_window());
+        (BytesWriter::from_backend(ByteWriter::Local(core.clone())), Bytes::from_backend(ByteReader::Local(core)))
     }
 
     pub(crate) fn from_backend(backend: ByteReader) -> Self {
         Bytes { backend: Mutex::new(Some(backend)), keep: Mutex::new(None) }
     }
 
-    pub(crate) fn take_backend(&self) -> Option<ByteReader> {
+    fn take_backend(&self) -> Option<ByteReader> {
         self.backend.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     fn window(&self) -> Window {
-        match &*self.backend.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(ByteReader::Local(core)) => core.lock().window,
-            Some(ByteReader::Remote(consumer)) => consumer.window(),
-            None => default_window(),
-        }
+        self.backend.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map_or_else(default_window, ByteReader::window)
     }
 
     fn update_window(&self, change: impl FnOnce(&mut Window)) {
         let mut window = self.window();
         change(&mut window);
         let window = window.sane();
-        match &*self.backend.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(ByteReader::Local(core)) => core.set_window(window),
-            Some(ByteReader::Remote(consumer)) => consumer.set_window(window),
-            None => {}
+        if let Some(backend) = &*self.backend.lock().unwrap_or_else(|e| e.into_inner()) {
+            backend.set_window(window);
         }
     }
 
@@ -237,10 +219,8 @@ impl Bytes {
         max: usize,
     ) -> Poll<Result<Option<bytes::Bytes>, RpcError>> {
         let backend = self.backend.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Some(ByteReader::Local(core)) = backend {
-            if let Some(source) = core.drained_source() {
-                *backend = Some(ByteReader::Remote(source));
-            }
+        if let Some(backend) = backend.as_mut() {
+            backend.follow_source();
         }
         match backend {
             Some(ByteReader::Local(core)) => core.poll_read(cx, max),
@@ -288,29 +268,15 @@ impl Bytes {
     /// Ends the stream from the consumer side.
     pub fn cancel(self, reason: Option<String>) {
         if let Some(backend) = self.take_backend() {
-            cancel_reader(backend, reason);
+            backend.cancel(reason);
         }
-    }
-}
-
-pub(crate) fn cancel_reader(backend: ByteReader, reason: Option<String>) {
-    match backend {
-        ByteReader::Local(core) => core.cancel(reason),
-        ByteReader::Remote(consumer) => consumer.cancel(reason),
-    }
-}
-
-pub(crate) fn abort_writer(backend: ByteWriter) {
-    match backend {
-        ByteWriter::Local(core) => core.abort(),
-        ByteWriter::Remote(producer) => producer.abort(),
     }
 }
 
 impl Drop for Bytes {
     fn drop(&mut self) {
         if let Some(backend) = self.take_backend() {
-            cancel_reader(backend, None);
+            backend.cancel(None);
         }
     }
 }
@@ -346,38 +312,26 @@ impl futures::Stream for Bytes {
             return Poll::Ready(None);
         }
         let max = this.max_read() as usize;
-        match this.poll_read_chunk(cx, max) {
-            Poll::Ready(Ok(Some(chunk))) => Poll::Ready(Some(Ok(chunk))),
-            Poll::Ready(Ok(None)) => {
-                this.take_backend();
-                Poll::Ready(None)
-            }
-            Poll::Ready(Err(err)) => {
-                this.take_backend();
-                Poll::Ready(Some(Err(err)))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        let read = this.poll_read_chunk(cx, max);
+        backend::stream_item(this.backend.get_mut().unwrap_or_else(|e| e.into_inner()), read)
     }
 }
 
 impl BytesWriter {
+    fn from_backend(backend: ByteWriter) -> Self {
+        BytesWriter { backend: Mutex::new(Some(backend)) }
+    }
+
     fn backend(&mut self) -> Result<&ByteWriter, RpcError> {
         let backend = self.backend.get_mut().unwrap_or_else(|e| e.into_inner());
         // Once the consumer end went over a connection, write to it directly.
-        while let Some(ByteWriter::Local(core)) = backend {
-            if let Some(forward) = core.forward() {
-                *backend = Some(ByteWriter::Local(forward));
-            } else if let Some(sink) = core.sink() {
-                *backend = Some(ByteWriter::Remote(sink));
-            } else {
-                break;
-            }
+        if let Some(backend) = backend.as_mut() {
+            backend.follow_redirect();
         }
-        backend.as_ref().ok_or_else(|| RpcError::new(crate::ErrorKind::Aborted, "this writer was closed or sent away"))
+        backend.as_ref().ok_or_else(backend::writer_gone)
     }
 
-    pub(crate) fn take_backend(&self) -> Option<ByteWriter> {
+    fn take_backend(&self) -> Option<ByteWriter> {
         self.backend.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
@@ -388,18 +342,13 @@ impl BytesWriter {
     ///
     /// `Cancelled` with the consumer's reason, or `Disconnected`.
     pub fn write(&mut self, chunk: impl Into<bytes::Bytes>) -> Result<(), RpcError> {
-        let chunk = chunk.into();
-        match self.backend()? {
-            ByteWriter::Local(core) => core.write(chunk),
-            ByteWriter::Remote(producer) => producer.write_bytes(chunk),
-        }
+        self.backend()?.write(chunk.into())
     }
 
     /// Polls for room in the consumer's window; `Ready(Ok(n))` with `n > 0`.
     pub fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, RpcError>> {
         match self.backend() {
-            Ok(ByteWriter::Local(core)) => core.poll_room(cx),
-            Ok(ByteWriter::Remote(producer)) => producer.poll_room(cx),
+            Ok(backend) => backend.poll_room(cx),
             Err(err) => Poll::Ready(Err(err)),
         }
     }
@@ -419,61 +368,31 @@ impl BytesWriter {
     /// # Errors
     ///
     /// As for [`flush`](Self::flush).
-    pub async fn close(mut self, error: Option<RpcError>) -> Result<(), RpcError> {
-        // Follow redirects so a cancel or disconnect that already happened is reported.
-        let _ = self.backend();
-        match self.take_backend() {
-            Some(ByteWriter::Local(core)) => core.close(error),
-            Some(ByteWriter::Remote(producer)) => {
-                producer.close(error);
-                producer.closed().await
-            }
-            None => Ok(()),
-        }
+    pub async fn close(self, error: Option<RpcError>) -> Result<(), RpcError> {
+        backend::close(self.take_backend(), error).await
     }
 
     /// Ends the stream at once, dropping unread bytes on both sides.
     pub fn abort(self) {
         if let Some(backend) = self.take_backend() {
-            abort_writer(backend);
+            backend.abort();
         }
     }
 
     /// The consumer's current window in bytes.
     pub fn window_size(&self) -> u32 {
-        match &*self.backend.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(ByteWriter::Local(core)) => core.window().capacity,
-            Some(ByteWriter::Remote(producer)) => producer.window().capacity,
-            None => 0,
-        }
+        self.backend.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map_or(0, |b| b.window().capacity)
     }
 
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
-        let _ = self.backend();
-        let backend = self.backend.get_mut().unwrap_or_else(|e| e.into_inner());
-        match backend {
-            Some(ByteWriter::Local(core)) => {
-                let closed = core.close(None);
-                *backend = None;
-                Poll::Ready(closed)
-            }
-            Some(ByteWriter::Remote(producer)) => {
-                producer.close(None);
-                let done = producer.poll_closed(cx);
-                if done.is_ready() {
-                    *backend = None;
-                }
-                done
-            }
-            None => Poll::Ready(Ok(())),
-        }
+        backend::poll_close(self.backend.get_mut().unwrap_or_else(|e| e.into_inner()), cx)
     }
 }
 
 impl Drop for BytesWriter {
     fn drop(&mut self) {
         if let Some(backend) = self.take_backend() {
-            abort_writer(backend);
+            backend.abort();
         }
     }
 }
@@ -533,139 +452,17 @@ impl futures::Sink<bytes::Bytes> for BytesWriter {
 
 // ----- as capabilities --------------------------------------------------------
 
-struct BytesReaderEnd {
-    backend: Option<ByteReader>,
-    keep: Option<Keep>,
-}
-struct BytesWriterEnd(Option<ByteWriter>);
-
-impl Drop for BytesReaderEnd {
-    fn drop(&mut self) {
-        if let Some(backend) = self.backend.take() {
-            cancel_reader(backend, None);
-        }
-    }
-}
-
-impl Drop for BytesWriterEnd {
-    fn drop(&mut self) {
-        if let Some(backend) = self.0.take() {
-            abort_writer(backend);
-        }
-    }
-}
-
 impl Bytes {
     /// Takes the end out to send it on, with what it keeps alive.
-    fn take_end(&self) -> Option<BytesReaderEnd> {
+    fn take_end(&self) -> Option<ReaderEnd<Chunks>> {
         let backend = self.take_backend()?;
         let keep = self.keep.lock().unwrap_or_else(|e| e.into_inner()).take();
-        Some(BytesReaderEnd { backend: Some(backend), keep })
+        Some(ReaderEnd { backend: Some(backend), keep })
     }
 
     fn with_keep(mut self, keep: Option<Keep>) -> Bytes {
         *self.keep.get_mut().unwrap_or_else(|e| e.into_inner()) = keep;
         self
-    }
-}
-
-impl StreamEnd for BytesReaderEnd {
-    fn bind(mut self: Box<Self>, state: &mut ConnState, conn: &Arc<ConnShared>) -> Result<CapDescriptor, RpcError> {
-        let backend = self.backend.take().ok_or_else(|| RpcError::serialization("stream end already taken"))?;
-        match backend {
-            // Its writer is in this process: it writes to the connection from now on.
-            ByteReader::Local(core) if self.keep.is_none() && !core.has_source() => {
-                let window = core.lock().window;
-                let producer = state.open_producer(conn, window, true)?;
-                core.redirect_to_sink(&producer);
-                state.schedule_stream(producer.id());
-                Ok(CapDescriptor::BytesReader { stream: producer.id(), window })
-            }
-            // Fed from elsewhere: pump it across with backpressure.
-            backend => {
-                let window = match &backend {
-                    ByteReader::Local(core) => core.window(),
-                    ByteReader::Remote(consumer) => consumer.window(),
-                };
-                let producer = state.open_producer(conn, window, true)?;
-                let id = producer.id();
-                let from = Bytes::from_backend(backend).with_keep(self.keep.take());
-                let to = BytesWriter { backend: Mutex::new(Some(ByteWriter::Remote(producer))) };
-                tokio::spawn(pump(from, to));
-                Ok(CapDescriptor::BytesReader { stream: id, window })
-            }
-        }
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
-    }
-}
-
-impl StreamEnd for BytesWriterEnd {
-    fn bind(mut self: Box<Self>, state: &mut ConnState, conn: &Arc<ConnShared>) -> Result<CapDescriptor, RpcError> {
-        let backend = self.0.take().ok_or_else(|| RpcError::serialization("stream end already taken"))?;
-        match backend {
-            // Its reader is here: it reads from the connection.
-            ByteWriter::Local(core) if !core.is_redirected() => {
-                let window = core.lock().window;
-                let consumer = state.open_consumer(conn, window, true)?;
-                core.redirect_to_source(&consumer);
-                Ok(CapDescriptor::BytesWriter { stream: consumer.id(), window })
-            }
-            // Its reader went elsewhere (or it writes to another connection): pump into it.
-            backend => {
-                let window = match &backend {
-                    ByteWriter::Local(core) => core.window(),
-                    ByteWriter::Remote(producer) => producer.window(),
-                };
-                let consumer = state.open_consumer(conn, window, true)?;
-                let id = consumer.id();
-                let from = Bytes::from_backend(ByteReader::Remote(consumer));
-                let to = BytesWriter { backend: Mutex::new(Some(backend)) };
-                tokio::spawn(pump(from, to));
-                Ok(CapDescriptor::BytesWriter { stream: id, window })
-            }
-        }
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
-    }
-
-    fn fail(mut self: Box<Self>, err: &RpcError) {
-        match self.0.take() {
-            Some(ByteWriter::Local(core)) => drop(core.close(Some(err.clone()))),
-            Some(ByteWriter::Remote(producer)) => producer.close(Some(err.clone())),
-            None => {}
-        }
-    }
-}
-
-/// Moves bytes from one stream into another with backpressure.
-async fn pump(mut from: Bytes, mut to: BytesWriter) {
-    loop {
-        let next = tokio::select! {
-            next = from.read_chunk() => next,
-            // The far consumer cancelled: stop reading too.
-            Err(err) = std::future::poll_fn(|cx| to.poll_room(cx)) => {
-                return from.cancel(Some(err.message().to_string()));
-            }
-        };
-        match next {
-            Ok(Some(chunk)) => {
-                // Pass the consumer's reason back to the producer.
-                let sent = match to.write(chunk) {
-                    Ok(()) => to.flush().await,
-                    Err(err) => Err(err),
-                };
-                if let Err(err) = sent {
-                    return from.cancel(Some(err.message().to_string()));
-                }
-            }
-            Ok(None) => return drop(to.close(None).await),
-            Err(err) => return drop(to.close(Some(err)).await),
-        }
     }
 }
 
@@ -678,39 +475,21 @@ impl Serialize for Bytes {
 
 impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let taken = match end::take_end(deserializer)?.downcast::<BytesReaderEnd>() {
-            Ok(mut typed) => {
-                typed.backend.take().map(|backend| Bytes::from_backend(backend).with_keep(typed.keep.take()))
-            }
-            Err(other) => match other.downcast::<ReceivedReader>() {
-                Ok(mut received) => {
-                    received.take_bytes().map(|consumer| Bytes::from_backend(ByteReader::Remote(consumer)))
-                }
-                Err(_) => return Err(serde::de::Error::custom("expected a byte stream")),
-            },
-        };
-        taken.ok_or_else(|| serde::de::Error::custom("expected a byte stream"))
+        let (backend, keep) = end::deserialize_reader(deserializer)?;
+        Ok(Bytes::from_backend(backend).with_keep(keep))
     }
 }
 
 impl Serialize for BytesWriter {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let backend = self.take_backend().ok_or_else(|| serde::ser::Error::custom("this writer was already sent"))?;
-        end::serialize(Box::new(BytesWriterEnd(Some(backend))), serializer)
+        end::serialize(Box::new(WriterEnd(Some(backend))), serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for BytesWriter {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let taken = match end::take_end(deserializer)?.downcast::<BytesWriterEnd>() {
-            Ok(mut typed) => typed.0.take(),
-            Err(other) => match other.downcast::<ReceivedWriter>() {
-                Ok(mut received) => received.take_bytes().map(ByteWriter::Remote),
-                Err(_) => return Err(serde::de::Error::custom("expected a byte stream writer")),
-            },
-        };
-        let backend = taken.ok_or_else(|| serde::de::Error::custom("expected a byte stream writer"))?;
-        Ok(BytesWriter { backend: Mutex::new(Some(backend)) })
+        end::deserialize_writer(deserializer).map(BytesWriter::from_backend)
     }
 }
 
@@ -723,24 +502,5 @@ pub fn bytes_result(reader: Bytes, call: crate::Promise<()>) -> Bytes {
 /// For generated code: connects the byte stream a handler returned to the
 /// writer the caller sent.
 pub fn splice_bytes(from: Bytes, to: BytesWriter) {
-    let Some(writer) = to.take_backend() else { return };
-    let Some(mut end) = from.take_end() else { return abort_writer(writer) };
-    let (reader, keep) = (end.backend.take().expect("a taken end has its backend"), end.keep.take());
-    let direct = keep.is_none() && matches!(&reader, ByteReader::Local(core) if !core.has_source());
-    match (reader, writer) {
-        (ByteReader::Local(core), ByteWriter::Remote(producer)) if direct => {
-            core.redirect_to_sink(&producer);
-            producer.schedule_now();
-        }
-        (ByteReader::Local(core), ByteWriter::Local(target)) if direct && !target.is_redirected() => {
-            core.forward_to(&target)
-        }
-        (reader, writer) => {
-            let from = Bytes::from_backend(reader).with_keep(keep);
-            let to = BytesWriter { backend: Mutex::new(Some(writer)) };
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(pump(from, to));
-            }
-        }
-    }
+    end::splice(from.take_end(), to.take_backend());
 }

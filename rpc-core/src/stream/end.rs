@@ -1,6 +1,7 @@
 //! Stream ends inside payloads.
 //!
-//! Serializing a `Sequence` or `SequenceWriter` moves its end into the
+//! Serializing a stream end (`Sequence`, `SequenceWriter`, `Bytes`,
+//! `BytesWriter`) moves it into the
 //! payload's capability table as a [`StreamSlot`]. If the payload stays in the
 //! process (a call to a local object) the end is taken back out as it was; if
 //! it goes over a connection, the connection *binds* it: the end that stays
@@ -8,15 +9,16 @@
 //! the peer gets a descriptor naming that id with the consumer's window.
 
 use std::any::Any;
+use std::future::poll_fn;
 use std::sync::{Arc, Mutex};
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serializer};
 
-use super::sequence::ReaderBackend;
-use super::writer::WriterBackend;
+use super::backend::{ReaderBackend, WriterBackend};
+use super::consumer::ReadCache;
+use super::kind::{Consume, Kind, Produce};
+use super::Window;
 use super::{RemoteConsumer, RemoteProducer};
-use super::{Sequence, SequenceWriter};
 use crate::conn::{ConnShared, ConnState};
 use crate::payload::{self, CapEntry};
 use crate::wire::CapDescriptor;
@@ -68,59 +70,55 @@ impl std::fmt::Debug for StreamSlot {
     }
 }
 
-/// What a sequence keeps alive while it lives (the call that fills it).
+/// What a stream keeps alive while it lives (the call that fills it).
 pub(crate) type Keep = Box<dyn Send + Sync>;
 
+/// A stream kind whose ends can travel: bound to a connection or pumped.
+pub(crate) trait Transfer: Produce + Consume + Send + 'static {}
+
+impl<K: Produce + Consume + Send + 'static> Transfer for K {}
+
 /// A typed consumer end (`backend` is `None` once taken), with what it keeps alive.
-pub(crate) struct ReaderEnd<T> {
-    pub(crate) backend: Option<ReaderBackend<T>>,
+pub(crate) struct ReaderEnd<K: Kind> {
+    pub(crate) backend: Option<ReaderBackend<K>>,
     pub(crate) keep: Option<Keep>,
 }
 /// A typed producer end.
-pub(crate) struct WriterEnd<T>(pub(crate) Option<WriterBackend<T>>);
+pub(crate) struct WriterEnd<K: Kind>(pub(crate) Option<WriterBackend<K>>);
 /// A consumer end that arrived over a connection and was not decoded yet.
 pub(crate) struct ReceivedReader(pub(crate) Option<Arc<RemoteConsumer>>);
 /// A producer end that arrived over a connection and was not decoded yet.
 pub(crate) struct ReceivedWriter(pub(crate) Option<Arc<RemoteProducer>>);
 
-// An end dropped on its way (a payload never delivered) ends its sequence the
+// An end dropped on its way (a payload never delivered) ends its stream the
 // way dropping the handle would: a reader cancels, a writer aborts.
-impl<T> Drop for ReaderEnd<T> {
+impl<K: Kind> Drop for ReaderEnd<K> {
     fn drop(&mut self) {
         if let Some(backend) = self.backend.take() {
-            super::sequence::cancel_backend(backend, None);
+            backend.cancel(None);
         }
     }
 }
 
-impl<T> Drop for WriterEnd<T> {
+impl<K: Kind> Drop for WriterEnd<K> {
     fn drop(&mut self) {
         if let Some(backend) = self.0.take() {
-            super::writer::abort_backend(backend);
+            backend.abort();
         }
     }
 }
 
 impl ReceivedReader {
-    /// The consumer, if it is of a byte stream.
-    pub(crate) fn take_bytes(&mut self) -> Option<Arc<RemoteConsumer>> {
-        self.0.take_if(|consumer| consumer.is_bytes())
-    }
-
-    /// The consumer, if it is of a sequence.
-    fn take_items(&mut self) -> Option<Arc<RemoteConsumer>> {
-        self.0.take_if(|consumer| !consumer.is_bytes())
+    /// The consumer, if it is of a stream of kind `K`.
+    fn take<K: Kind>(&mut self) -> Option<Arc<RemoteConsumer>> {
+        self.0.take_if(|consumer| consumer.is_bytes() == K::BYTES)
     }
 }
 
 impl ReceivedWriter {
-    /// The producer, if it is of a byte stream.
-    pub(crate) fn take_bytes(&mut self) -> Option<Arc<RemoteProducer>> {
-        self.0.take_if(|producer| producer.is_bytes())
-    }
-
-    fn take_items(&mut self) -> Option<Arc<RemoteProducer>> {
-        self.0.take_if(|producer| !producer.is_bytes())
+    /// The producer, if it is of a stream of kind `K`.
+    fn take<K: Kind>(&mut self) -> Option<Arc<RemoteProducer>> {
+        self.0.take_if(|producer| producer.is_bytes() == K::BYTES)
     }
 }
 
@@ -145,7 +143,7 @@ pub(crate) fn serialize<S: Serializer>(end: Box<dyn StreamEnd>, serializer: S) -
     serializer.serialize_u32(index)
 }
 
-pub(crate) fn take_end<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Box<dyn Any>, D::Error> {
+fn take_end<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Box<dyn Any>, D::Error> {
     let index = u32::deserialize(deserializer)?;
     match payload::cap_at(index).map_err(serde::de::Error::custom)? {
         CapEntry::Stream(slot) => {
@@ -155,65 +153,60 @@ pub(crate) fn take_end<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Box
     }
 }
 
-pub(crate) fn deserialize_reader<'de, T: 'static, D: Deserializer<'de>>(
+/// Takes a consumer end of kind `K` out of the payload being decoded.
+pub(crate) fn deserialize_reader<'de, K: Kind + 'static, D: Deserializer<'de>>(
     deserializer: D,
-) -> Result<(ReaderBackend<T>, Option<Keep>), D::Error> {
+) -> Result<(ReaderBackend<K>, Option<Keep>), D::Error> {
     let end = take_end(deserializer)?;
-    let taken = match end.downcast::<ReaderEnd<T>>() {
+    let taken = match end.downcast::<ReaderEnd<K>>() {
         Ok(mut typed) => typed.backend.take().map(|backend| (backend, typed.keep.take())),
         Err(end) => match end.downcast::<ReceivedReader>() {
-            Ok(mut received) => received.take_items().map(|consumer| (ReaderBackend::Remote(consumer), None)),
-            Err(_) => return Err(serde::de::Error::custom("expected a sequence of this item type")),
+            Ok(mut received) => received.take::<K>().map(|consumer| (ReaderBackend::Remote(consumer), None)),
+            Err(_) => return Err(serde::de::Error::custom(format_args!("expected a {} of this type", K::NAME))),
         },
     };
-    taken.ok_or_else(|| serde::de::Error::custom("stream end already taken"))
+    taken.ok_or_else(|| serde::de::Error::custom(format_args!("expected a {}, or it was already taken", K::NAME)))
 }
 
-pub(crate) fn deserialize_writer<'de, T: 'static, D: Deserializer<'de>>(
+/// Takes a producer end of kind `K` out of the payload being decoded.
+pub(crate) fn deserialize_writer<'de, K: Kind + 'static, D: Deserializer<'de>>(
     deserializer: D,
-) -> Result<WriterBackend<T>, D::Error> {
+) -> Result<WriterBackend<K>, D::Error> {
     let end = take_end(deserializer)?;
-    let taken = match end.downcast::<WriterEnd<T>>() {
+    let taken = match end.downcast::<WriterEnd<K>>() {
         Ok(mut typed) => typed.0.take(),
         Err(end) => match end.downcast::<ReceivedWriter>() {
-            Ok(mut received) => received.take_items().map(WriterBackend::Remote),
-            Err(_) => return Err(serde::de::Error::custom("expected a sequence writer of this item type")),
+            Ok(mut received) => received.take::<K>().map(WriterBackend::Remote),
+            Err(_) => return Err(serde::de::Error::custom(format_args!("expected a {} writer of this type", K::NAME))),
         },
     };
-    taken.ok_or_else(|| serde::de::Error::custom("stream end already taken"))
+    taken
+        .ok_or_else(|| serde::de::Error::custom(format_args!("expected a {} writer, or it was already taken", K::NAME)))
 }
 
-impl<T: Serialize + DeserializeOwned + Send + 'static> StreamEnd for ReaderEnd<T> {
+impl<K: Transfer> StreamEnd for ReaderEnd<K>
+where
+    K::Unit: Send,
+{
     fn bind(mut self: Box<Self>, state: &mut ConnState, conn: &Arc<ConnShared>) -> Result<CapDescriptor, RpcError> {
         let Some(backend) = self.backend.take() else { return Err(taken()) };
-        match backend {
-            // A pair made here whose writer is still here: the writer writes
-            // straight to the connection from now on.
-            ReaderBackend::Local(shared) if self.keep.is_none() && !shared.has_source() => {
-                let window = shared.lock().window;
-                let producer = state.open_producer(conn, window, false)?;
-                shared.redirect_to_sink(&producer);
-                state.schedule_stream(producer.id());
-                Ok(CapDescriptor::SequenceReader { stream: producer.id(), window })
-            }
-            // Items come from elsewhere (a connection, a call that fills the
-            // pair): pump them across with backpressure, keeping the call
-            // alive as long as the pump runs.
-            backend => {
-                let window = match &backend {
-                    ReaderBackend::Local(shared) => shared.window(),
-                    ReaderBackend::Remote(consumer) => consumer.window(),
-                };
-                let producer = state.open_producer(conn, window, false)?;
-                let id = producer.id();
-                let mut from = Sequence::<T>::from_backend(backend);
-                if let Some(keep) = self.keep.take() {
-                    from.keep_alive(keep);
-                }
-                tokio::spawn(pump(from, SequenceWriter::from_backend(WriterBackend::Remote(producer))));
-                Ok(CapDescriptor::SequenceReader { stream: id, window })
-            }
+        // A pair made here whose writer is still here: the writer writes
+        // straight to the connection from now on.
+        if let Some(shared) = backend.fed_here(&self.keep) {
+            let window = shared.lock().window;
+            let producer = state.open_producer(conn, window, K::BYTES)?;
+            shared.redirect_to_sink(&producer);
+            state.schedule_stream(producer.id());
+            return Ok(descriptor(true, K::BYTES, producer.id(), window));
         }
+        // Units come from elsewhere (a connection, a call that fills the
+        // pair): pump them across with backpressure, keeping the call alive
+        // as long as the pump runs.
+        let window = backend.effective_window();
+        let producer = state.open_producer(conn, window, K::BYTES)?;
+        let stream = producer.id();
+        tokio::spawn(pump(backend, self.keep.take(), WriterBackend::Remote(producer)));
+        Ok(descriptor(true, K::BYTES, stream, window))
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn Any> {
@@ -221,33 +214,28 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> StreamEnd for ReaderEnd<T
     }
 }
 
-impl<T: Serialize + DeserializeOwned + Send + 'static> StreamEnd for WriterEnd<T> {
+impl<K: Transfer> StreamEnd for WriterEnd<K>
+where
+    K::Unit: Send,
+{
     fn bind(mut self: Box<Self>, state: &mut ConnState, conn: &Arc<ConnShared>) -> Result<CapDescriptor, RpcError> {
         let Some(backend) = self.0.take() else { return Err(taken()) };
         match backend {
             // A pair whose reader is still here: it reads from the connection.
             WriterBackend::Local(shared) if !shared.is_redirected() => {
                 let window = shared.lock().window;
-                let consumer = state.open_consumer(conn, window, false)?;
+                let consumer = state.open_consumer(conn, window, K::BYTES)?;
                 shared.redirect_to_source(&consumer);
-                Ok(CapDescriptor::SequenceWriter { stream: consumer.id(), window })
+                Ok(descriptor(false, K::BYTES, consumer.id(), window))
             }
-            // Its reader went elsewhere already: pump what arrives into it.
-            WriterBackend::Local(shared) => {
-                let window = shared.window();
-                let consumer = state.open_consumer(conn, window, false)?;
-                let id = consumer.id();
-                let from = Sequence::<T>::from_backend(ReaderBackend::Remote(consumer));
-                tokio::spawn(pump(from, SequenceWriter::from_backend(WriterBackend::Local(shared))));
-                Ok(CapDescriptor::SequenceWriter { stream: id, window })
-            }
-            WriterBackend::Remote(producer) => {
-                let window = producer.window();
-                let consumer = state.open_consumer(conn, window, false)?;
-                let id = consumer.id();
-                let from = Sequence::<T>::from_backend(ReaderBackend::Remote(consumer));
-                tokio::spawn(pump(from, SequenceWriter::from_backend(WriterBackend::Remote(producer))));
-                Ok(CapDescriptor::SequenceWriter { stream: id, window })
+            // Its reader went elsewhere (or it writes to another connection):
+            // pump what arrives into it.
+            backend => {
+                let window = backend.window();
+                let consumer = state.open_consumer(conn, window, K::BYTES)?;
+                let stream = consumer.id();
+                tokio::spawn(pump(ReaderBackend::Remote(consumer), None, backend));
+                Ok(descriptor(false, K::BYTES, stream, window))
             }
         }
     }
@@ -257,11 +245,50 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> StreamEnd for WriterEnd<T
     }
 
     fn fail(mut self: Box<Self>, err: &RpcError) {
-        match self.0.take() {
-            Some(WriterBackend::Local(shared)) => drop(shared.close(Some(err.clone()))),
-            Some(WriterBackend::Remote(producer)) => producer.close(Some(err.clone())),
-            None => {}
+        if let Some(backend) = self.0.take() {
+            backend.fail(err);
         }
+    }
+}
+
+/// Connects the stream a handler returned (`from`, with what it keeps
+/// alive) to the writer the caller sent (`to`), so the handler's units go
+/// straight to the caller.
+pub(crate) fn splice<K: Transfer>(from: Option<ReaderEnd<K>>, to: Option<WriterBackend<K>>)
+where
+    K::Unit: Send,
+{
+    let Some(writer) = to else { return };
+    let Some(mut end) = from else { return writer.abort() };
+    let (reader, keep) = (end.backend.take().expect("a taken end has its backend"), end.keep.take());
+    // The handler's pair is fed by a writer in this process: point it at the caller.
+    match (reader.fed_here(&keep), &writer) {
+        (Some(shared), WriterBackend::Remote(producer)) => {
+            shared.redirect_to_sink(producer);
+            return producer.schedule_now();
+        }
+        (Some(shared), WriterBackend::Local(target)) if shared.forward_to(target) => return,
+        _ => {}
+    }
+    // Fed from elsewhere (a connection, another call): pump, keeping what it
+    // keeps alive. (`forward_to` changed nothing if it declined.)
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn(pump(reader, keep, writer))),
+        Err(_) => {
+            reader.cancel(None);
+            writer.abort();
+        }
+    }
+}
+
+/// How the peer names a stream end we bind: a consumer end (`reader`) or a
+/// producer end, of a byte stream or a sequence.
+fn descriptor(reader: bool, bytes: bool, stream: u32, window: Window) -> CapDescriptor {
+    match (reader, bytes) {
+        (true, true) => CapDescriptor::BytesReader { stream, window },
+        (true, false) => CapDescriptor::SequenceReader { stream, window },
+        (false, true) => CapDescriptor::BytesWriter { stream, window },
+        (false, false) => CapDescriptor::SequenceWriter { stream, window },
     }
 }
 
@@ -275,11 +302,7 @@ impl StreamEnd for ReceivedReader {
         let producer = state.open_producer(conn, window, bytes)?;
         let stream = producer.id();
         tokio::spawn(pump_raw(consumer, producer));
-        Ok(if bytes {
-            CapDescriptor::BytesReader { stream, window }
-        } else {
-            CapDescriptor::SequenceReader { stream, window }
-        })
+        Ok(descriptor(true, bytes, stream, window))
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn Any> {
@@ -294,11 +317,7 @@ impl StreamEnd for ReceivedWriter {
         let consumer = state.open_consumer(conn, window, bytes)?;
         let stream = consumer.id();
         tokio::spawn(pump_raw(consumer, producer));
-        Ok(if bytes {
-            CapDescriptor::BytesWriter { stream, window }
-        } else {
-            CapDescriptor::SequenceWriter { stream, window }
-        })
+        Ok(descriptor(false, bytes, stream, window))
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn Any> {
@@ -308,6 +327,44 @@ impl StreamEnd for ReceivedWriter {
 
 fn taken() -> RpcError {
     RpcError::serialization("stream end already taken")
+}
+
+/// Moves everything from `from` into `to` with backpressure end to end,
+/// passing the ending on in either direction; `keep` lives as long.
+async fn pump<K: Transfer>(from: ReaderBackend<K>, keep: Option<Keep>, to: WriterBackend<K>)
+where
+    K::Unit: Send,
+{
+    // Held as ends, so a pump dropped unfinished cancels and aborts.
+    let mut from = ReaderEnd { backend: Some(from), keep };
+    let mut to = WriterEnd(Some(to));
+    let (Some(reader), Some(writer)) = (&mut from.backend, &mut to.0) else { return };
+    let mut cache = ReadCache::default();
+    let failed = loop {
+        reader.follow_source();
+        writer.follow_redirect();
+        let max = if K::BYTES { reader.window().batch as usize } else { 1 };
+        let next = tokio::select! {
+            next = poll_fn(|cx| reader.poll_read(&mut cache, cx, max)) => next,
+            // The far consumer cancelled: stop reading too.
+            Err(err) = poll_fn(|cx| writer.poll_flush(cx)) => break err,
+        };
+        let written = match next {
+            Ok(Some(unit)) => writer.write(unit),
+            Ok(None) => return drop(super::backend::close(to.0.take(), None).await),
+            Err(err) => return drop(super::backend::close(to.0.take(), Some(err)).await),
+        };
+        // Pass the consumer's reason back to the producer.
+        if let Err(err) = match written {
+            Ok(()) => poll_fn(|cx| writer.poll_flush(cx)).await,
+            Err(err) => Err(err),
+        } {
+            break err;
+        }
+    };
+    if let Some(reader) = from.backend.take() {
+        reader.cancel(Some(failed.message().to_string()));
+    }
 }
 
 /// Relays a stream between two connections without decoding its items.
@@ -341,41 +398,6 @@ async fn pump_raw(from: Arc<RemoteConsumer>, to: Arc<RemoteProducer>) {
             }
             Ok(None) => return to.close(None),
             Err(err) => return to.close(Some(err)),
-        }
-    }
-}
-
-/// Moves items from one sequence into another, keeping backpressure end to
-/// end, and carries the ending across in either direction.
-pub(crate) async fn pump<T: Serialize + DeserializeOwned>(mut from: Sequence<T>, mut to: SequenceWriter<T>) {
-    loop {
-        let next = tokio::select! {
-            next = from.read() => next,
-            // The far consumer cancelled: stop reading too.
-            Err(err) = std::future::poll_fn(|cx| to.poll_flush(cx)) => {
-                from.cancel(Some(err.message().to_string()));
-                return;
-            }
-        };
-        match next {
-            Ok(Some(item)) => {
-                // Pass the consumer's reason back to the producer.
-                let sent = match to.write(item) {
-                    Ok(()) => to.flush().await,
-                    Err(err) => Err(err),
-                };
-                if let Err(err) = sent {
-                    return from.cancel(Some(err.message().to_string()));
-                }
-            }
-            Ok(None) => {
-                let _ = to.close(None).await;
-                return;
-            }
-            Err(err) => {
-                let _ = to.close(Some(err)).await;
-                return;
-            }
         }
     }
 }

@@ -39,11 +39,12 @@
 //! # }
 //! ```
 
+mod backend;
 mod byte_stream;
-mod bytes_core;
 mod consumer;
 mod core;
 mod end;
+mod kind;
 mod producer;
 mod sequence;
 mod writer;
@@ -150,35 +151,7 @@ pub fn sequence_result<T: Send + 'static>(mut reader: Sequence<T>, call: crate::
 /// For generated code: connects the sequence a handler returned to the
 /// writer the caller sent, so the handler's items go straight to the caller.
 pub fn splice<T: Serialize + serde::de::DeserializeOwned + Send + 'static>(from: Sequence<T>, to: SequenceWriter<T>) {
-    use sequence::ReaderBackend;
-    use writer::WriterBackend;
-    let Some(writer) = to.take_backend() else { return };
-    let Some(mut end) = from.take_end() else {
-        return SequenceWriter::from_backend(writer).abort();
-    };
-    let (reader, keep) = (end.backend.take().expect("a taken end has its backend"), end.keep.take());
-    // The handler's pair is fed by a writer in this process: point it at the caller.
-    let direct = keep.is_none() && matches!(&reader, ReaderBackend::Local(shared) if !shared.has_source());
-    match (reader, writer) {
-        (ReaderBackend::Local(shared), WriterBackend::Remote(producer)) if direct => {
-            shared.redirect_to_sink(&producer);
-            producer.schedule_now();
-        }
-        (ReaderBackend::Local(shared), WriterBackend::Local(target)) if direct && !target.is_redirected() => {
-            shared.forward_to(&target)
-        }
-        // Fed from elsewhere (a connection, another call): pump, keeping what it keeps alive.
-        (reader, writer) => {
-            let mut from = Sequence::from_backend(reader);
-            if let Some(keep) = keep {
-                from.keep_alive(keep);
-            }
-            let to = SequenceWriter::from_backend(writer);
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(end::pump(from, to));
-            }
-        }
-    }
+    end::splice(from.take_end(), to.take_backend());
 }
 
 fn cancelled(reason: &Option<String>) -> RpcError {

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -12,21 +12,14 @@ use futures::{Sink, SinkExt, Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::backend::{self, ReaderBackend, WriterBackend};
 use super::consumer::ReadCache;
 use super::core::Shared;
 use super::end::{self, Keep, ReaderEnd};
-use super::writer::{SequenceWriter, WriterBackend};
-use super::RemoteConsumer;
+use super::kind::Items;
+use super::writer::SequenceWriter;
 use super::Window;
 use crate::RpcError;
-
-/// Where a [`Sequence`] reads from.
-pub(crate) enum ReaderBackend<T> {
-    /// A pair made in this process (perhaps with its producer sent away since).
-    Local(Arc<Shared<T>>),
-    /// A consumer end received over a connection.
-    Remote(Arc<RemoteConsumer>),
-}
 
 /// The consumer end of a sequence of `T`: read items in the order written,
 /// each exactly once.
@@ -83,7 +76,7 @@ pub(crate) enum ReaderBackend<T> {
 /// ```
 pub struct Sequence<T> {
     /// `None` once the end was sent away or consumed.
-    backend: Mutex<Option<ReaderBackend<T>>>,
+    backend: Mutex<Option<ReaderBackend<Items<T>>>>,
     /// Keeps alive what this sequence depends on (the call that fills it);
     /// travels with the end when it is sent on.
     keep: Mutex<Option<Keep>>,
@@ -105,7 +98,7 @@ impl<T> Sequence<T> {
         )
     }
 
-    pub(crate) fn from_backend(backend: ReaderBackend<T>) -> Self {
+    pub(crate) fn from_backend(backend: ReaderBackend<Items<T>>) -> Self {
         Sequence {
             backend: Mutex::new(Some(backend)),
             keep: Mutex::new(None),
@@ -120,7 +113,7 @@ impl<T> Sequence<T> {
 
     /// Takes the end out to send it on: its backend with every unread item
     /// (a partly read cache goes back to the consumer) and what it keeps alive.
-    pub(crate) fn take_end(&self) -> Option<ReaderEnd<T>> {
+    pub(crate) fn take_end(&self) -> Option<ReaderEnd<Items<T>>> {
         let backend = self.take_backend()?;
         if let ReaderBackend::Remote(consumer) = &backend {
             consumer.restore_cache(&mut self.cache.lock().unwrap_or_else(|e| e.into_inner()));
@@ -129,11 +122,11 @@ impl<T> Sequence<T> {
         Some(ReaderEnd { backend: Some(backend), keep })
     }
 
-    pub(crate) fn take_backend(&self) -> Option<ReaderBackend<T>> {
+    pub(crate) fn take_backend(&self) -> Option<ReaderBackend<Items<T>>> {
         self.backend.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
-    fn with_backend<R>(&self, f: impl FnOnce(&ReaderBackend<T>) -> R) -> Option<R> {
+    fn with_backend<R>(&self, f: impl FnOnce(&ReaderBackend<Items<T>>) -> R) -> Option<R> {
         self.backend.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(f)
     }
 
@@ -159,36 +152,22 @@ impl<T> Sequence<T> {
     }
 
     fn window(&self) -> Window {
-        self.with_backend(|b| match b {
-            ReaderBackend::Local(shared) => shared.lock().window,
-            ReaderBackend::Remote(consumer) => consumer.window(),
-        })
-        .unwrap_or_default()
+        self.with_backend(ReaderBackend::window).unwrap_or_default()
     }
 
     fn update_window(&self, change: impl FnOnce(&mut Window)) {
         let mut window = self.window();
         change(&mut window);
         let window = window.sane();
-        self.with_backend(|b| match b {
-            ReaderBackend::Local(shared) => shared.set_window(window),
-            ReaderBackend::Remote(consumer) => consumer.set_window(window),
-        });
+        self.with_backend(|backend| backend.set_window(window));
     }
 
     /// Ends the sequence from the consumer side; the producer sees `reason`
     /// on its next write or flush.
     pub fn cancel(self, reason: Option<String>) {
         if let Some(backend) = self.take_backend() {
-            cancel_backend(backend, reason);
+            backend.cancel(reason);
         }
-    }
-}
-
-pub(crate) fn cancel_backend<T>(backend: ReaderBackend<T>, reason: Option<String>) {
-    match backend {
-        ReaderBackend::Local(shared) => shared.cancel(reason),
-        ReaderBackend::Remote(consumer) => consumer.cancel(reason),
     }
 }
 
@@ -241,15 +220,11 @@ impl<T: DeserializeOwned> Sequence<T> {
     /// Polls for the next item; see [`Sequence::read`].
     pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, RpcError>> {
         let backend = self.backend.get_mut().unwrap_or_else(|e| e.into_inner());
-        // Once the producer end went over a connection and the items written
-        // before are read, read from the connection directly.
-        if let Some(ReaderBackend::Local(shared)) = backend {
-            if let Some(source) = shared.drained_source() {
-                *backend = Some(ReaderBackend::Remote(source));
-            }
+        if let Some(backend) = backend.as_mut() {
+            backend.follow_source();
         }
         let polled = match backend {
-            Some(ReaderBackend::Local(shared)) => shared.poll_read(cx),
+            Some(ReaderBackend::Local(shared)) => shared.poll_read(cx, 1),
             Some(ReaderBackend::Remote(consumer)) => {
                 consumer.poll_read_cached(self.cache.get_mut().unwrap_or_else(|e| e.into_inner()), cx)
             }
@@ -266,7 +241,7 @@ impl<T: DeserializeOwned> Sequence<T> {
             return Poll::Pending;
         }
         if let Some(backend) = self.take_backend() {
-            cancel_backend(backend, Some(format!("idle timeout: no item for {timeout:?}")));
+            backend.cancel(Some(format!("idle timeout: no item for {timeout:?}")));
         }
         Poll::Ready(Err(RpcError::new(crate::ErrorKind::Timeout, format!("no item for {timeout:?}"))))
     }
@@ -365,26 +340,15 @@ impl<T: DeserializeOwned> Stream for Sequence<T> {
         if this.backend.get_mut().unwrap_or_else(|e| e.into_inner()).is_none() {
             return Poll::Ready(None);
         }
-        match this.poll_read(cx) {
-            Poll::Ready(Ok(Some(item))) => Poll::Ready(Some(Ok(item))),
-            Poll::Ready(Ok(None)) => {
-                this.take_backend();
-                Poll::Ready(None)
-            }
-            Poll::Ready(Err(err)) => {
-                // One error, then the stream is over.
-                this.take_backend();
-                Poll::Ready(Some(Err(err)))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        let read = this.poll_read(cx);
+        backend::stream_item(this.backend.get_mut().unwrap_or_else(|e| e.into_inner()), read)
     }
 }
 
 impl<T> Drop for Sequence<T> {
     fn drop(&mut self) {
         if let Some(backend) = self.take_backend() {
-            cancel_backend(backend, None);
+            backend.cancel(None);
         }
     }
 }

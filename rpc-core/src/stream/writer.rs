@@ -2,22 +2,16 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::core::Shared;
+use super::backend::{self, WriterBackend};
 use super::end::{self, WriterEnd};
-use super::RemoteProducer;
+use super::kind::Items;
 use crate::RpcError;
-
-/// Where a [`SequenceWriter`] writes to.
-pub(crate) enum WriterBackend<T> {
-    Local(Arc<Shared<T>>),
-    Remote(Arc<RemoteProducer>),
-}
 
 /// The producer end of a sequence of `T`.
 ///
@@ -69,46 +63,34 @@ pub(crate) enum WriterBackend<T> {
 /// # }
 /// ```
 pub struct SequenceWriter<T> {
-    backend: Mutex<Option<WriterBackend<T>>>,
+    backend: Mutex<Option<WriterBackend<Items<T>>>>,
 }
 
 impl<T> SequenceWriter<T> {
-    pub(crate) fn from_backend(backend: WriterBackend<T>) -> Self {
+    pub(crate) fn from_backend(backend: WriterBackend<Items<T>>) -> Self {
         SequenceWriter { backend: Mutex::new(Some(backend)) }
     }
 
     /// Once the consumer end went over a connection, write to it directly
     /// instead of through the local core on every item.
     fn follow_redirect(&mut self) {
-        let backend = self.backend.get_mut().unwrap_or_else(|e| e.into_inner());
-        while let Some(WriterBackend::Local(shared)) = backend {
-            if let Some(forward) = shared.forward() {
-                *backend = Some(WriterBackend::Local(forward));
-            } else if let Some(sink) = shared.sink() {
-                *backend = Some(WriterBackend::Remote(sink));
-            } else {
-                break;
-            }
+        if let Some(backend) = self.backend.get_mut().unwrap_or_else(|e| e.into_inner()) {
+            backend.follow_redirect();
         }
     }
 
-    pub(crate) fn take_backend(&self) -> Option<WriterBackend<T>> {
+    pub(crate) fn take_backend(&self) -> Option<WriterBackend<Items<T>>> {
         self.backend.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
-    fn backend(&mut self) -> Result<&WriterBackend<T>, RpcError> {
-        self.backend
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .ok_or_else(|| RpcError::new(crate::ErrorKind::Aborted, "this writer was closed or sent away"))
+    fn backend(&mut self) -> Result<&WriterBackend<Items<T>>, RpcError> {
+        self.backend.get_mut().unwrap_or_else(|e| e.into_inner()).as_ref().ok_or_else(backend::writer_gone)
     }
 
     /// Polls until the consumer's window has room; see [`SequenceWriter::flush`].
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
         match self.backend() {
-            Ok(WriterBackend::Local(shared)) => shared.poll_flush(cx),
-            Ok(WriterBackend::Remote(producer)) => producer.poll_flush(cx),
+            Ok(backend) => backend.poll_flush(cx),
             Err(err) => Poll::Ready(Err(err)),
         }
     }
@@ -173,34 +155,20 @@ impl<T> SequenceWriter<T> {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn close(mut self, error: Option<RpcError>) -> Result<(), RpcError> {
-        // A redirected end closes its remote half directly, so a cancel or a
-        // disconnect that already happened is reported.
-        self.follow_redirect();
-        match self.take_backend() {
-            Some(WriterBackend::Local(shared)) => shared.close(error),
-            Some(WriterBackend::Remote(producer)) => {
-                producer.close(error);
-                producer.closed().await
-            }
-            None => Ok(()),
-        }
+    pub async fn close(self, error: Option<RpcError>) -> Result<(), RpcError> {
+        backend::close(self.take_backend(), error).await
     }
 
     /// Ends the sequence at once; unread items are dropped on both sides.
     pub fn abort(self) {
         if let Some(backend) = self.take_backend() {
-            abort_backend(backend);
+            backend.abort();
         }
     }
 
     /// The consumer's current capacity (items that may be unread at once).
     pub fn capacity(&self) -> u32 {
-        match &*self.backend.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(WriterBackend::Local(shared)) => shared.window().capacity,
-            Some(WriterBackend::Remote(producer)) => producer.window().capacity,
-            None => 0,
-        }
+        self.backend.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map_or(0, |b| b.window().capacity)
     }
 }
 
@@ -213,24 +181,14 @@ impl<T: Serialize> SequenceWriter<T> {
     /// `Disconnected` once the connection is gone.
     pub fn write(&mut self, item: T) -> Result<(), RpcError> {
         self.follow_redirect();
-        match self.backend()? {
-            WriterBackend::Local(shared) => shared.write(item),
-            WriterBackend::Remote(producer) => producer.write(&item),
-        }
-    }
-}
-
-pub(crate) fn abort_backend<T>(backend: WriterBackend<T>) {
-    match backend {
-        WriterBackend::Local(shared) => shared.abort(),
-        WriterBackend::Remote(producer) => producer.abort(),
+        self.backend()?.write(item)
     }
 }
 
 impl<T> Drop for SequenceWriter<T> {
     fn drop(&mut self) {
         if let Some(backend) = self.take_backend() {
-            abort_backend(backend);
+            backend.abort();
         }
     }
 }
@@ -257,25 +215,7 @@ impl<T: Serialize> futures::Sink<T> for SequenceWriter<T> {
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
-        let this = self.get_mut();
-        this.follow_redirect();
-        let backend = this.backend.get_mut().unwrap_or_else(|e| e.into_inner());
-        match backend {
-            Some(WriterBackend::Local(shared)) => {
-                let closed = shared.close(None);
-                *backend = None;
-                Poll::Ready(closed)
-            }
-            Some(WriterBackend::Remote(producer)) => {
-                producer.close(None);
-                let done = producer.poll_closed(cx);
-                if done.is_ready() {
-                    *backend = None;
-                }
-                done
-            }
-            None => Poll::Ready(Ok(())),
-        }
+        backend::poll_close(self.get_mut().backend.get_mut().unwrap_or_else(|e| e.into_inner()), cx)
     }
 }
 
