@@ -53,11 +53,12 @@ pub use byte_stream::{bytes_result, splice_bytes, Bytes, BytesWriter, DEFAULT_BY
 pub use sequence::Sequence;
 pub use writer::SequenceWriter;
 
+pub(crate) use crate::wire::Window;
 pub(crate) use consumer::RemoteConsumer;
 pub(crate) use end::{fail_streams, ReceivedReader, ReceivedWriter, StreamEnd, StreamSlot};
 pub(crate) use producer::RemoteProducer;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::RpcError;
 
@@ -66,34 +67,11 @@ pub const DEFAULT_CAPACITY: u32 = 1024;
 /// Default batch size of a new sequence, in items per message.
 pub const DEFAULT_BATCH: u32 = 256;
 
-/// The consumer's flow-control settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Window {
-    /// Items that may be unread at once.
-    pub capacity: u32,
-    /// Items per network message, at most.
-    pub batch: u32,
-}
-
+/// The window of a new stream: what the stream layer starts from (the wire
+/// layer only carries windows).
 impl Default for Window {
     fn default() -> Self {
         Window { capacity: DEFAULT_CAPACITY, batch: DEFAULT_BATCH }
-    }
-}
-
-impl Window {
-    /// A window with both settings at least 1.
-    pub(crate) fn sane(self) -> Window {
-        Window { capacity: self.capacity.max(1), batch: self.batch.max(1) }
-    }
-
-    /// This window within `limits`, whoever declared it: the capacity at
-    /// most the largest window (in items, or bytes for a byte stream), the
-    /// batch at most the capacity.
-    pub(crate) fn capped(self, limits: &crate::Limits, bytes: bool) -> Window {
-        let max = if bytes { limits.max_stream_window_bytes } else { limits.max_stream_window }.max(1);
-        let capacity = self.capacity.clamp(1, max);
-        Window { capacity, batch: self.batch.clamp(1, capacity) }
     }
 }
 

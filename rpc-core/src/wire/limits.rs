@@ -110,4 +110,3 @@ impl Default for Limits {
         }
     }
 }
-

@@ -11,12 +11,13 @@
 pub(crate) mod depth;
 pub(crate) mod frame;
 mod limits;
+mod window;
 
 use serde::{Deserialize, Serialize};
 
 pub use limits::Limits;
+pub(crate) use window::Window;
 
-use crate::stream::Window;
 use crate::RpcError;
 
 /// Protocol version spoken by this build; peers must match exactly.
