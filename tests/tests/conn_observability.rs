@@ -219,6 +219,29 @@ async fn a_handler_runs_in_a_call_span_naming_interface_method_and_question() {
 }
 
 #[tokio::test]
+async fn the_caller_sees_each_call_in_a_question_span_until_its_reply() {
+    let capture = capture();
+    let (keeper, mut started, open) = keeper();
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let (_server, client, gate) = connect_pair(a, b, GateProxy::new(keeper), quiet()).await.unwrap();
+    gate.echo(vec![1]).await.unwrap();
+    let waiting = gate.wait();
+    started.recv().await.unwrap();
+    client.close();
+    let err = waiting.await.unwrap_err();
+    drop(open);
+
+    let replied = capture.with_message("reply received");
+    assert_eq!(replied.len(), 1, "{replied:?}");
+    let question = replied[0].span("rpc.question").expect("the reply is an event in the call's span");
+    assert_eq!(get(question, "question"), Some("0"), "{question:?}");
+    assert_eq!(get(question, "method_id"), Some("1"), "echo is the second method: {question:?}");
+    let lost = capture.with_message("call failed: the connection closed");
+    assert_eq!(lost.len(), 1, "the pending call's span ends with the close ({err}): {lost:?}");
+    assert!(lost[0].span("rpc.question").is_some_and(|q| get(q, "method_id") == Some("0")));
+}
+
+#[tokio::test]
 async fn a_protocol_violation_closes_with_a_warning_naming_the_reason() {
     let capture = capture();
     let (a, mut b) = tokio::io::duplex(1 << 16);

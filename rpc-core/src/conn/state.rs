@@ -111,6 +111,8 @@ pub(crate) struct ConnState {
     streams: HashMap<u32, StreamHalf>,
     /// `rpc.stream` spans of open streams, kept only while tracing wants them.
     stream_spans: HashMap<u32, tracing::Span>,
+    /// `rpc.question` spans of our calls awaiting their `Return`, likewise.
+    question_spans: HashMap<u32, tracing::Span>,
     /// The connection's `rpc.connection` span, parent of the stream spans.
     span: tracing::Span,
     /// Streams we have numbered so far (our ids are `n << 1 | parity`).
@@ -159,6 +161,7 @@ impl ConnState {
             embargoes: IdTable::default(),
             streams: HashMap::new(),
             stream_spans: HashMap::new(),
+            question_spans: HashMap::new(),
             span,
             streams_opened: 0,
             stream_parity,
@@ -295,7 +298,7 @@ impl ConnState {
             }
             return self.fail_call(call, err);
         }
-        tracing::trace!(parent: &self.span, question = id, interface_id = call.interface, method_id = call.method, "call sent");
+        self.trace_question(id, call.interface, call.method);
         if let PeerRef::Answer { question, cap } = target {
             if let Some(q) = self.questions.get_mut(question) {
                 q.pipes.entry(cap).or_default().sent = true;
@@ -351,6 +354,16 @@ impl ConnState {
                 }
                 CapDescriptor::ReceiverHosted(_) | CapDescriptor::ReceiverAnswer { .. } => {}
             }
+        }
+    }
+
+    /// Opens the caller's `rpc.question` span of call `id` (kept only if
+    /// tracing wants it); its `Return` closes it.
+    fn trace_question(&mut self, id: u32, interface: u64, method: u16) {
+        let span = tracing::debug_span!(parent: &self.span, "rpc.question", question = id, interface_id = interface, method_id = method);
+        if !span.is_disabled() {
+            tracing::trace!(parent: &span, "call sent");
+            self.question_spans.insert(id, span);
         }
     }
 
@@ -445,6 +458,12 @@ impl ConnState {
             return Err(RpcError::protocol(format!("Return for question {id}, which is not awaiting an answer")));
         }
         self.awaiting_returns = self.awaiting_returns.saturating_sub(1);
+        if let Some(span) = self.question_spans.remove(&id) {
+            match &result {
+                Ok(_) => tracing::debug!(parent: &span, "reply received"),
+                Err(err) => tracing::debug!(parent: &span, kind = ?err.kind(), error = %err, "call failed"),
+            }
+        }
         let reply = match result {
             Ok(descriptors) => {
                 let caps = self.import_caps(shared, &descriptors)?;
@@ -968,6 +987,9 @@ impl ConnState {
                 self.deferred.push(Deferred::Resolve(queue, Err(reason.clone())));
             }
             self.defer_drop(answer);
+        }
+        for (_, span) in self.question_spans.drain() {
+            tracing::debug!(parent: &span, "call failed: the connection closed");
         }
         for (_, span) in self.stream_spans.drain() {
             tracing::debug!(parent: &span, "stream ended: the connection closed");
