@@ -264,6 +264,7 @@ pub mod raw_peer;
 
 pub mod peak_alloc;
 pub mod thread_alloc;
+pub mod trace_capture;
 
 /// Resumption test support: Redis on a free port, child guards, a cutting relay.
 pub mod resume_support;

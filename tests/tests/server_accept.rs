@@ -6,20 +6,17 @@
 
 mod server_support;
 
-use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rpc_core::{eventual, Config, Connection, ErrorKind, Limits, RpcError, Server};
+use rpc_tests::trace_capture::capture;
 use server_support::{scripted_listener, within};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
-use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::layer::{Context, SubscriberExt};
-use tracing_subscriber::Layer;
+use tracing::Level;
 
 #[eventual]
 pub trait Greeter {
@@ -384,74 +381,4 @@ async fn connect_unix_gives_up_on_a_listener_that_never_answers() {
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     silent.abort();
     let _ = std::fs::remove_file(&path);
-}
-
-// ----- a subscriber that records what it sees on this thread ----------------
-
-#[derive(Clone, Debug)]
-struct SeenEvent {
-    level: Level,
-    fields: Vec<(String, String)>,
-}
-
-impl SeenEvent {
-    fn field(&self, name: &str) -> Option<&str> {
-        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
-
-    fn message(&self) -> &str {
-        self.field("message").unwrap_or("")
-    }
-}
-
-#[derive(Default)]
-struct Fields(Vec<(String, String)>);
-
-impl Visit for Fields {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.push((field.name().to_string(), format!("{value:?}")));
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.push((field.name().to_string(), value.to_string()));
-    }
-}
-
-thread_local! {
-    /// What the subscriber saw on this thread: a current-thread test runs
-    /// all its tasks on its own thread, so parallel tests stay apart.
-    static SEEN: RefCell<Vec<SeenEvent>> = const { RefCell::new(Vec::new()) };
-}
-
-/// This thread's view of the process-wide capturing subscriber.
-struct Capture;
-
-impl Capture {
-    fn events(&self) -> Vec<SeenEvent> {
-        SEEN.with(|seen| seen.borrow().clone())
-    }
-}
-
-/// The layer behind [`Capture`]: events only.
-struct EventRecorder;
-
-impl<S: Subscriber> Layer<S> for EventRecorder {
-    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        let seen = SeenEvent { level: *event.metadata().level(), fields: fields.0 };
-        SEEN.with(|log| log.borrow_mut().push(seen));
-    }
-}
-
-/// Installs the capturing subscriber as the global default once (see
-/// `conn_observability.rs` for why global), and clears this thread's log.
-fn capture() -> Capture {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        let subscriber = tracing_subscriber::registry().with(EventRecorder);
-        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber in this test binary");
-    });
-    SEEN.with(|seen| seen.borrow_mut().clear());
-    Capture
 }
