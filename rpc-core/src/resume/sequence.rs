@@ -135,7 +135,8 @@ impl<T: Serialize> ResumableWriter<T> {
     /// # Errors
     ///
     /// `Cancelled` with the consumer's reason; `Protocol` if the store lost
-    /// the log (a restarted store without persistence); a store failure.
+    /// the log (a restarted store without persistence); a store failure,
+    /// after which the items stay buffered and the next flush stores them.
     pub async fn flush(&mut self) -> Result<(), RpcError> {
         self.wait_for_room().await?;
         self.store_buffered().await
@@ -194,7 +195,8 @@ impl<T: Serialize> ResumableWriter<T> {
     ///
     /// # Errors
     ///
-    /// As [`flush`](Self::flush).
+    /// As [`flush`](Self::flush); the writer is then dropped as an abort, so
+    /// the log still ends (with `Aborted`, not the end asked for).
     pub async fn close(mut self, error: Option<RpcError>) -> Result<(), RpcError> {
         self.last += 1;
         self.buffered.push((self.last, Entry::Closed(error)));
