@@ -2,13 +2,16 @@
 //! cutting relay, gaps, ends and cancels across reconnects, the window, the
 //! link's bounded backoff. Every test name contains `resum`.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rpc_core::resume::{
-    Backoff, LinkState, MemoryStore, Reconnecting, ResumableSequence, ResumableWriter, ResumeGap, ResumeOptions,
-    ResumeProxy, ResumeServer, SessionStore,
+    store_error, Backoff, Entry, LinkState, LogRead, LogState, MemoryStore, Reconnecting, ResumableSequence,
+    ResumableWriter, ResumeGap, ResumeOptions, ResumeProxy, ResumeServer, SessionStore, StoreFuture,
 };
 use rpc_core::{ErrorKind, RpcError};
 use rpc_tests::resume_support::Relay;
@@ -257,4 +260,231 @@ async fn resume_capability_scoped_to_one_session_refuses_others() {
     let err = tokio::time::timeout(LIMIT, bob.read()).await.unwrap().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unimplemented, "{err}");
     assert!(err.message().contains("serves the sequence 'alice', not 'bob'"), "{err}");
+}
+
+/// A memory store whose chosen append and ack calls fail once (a store
+/// blip); 0 means never.
+#[derive(Clone)]
+struct Flaky {
+    inner: MemoryStore,
+    fail_append: u32,
+    fail_ack: u32,
+    appends: Arc<AtomicU32>,
+    acks: Arc<AtomicU32>,
+}
+
+impl Flaky {
+    fn new(inner: &MemoryStore, fail_append: u32, fail_ack: u32) -> Self {
+        Flaky { inner: inner.clone(), fail_append, fail_ack, appends: Arc::default(), acks: Arc::default() }
+    }
+}
+
+fn blip<'a>() -> StoreFuture<'a, ()> {
+    Box::pin(std::future::ready(Err(store_error("blip"))))
+}
+
+impl SessionStore for Flaky {
+    fn append<'a>(&'a self, key: &'a str, entries: Vec<(u64, Entry)>) -> StoreFuture<'a, ()> {
+        if self.appends.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_append {
+            return blip();
+        }
+        self.inner.append(key, entries)
+    }
+    fn read_after<'a>(&'a self, key: &'a str, after: u64, max: usize) -> StoreFuture<'a, Option<LogRead>> {
+        self.inner.read_after(key, after, max)
+    }
+    fn ack<'a>(&'a self, key: &'a str, upto: u64) -> StoreFuture<'a, ()> {
+        if self.acks.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_ack {
+            return blip();
+        }
+        self.inner.ack(key, upto)
+    }
+    fn state<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<LogState>> {
+        self.inner.state(key)
+    }
+    fn cancel<'a>(&'a self, key: &'a str, reason: String) -> StoreFuture<'a, ()> {
+        self.inner.cancel(key, reason)
+    }
+    fn discard<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
+        self.inner.discard(key)
+    }
+    fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
+        self.inner.remove(key)
+    }
+    fn changed<'a>(&'a self, key: &'a str, timeout: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        self.inner.changed(key, timeout)
+    }
+}
+
+async fn server_over(store: Arc<dyn SessionStore>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(rpc_core::serve(listener, move || ResumeProxy::new(ResumeServer::new(store.clone()))));
+    addr
+}
+
+/// Bound for a read that must end promptly.
+const PROMPT: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn resume_caught_up_reader_fails_when_the_store_loses_the_log() {
+    let store = MemoryStore::new();
+    let link = Reconnecting::<ResumeProxy>::tcp(server(&store).await, quick());
+    let mut writer = ResumableWriter::<u32>::open(Arc::new(store.clone()), "lost", 16).await.unwrap();
+    for n in 1..=3 {
+        writer.write(&n).unwrap();
+    }
+    writer.flush().await.unwrap();
+    // The reader started from 0 and is caught up: its pump waits for more.
+    let mut feed = reader::<u32>(&link, "lost");
+    for n in 1..=3 {
+        assert_eq!(feed.read().await.unwrap(), Some(n));
+    }
+    let waiting = tokio::spawn(async move { tokio::time::timeout(PROMPT, feed.read()).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    store.remove("lost").await.unwrap(); // e.g. Redis restarted empty, connection still up
+    let err = waiting.await.unwrap().expect("the reader is told, not left waiting").unwrap_err();
+    let gap = ResumeGap::from_error(&err).expect("a gap error");
+    assert_eq!(gap, ResumeGap { key: "lost".into(), after: 3, first_kept: None });
+    assert!(err.message().contains("no log"), "{err}");
+    std::mem::forget(writer); // its drop would append an abort to the new log
+}
+
+#[tokio::test]
+async fn resume_after_beyond_the_log_is_refused_and_not_acknowledged() {
+    let store = MemoryStore::new();
+    let link = Reconnecting::<ResumeProxy>::tcp(server(&store).await, quick());
+    let mut writer = ResumableWriter::<u32>::open(Arc::new(store.clone()), "ahead", 16).await.unwrap();
+    for n in 1..=5 {
+        writer.write(&n).unwrap();
+    }
+    writer.flush().await.unwrap();
+    let mut feed = ResumableSequence::<u32>::resume_after(&link, "ahead", 1000, ResumeProxy::clone);
+    let err = tokio::time::timeout(PROMPT, feed.read()).await.expect("refused at once").unwrap_err();
+    assert!(err.message().contains("1000") && err.message().contains('5'), "names the ids: {err}");
+    let state = store.state("ahead").await.unwrap().unwrap();
+    assert_eq!(state.acked, 0, "nothing acknowledged");
+    assert_eq!(store.held_entries(), 5, "every entry kept");
+    writer.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn resume_abort_with_the_reader_far_behind_is_an_abort_not_a_gap() {
+    let store = MemoryStore::new();
+    let relay = Relay::start(server(&store).await).await;
+    let link = Reconnecting::<ResumeProxy>::tcp(relay.addr(), quick());
+    let mut writer = ResumableWriter::<u32>::open(Arc::new(store.clone()), "far", 128).await.unwrap();
+    for n in 1..=100 {
+        writer.write(&n).unwrap();
+    }
+    writer.flush().await.unwrap();
+    let options = ResumeOptions { capacity: 2, batch: 1, ack_every: 1, ..ResumeOptions::default() };
+    let mut feed = reader::<u32>(&link, "far").with_options(options);
+    assert_eq!(feed.read().await.unwrap(), Some(1));
+    assert_eq!(feed.read().await.unwrap(), Some(2));
+    relay.cut(); // the reader resumes after the abort, far behind it
+    writer.abort().await.unwrap();
+    let (err, items) = tokio::time::timeout(PROMPT, async {
+        for items in 0..100 {
+            if let Err(err) = feed.read().await {
+                return (err, items);
+            }
+        }
+        panic!("no end after 100 reads");
+    })
+    .await
+    .unwrap();
+    assert_eq!(err.kind(), ErrorKind::Aborted, "{err}");
+    assert!(items < 98, "the abort dropped what the reader had not read: {items} more items");
+
+    // A reader that comes back after 2 once the writer aborted (nobody read the abort yet).
+    let mut writer = ResumableWriter::<u32>::open(Arc::new(store.clone()), "far-late", 128).await.unwrap();
+    for n in 1..=100 {
+        writer.write(&n).unwrap();
+    }
+    writer.flush().await.unwrap();
+    writer.abort().await.unwrap();
+    let mut late = ResumableSequence::<u32>::resume_after(&link, "far-late", 2, ResumeProxy::clone);
+    let err = tokio::time::timeout(PROMPT, late.read()).await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Aborted, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_survives_a_failed_acknowledgement() {
+    let store = MemoryStore::new();
+    let flaky = Flaky::new(&store, 0, 1); // the reader's first ack fails
+    let link = Reconnecting::<ResumeProxy>::tcp(server_over(Arc::new(flaky)).await, quick());
+    let producer = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let mut writer = ResumableWriter::<u32>::open(Arc::new(store), "acks", 4).await.unwrap();
+            for n in 1..=20 {
+                writer.send(&n).await.unwrap();
+            }
+            writer.close(None).await.unwrap();
+        }
+    });
+    let mut feed = reader::<u32>(&link, "acks");
+    let mut got = Vec::new();
+    tokio::time::timeout(LIMIT, async {
+        while let Some(n) = feed.read().await.unwrap() {
+            got.push(n);
+        }
+    })
+    .await
+    .expect("the stream does not stall after a failed ack");
+    assert_eq!(got, (1..=20).collect::<Vec<_>>());
+    producer.await.unwrap();
+}
+
+#[tokio::test]
+async fn resume_writer_keeps_its_items_across_a_failed_append() {
+    let store = MemoryStore::new();
+    let flaky: Arc<dyn SessionStore> = Arc::new(Flaky::new(&store, 1, 0));
+    let link = Reconnecting::<ResumeProxy>::tcp(server(&store).await, quick());
+    let mut writer = ResumableWriter::<u32>::open(flaky, "blip", 16).await.unwrap();
+    for n in 1..=3 {
+        writer.write(&n).unwrap();
+    }
+    assert!(writer.flush().await.is_err(), "the first append fails");
+    writer.write(&4).unwrap();
+    writer.flush().await.expect("the next flush stores everything");
+    writer.close(None).await.unwrap();
+    let mut feed = reader::<u32>(&link, "blip");
+    let mut got = Vec::new();
+    while let Some(n) = tokio::time::timeout(PROMPT, feed.read()).await.unwrap().unwrap() {
+        got.push(n);
+    }
+    assert_eq!(got, [1, 2, 3, 4], "every item once");
+}
+
+#[tokio::test]
+async fn resume_writer_dropped_after_a_failed_append_still_aborts_the_log() {
+    let store = MemoryStore::new();
+    let flaky: Arc<dyn SessionStore> = Arc::new(Flaky::new(&store, 2, 0));
+    let mut writer = ResumableWriter::<u32>::open(flaky.clone(), "dropped-blip", 16).await.unwrap();
+    writer.send(&1).await.unwrap();
+    writer.write(&2).unwrap();
+    writer.write(&3).unwrap();
+    assert!(writer.flush().await.is_err(), "the second append fails");
+    drop(writer);
+    let mut ended = None;
+    for _ in 0..200 {
+        ended = store.state("dropped-blip").await.unwrap().filter(|state| state.ended);
+        if ended.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(ended.is_some(), "the log ends with the abort");
+    let read = store.read_after("dropped-blip", 1, 10).await.unwrap().unwrap();
+    assert_eq!(read.entries.last().map(|(_, entry)| entry), Some(&Entry::Aborted));
+
+    // A writer whose very first append failed: the abort still ends the log.
+    let flaky: Arc<dyn SessionStore> = Arc::new(Flaky::new(&store, 1, 0));
+    let mut writer = ResumableWriter::<u32>::open(flaky, "first-blip", 16).await.unwrap();
+    writer.write(&1).unwrap();
+    assert!(writer.flush().await.is_err());
+    writer.abort().await.expect("the abort is stored");
+    assert!(store.state("first-blip").await.unwrap().unwrap().ended);
 }

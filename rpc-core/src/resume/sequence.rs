@@ -3,7 +3,7 @@
 //! server offering [`Resume`](super::Resume), across reconnects.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -21,6 +21,11 @@ pub const DEFAULT_RESUME_WINDOW: u32 = 1024;
 const ROOM_WAIT: Duration = Duration::from_millis(200);
 /// How long a reader that read the end waits for its last acknowledgement.
 const END_ACK_WAIT: Duration = Duration::from_secs(1);
+/// The first pause before a failed acknowledgement is sent again; it doubles
+/// up to [`ACK_RETRY_MAX`].
+const ACK_RETRY_FIRST: Duration = Duration::from_millis(10);
+/// The longest pause between two tries of a failed acknowledgement.
+const ACK_RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// The producer's end of a resumable sequence: every item gets the next id
 /// and is appended to the log `key` in a [`SessionStore`], where it stays
@@ -130,22 +135,31 @@ impl<T: Serialize> ResumableWriter<T> {
     /// # Errors
     ///
     /// `Cancelled` with the consumer's reason; `Protocol` if the store lost
-    /// the log (a restarted store without persistence); a store failure.
+    /// the log (a restarted store without persistence); a store failure,
+    /// after which the items stay buffered and the next flush stores them.
     pub async fn flush(&mut self) -> Result<(), RpcError> {
         self.wait_for_room().await?;
         self.store_buffered().await
     }
 
+    /// Appends the buffered entries. They stay buffered until the store took
+    /// them: after a failed append the next flush tries again (dropping any
+    /// the store did record before it reported the failure).
     async fn store_buffered(&mut self) -> Result<(), RpcError> {
+        let Some(&(first, _)) = self.buffered.first() else {
+            return Ok(());
+        };
+        match self.store.state(&self.key).await? {
+            None if first > 1 => return Err(self.lost()),
+            Some(state) if state.last >= first => self.buffered.retain(|(id, _)| *id > state.last),
+            _ => {}
+        }
         if self.buffered.is_empty() {
             return Ok(());
         }
-        let entries = std::mem::take(&mut self.buffered);
-        let first = entries[0].0;
-        if first > 1 && self.store.state(&self.key).await?.is_none() {
-            return Err(self.lost());
-        }
-        self.store.append(&self.key, entries).await
+        self.store.append(&self.key, self.buffered.clone()).await?;
+        self.buffered.clear();
+        Ok(())
     }
 
     fn lost(&self) -> RpcError {
@@ -181,12 +195,15 @@ impl<T: Serialize> ResumableWriter<T> {
     ///
     /// # Errors
     ///
-    /// As [`flush`](Self::flush).
+    /// As [`flush`](Self::flush); the writer is then dropped as an abort, so
+    /// the log still ends (with `Aborted`, not the end asked for).
     pub async fn close(mut self, error: Option<RpcError>) -> Result<(), RpcError> {
-        self.finished = true;
         self.last += 1;
         self.buffered.push((self.last, Entry::Closed(error)));
-        self.store_buffered().await
+        // If the end cannot be stored, dropping the writer aborts the log instead.
+        self.store_buffered().await?;
+        self.finished = true;
+        Ok(())
     }
 
     /// Ends the sequence at once: unacknowledged items are dropped from the
@@ -201,9 +218,21 @@ impl<T: Serialize> ResumableWriter<T> {
     }
 }
 
+/// Drops the log's entries and appends the abort after the last id the
+/// store holds (not the writer's count, which a failed append may have left
+/// ahead of it). A log that already ended is left as it is; a log the store
+/// lost (the writer had stored entries, the store has none) is not recreated.
 async fn abort_log(store: &dyn SessionStore, key: &str, stored: u64) -> Result<(), RpcError> {
+    let last = match store.state(key).await? {
+        Some(state) if state.ended => return Ok(()),
+        Some(state) => state.last,
+        None if stored > 0 => {
+            return Err(RpcError::protocol(format!("the session store lost the log of '{key}'; nothing to abort")))
+        }
+        None => 0,
+    };
     store.discard(key).await?;
-    store.append(key, vec![(stored + 1, Entry::Aborted)]).await
+    store.append(key, vec![(last + 1, Entry::Aborted)]).await
 }
 
 impl<T> Drop for ResumableWriter<T> {
@@ -249,7 +278,103 @@ impl Default for ResumeOptions {
 struct Current {
     service: ResumeProxy,
     sequence: Sequence<Delivery>,
+    acks: Acks,
     _pump: crate::Promise<(), RpcError>,
+}
+
+/// The acknowledgements sent over one opened sequence: at most one call in
+/// flight, and a failed one is sent again (with a bounded backoff) until the
+/// store recorded it, so that one lost acknowledgement cannot leave the
+/// producer waiting for room while the reader waits for items.
+struct Acks {
+    positions: Arc<Mutex<AckPositions>>,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+struct AckPositions {
+    /// The position the reader asked to acknowledge.
+    wanted: u64,
+    /// The position the store recorded.
+    recorded: u64,
+    /// Whether a task is sending acknowledgements.
+    sending: bool,
+}
+
+impl Acks {
+    /// Acknowledgements of a sequence opened after `from` (which the
+    /// `resume` call itself acknowledges).
+    fn new(from: u64) -> Self {
+        let positions = AckPositions { wanted: from, recorded: from, sending: false };
+        Acks { positions: Arc::new(Mutex::new(positions)), task: None }
+    }
+
+    fn positions(&self) -> MutexGuard<'_, AckPositions> {
+        self.positions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The last position asked for.
+    fn wanted(&self) -> u64 {
+        self.positions().wanted
+    }
+
+    /// Asks to acknowledge everything up to `upto`; starts the sending task
+    /// unless it is running (it picks the new position up).
+    fn send(&mut self, service: &ResumeProxy, key: &str, upto: u64) {
+        {
+            let mut positions = self.positions();
+            if upto <= positions.wanted {
+                return;
+            }
+            positions.wanted = upto;
+            if positions.sending {
+                return;
+            }
+            positions.sending = true;
+        }
+        let task = tokio::spawn(send_acks(service.clone(), key.to_owned(), self.positions.clone()));
+        self.task = Some(task.abort_handle());
+    }
+}
+
+impl Drop for Acks {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Sends acknowledgements until the store recorded the wanted position;
+/// stops when the connection is gone (the next `resume` acknowledges).
+async fn send_acks(service: ResumeProxy, key: String, positions: Arc<Mutex<AckPositions>>) {
+    let lock = || positions.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut pause = ACK_RETRY_FIRST;
+    loop {
+        let upto = {
+            let mut positions = lock();
+            if positions.recorded >= positions.wanted {
+                positions.sending = false;
+                return;
+            }
+            positions.wanted
+        };
+        match service.ack(key.clone(), upto).await {
+            Ok(()) => {
+                let mut positions = lock();
+                positions.recorded = positions.recorded.max(upto);
+                pause = ACK_RETRY_FIRST;
+            }
+            Err(err) if err.kind() == ErrorKind::Disconnected => {
+                lock().sending = false;
+                return;
+            }
+            Err(err) => {
+                tracing::debug!(target: "rpc_core::resume", key, upto, "acknowledgement failed, sending it again: {err}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(ACK_RETRY_MAX);
+            }
+        }
+    }
 }
 
 type PickService<C> = Arc<dyn Fn(&C) -> ResumeProxy + Send + Sync>;
@@ -296,7 +421,6 @@ pub struct ResumableSequence<T, C = ResumeProxy> {
     key: String,
     options: ResumeOptions,
     last: u64,
-    acked: u64,
     current: Option<Current>,
     ended: Option<Result<(), RpcError>>,
     reconnects: u64,
@@ -328,7 +452,6 @@ impl<T: DeserializeOwned, C: Capability> ResumableSequence<T, C> {
             key: key.into(),
             options: ResumeOptions::default(),
             last: after,
-            acked: after,
             current: None,
             ended: None,
             reconnects: 0,
@@ -433,8 +556,8 @@ impl<T: DeserializeOwned, C: Capability> ResumableSequence<T, C> {
         sequence.set_capacity(self.options.capacity);
         sequence.set_batch_size(self.options.batch);
         let pump = service.resume(self.key.clone(), self.last, writer);
-        self.acked = self.last;
-        self.current = Some(Current { service, sequence, _pump: pump });
+        let acks = Acks::new(self.last);
+        self.current = Some(Current { service, sequence, acks, _pump: pump });
         Ok(())
     }
 
@@ -443,7 +566,8 @@ impl<T: DeserializeOwned, C: Capability> ResumableSequence<T, C> {
         if delivery.id <= self.last {
             return Ok(None); // already returned before a reconnect
         }
-        if delivery.id != self.last.saturating_add(1) {
+        // An abort drops every unacknowledged entry: it may skip ids.
+        if delivery.id != self.last.saturating_add(1) && delivery.entry != Entry::Aborted {
             let gap = super::ResumeGap { key: self.key.clone(), after: self.last, first_kept: Some(delivery.id) };
             return Err(gap.into_error());
         }
@@ -460,7 +584,8 @@ impl<T: DeserializeOwned, C: Capability> ResumableSequence<T, C> {
                 return Ok(None);
             }
         };
-        if self.last - self.acked >= u64::from(self.options.ack_every.max(1)) {
+        let wanted = self.current.as_ref().map_or(self.last, |current| current.acks.wanted());
+        if self.last.saturating_sub(wanted) >= u64::from(self.options.ack_every.max(1)) {
             self.ack_now();
         }
         Ok(Some(item))
@@ -471,21 +596,15 @@ impl<T: DeserializeOwned, C: Capability> ResumableSequence<T, C> {
     /// reader is dropped at once.
     async fn ack_end(&mut self) {
         if let Some(Current { service, .. }) = &self.current {
-            self.acked = self.last;
             let ack = service.ack(self.key.clone(), self.last);
             let _ = tokio::time::timeout(END_ACK_WAIT, ack).await;
         }
     }
 
-    /// Sends an acknowledgement of everything returned so far, if any is due.
+    /// Acknowledges everything returned so far, if not asked for already.
     fn ack_now(&mut self) {
-        if self.last == self.acked {
-            return;
-        }
-        if let Some(Current { service, .. }) = &self.current {
-            self.acked = self.last;
-            let ack = service.ack(self.key.clone(), self.last);
-            tokio::spawn(async move { drop(ack.await) });
+        if let Some(Current { service, acks, .. }) = &mut self.current {
+            acks.send(service, &self.key, self.last);
         }
     }
 

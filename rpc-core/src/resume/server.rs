@@ -34,7 +34,10 @@ pub trait Resume {
     /// `after`, then new ones as they are appended, until the end entry;
     /// returns when done. Resuming after `after` also acknowledges every
     /// entry up to it. A log that no longer holds the entry after `after`
-    /// ends the sequence with a [`ResumeGap`] error. The consumer passes the
+    /// (or no longer exists) ends the sequence with a [`ResumeGap`] error,
+    /// unless its first kept entry is an abort, which is delivered as it is.
+    /// An `after` beyond the log's last id is refused with `Protocol` and
+    /// acknowledges nothing. The consumer passes the
     /// writer (rather than taking a returned sequence) so that its window is
     /// set before the first item flows; dropping the call stops the pump.
     async fn resume(&self, key: String, after: u64, into: SequenceWriter<Delivery>) -> Result<(), RpcError>;
@@ -202,19 +205,21 @@ async fn pump(
     writer: &mut SequenceWriter<Delivery>,
 ) -> Result<(), RpcError> {
     if after > 0 {
+        check_resumable(store, key, after).await?;
         store.ack(key, after).await?;
     }
     let mut next = after;
     loop {
         let Some(read) = store.read_after(key, next, READ_BATCH).await? else {
-            if after > 0 {
+            if next > 0 {
+                // The log was there (the consumer had entries of it) and is gone.
                 return Err(ResumeGap { key: key.to_owned(), after: next, first_kept: None }.into_error());
             }
             // The producer has not started the log yet: wait for it.
             idle(store, key, writer).await?;
             continue;
         };
-        if read.first_kept > next.saturating_add(1) {
+        if read.first_kept > next.saturating_add(1) && !starts_with_abort(&read) {
             return Err(ResumeGap { key: key.to_owned(), after: next, first_kept: Some(read.first_kept) }.into_error());
         }
         if read.entries.is_empty() {
@@ -231,6 +236,26 @@ async fn pump(
         }
         writer.flush().await?;
     }
+}
+
+/// Checks that the log `key` exists and reaches `after` before anything is
+/// acknowledged: a consumer ahead of the log (e.g. of an earlier log under
+/// the same key) must not trim the entries it never had.
+async fn check_resumable(store: &dyn SessionStore, key: &str, after: u64) -> Result<(), RpcError> {
+    match store.state(key).await? {
+        None => Err(ResumeGap { key: key.to_owned(), after, first_kept: None }.into_error()),
+        Some(state) if after > state.last => Err(RpcError::protocol(format!(
+            "cannot resume '{key}' after item {after}: the log ends at item {} (the consumer is ahead of it)",
+            state.last
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Whether the first entry read is an abort: it ends the sequence whatever
+/// the consumer missed, since an abort drops every unacknowledged entry.
+fn starts_with_abort(read: &super::store::LogRead) -> bool {
+    matches!(read.entries.first(), Some((id, Entry::Aborted)) if *id == read.first_kept)
 }
 
 /// Waits for the log to change; fails once the consumer is gone.
