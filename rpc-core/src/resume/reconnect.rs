@@ -87,7 +87,12 @@ pub enum LinkState {
 /// Makes one connection: how a [`Reconnecting`] link dials.
 pub type Dialer = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Connection, RpcError>> + Send>> + Send + Sync>;
 
-/// A dialer for TCP to `addr` with `config` (keepalive, limits).
+/// How long [`tcp_dialer`] waits for one dial (TCP connect and the
+/// connection's opening) before it counts as failed.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A dialer for TCP to `addr` with `config` (keepalive, limits); each dial
+/// gives up after [`DEFAULT_CONNECT_TIMEOUT`] (see [`tcp_dialer_with_timeout`]).
 ///
 /// # Examples
 ///
@@ -96,12 +101,38 @@ pub type Dialer = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Connection,
 /// # let _ = dialer;
 /// ```
 pub fn tcp_dialer(addr: SocketAddr, config: Config) -> Dialer {
+    tcp_dialer_with_timeout(addr, config, DEFAULT_CONNECT_TIMEOUT)
+}
+
+/// A dialer for TCP to `addr` whose every dial (TCP connect and the
+/// connection's opening) fails with a `TimedOut` I/O error after
+/// `timeout`, so a black-holed address costs `timeout`, not the operating
+/// system's SYN timeout.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// let addr = "127.0.0.1:7000".parse().unwrap();
+/// let dialer = rpc_core::resume::tcp_dialer_with_timeout(addr, rpc_core::Config::default(), Duration::from_secs(1));
+/// # let _ = dialer;
+/// ```
+pub fn tcp_dialer_with_timeout(addr: SocketAddr, config: Config, timeout: Duration) -> Dialer {
     Arc::new(move || {
         let config = config.clone();
         Box::pin(async move {
-            let stream = TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            Connection::builder().config(config).open(stream).await
+            let dial = async {
+                let stream = TcpStream::connect(addr).await?;
+                stream.set_nodelay(true)?;
+                Connection::builder().config(config).open(stream).await
+            };
+            match tokio::time::timeout(timeout, dial).await {
+                Ok(result) => result,
+                Err(_) => {
+                    let message = format!("dialling {addr} timed out after {timeout:?}");
+                    Err(std::io::Error::new(std::io::ErrorKind::TimedOut, message).into())
+                }
+            }
         })
     })
 }
