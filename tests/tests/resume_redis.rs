@@ -285,7 +285,7 @@ fn keys_under(url: &str, prefix: &str) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn resume_redis_store_appends_all_or_nothing_and_ends_in_one_script() {
+async fn resume_redis_store_appends_all_or_nothing() {
     use rpc_core::resume::{Entry, SessionStore};
     let redis = RedisServer::start();
     let store = RedisStore::connect(&redis.url(), "atomic:").await.unwrap();
@@ -295,7 +295,14 @@ async fn resume_redis_store_appends_all_or_nothing_and_ends_in_one_script() {
     assert_eq!(store.state("k").await.unwrap().unwrap().last, 2, "a gap writes nothing");
     let read = store.read_after("k", 0, 10).await.unwrap().unwrap();
     assert_eq!(read.entries.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 2]);
+}
 
+#[tokio::test]
+async fn resume_redis_store_ends_the_log_in_the_appending_script() {
+    use rpc_core::resume::{Entry, SessionStore};
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), "atomic:").await.unwrap();
+    store.append("k", vec![(1, Entry::Item(vec![1])), (2, Entry::Item(vec![2]))]).await.unwrap();
     redis_cli(&redis.url(), &["CONFIG", "RESETSTAT"]);
     store.append("k", vec![(3, Entry::Item(vec![3])), (4, Entry::Closed(None))]).await.unwrap();
     let stats = redis_cli(&redis.url(), &["INFO", "commandstats"]);
