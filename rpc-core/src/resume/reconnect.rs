@@ -105,7 +105,7 @@ pub fn tcp_dialer(addr: SocketAddr, config: Config) -> Dialer {
 }
 
 /// A dialer for TCP to `addr` whose every dial (TCP connect and the
-/// connection's opening) fails with a `TimedOut` I/O error after
+/// connection's opening) fails with [`ErrorKind::Timeout`] after
 /// `timeout`, so a black-holed address costs `timeout`, not the operating
 /// system's SYN timeout.
 ///
@@ -129,8 +129,7 @@ pub fn tcp_dialer_with_timeout(addr: SocketAddr, config: Config, timeout: Durati
             match tokio::time::timeout(timeout, dial).await {
                 Ok(result) => result,
                 Err(_) => {
-                    let message = format!("dialling {addr} timed out after {timeout:?}");
-                    Err(std::io::Error::new(std::io::ErrorKind::TimedOut, message).into())
+                    Err(RpcError::new(ErrorKind::Timeout, format!("dialling {addr} timed out after {timeout:?}")))
                 }
             }
         })
@@ -324,5 +323,39 @@ where
                 tokio::time::sleep(backoff.delay(attempt)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loopback address whose accept queue is full, so the kernel drops
+    /// new SYNs (a black hole); the listener and the queued streams with it.
+    fn black_hole() -> Option<(tokio::net::TcpListener, Vec<std::net::TcpStream>, SocketAddr)> {
+        let socket = tokio::net::TcpSocket::new_v4().ok()?;
+        socket.bind("127.0.0.1:0".parse().ok()?).ok()?;
+        let addr = socket.local_addr().ok()?;
+        let listener = socket.listen(0).ok()?;
+        let mut queued = Vec::new();
+        for _ in 0..16 {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(stream) => queued.push(stream),
+                Err(_) => return Some((listener, queued, addr)),
+            }
+        }
+        None
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dial_to_a_black_holed_address_times_out() {
+        let Some((_listener, _queued, addr)) = black_hole() else {
+            panic!("could not fill the accept queue of a loopback listener");
+        };
+        let dial = tcp_dialer(addr, Config::default())();
+        let outcome = tokio::time::timeout(Duration::from_secs(60), dial).await;
+        let err = outcome.expect("the dial gives up by itself").err().expect("nothing answers");
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+        assert!(err.message().contains("dialling"), "{err}");
     }
 }
