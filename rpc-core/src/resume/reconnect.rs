@@ -354,7 +354,7 @@ mod tests {
         };
         let dial = tcp_dialer(addr, Config::default())();
         let outcome = tokio::time::timeout(Duration::from_secs(60), dial).await;
-        let err = outcome.expect("the dial gives up by itself").err().expect("nothing answers");
+        let Err(err) = outcome.expect("the dial gives up by itself") else { panic!("nothing answers") };
         assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
         assert!(err.message().contains("dialling"), "{err}");
     }
