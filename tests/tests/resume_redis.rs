@@ -346,3 +346,20 @@ async fn resume_redis_store_reports_a_malformed_position() {
     let err = store.state("k").await.unwrap_err();
     assert!(err.message().starts_with("session store:"), "{err}");
 }
+
+#[tokio::test]
+async fn resume_redis_store_aborts_in_one_script() {
+    use rpc_core::resume::{Entry, SessionStore};
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), "abort:").await.unwrap();
+    store.append("k", vec![(1, Entry::Item(vec![1])), (2, Entry::Item(vec![2]))]).await.unwrap();
+    redis_cli(&redis.url(), &["CONFIG", "RESETSTAT"]);
+    store.abort("k", 3).await.unwrap();
+    let stats = redis_cli(&redis.url(), &["INFO", "commandstats"]);
+    let scripts: Vec<&str> = stats.lines().filter(|line| line.starts_with("cmdstat_eval")).collect();
+    assert!(scripts.len() == 1 && scripts[0].starts_with("cmdstat_evalsha:calls=1,"), "{scripts:?}");
+    assert!(stats.contains("cmdstat_del:calls=1,"), "only the script's own discard: {stats}");
+    let read = store.read_after("k", 0, 10).await.unwrap().unwrap();
+    assert_eq!((read.entries, read.first_kept), (vec![(3, Entry::Aborted)], 3));
+    assert!(store.state("k").await.unwrap().unwrap().ended);
+}

@@ -223,6 +223,19 @@ impl SessionStore for MemoryStore {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    fn abort<'a>(&'a self, key: &'a str, id: u64) -> StoreFuture<'a, ()> {
+        let result = self.update(key, true, |log| {
+            check_continues(key, &log.state, &[(id, Entry::Aborted)])?;
+            log.entries.clear();
+            log.entries.push_back(Entry::Aborted);
+            log.first_id = id;
+            log.state.last = id;
+            log.state.ended = true;
+            Ok(())
+        });
+        Box::pin(std::future::ready(result.unwrap_or(Ok(()))))
+    }
+
     fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
         if let Some(log) = self.lock().by_key.remove(key) {
             log.changed.notify_waiters();
@@ -303,5 +316,19 @@ mod tests {
         assert_eq!(read.first_kept, 3);
         store.remove("k").await.unwrap();
         assert!(store.is_empty());
+    }
+
+    #[tokio::test]
+    async fn abort_drops_entries_and_ends_in_one_change() {
+        let store = MemoryStore::new();
+        store.append("k", vec![(1, item(1)), (2, item(2))]).await.unwrap();
+        store.ack("k", 1).await.unwrap();
+        store.abort("k", 3).await.unwrap();
+        let read = store.read_after("k", 1, 10).await.unwrap().unwrap();
+        assert_eq!((read.entries, read.first_kept), (vec![(3, Entry::Aborted)], 3));
+        assert!(store.state("k").await.unwrap().unwrap().ended);
+        assert!(store.abort("k", 4).await.unwrap_err().message().contains("has ended"));
+        store.ack("k", 3).await.unwrap();
+        assert!(store.is_empty(), "the delivered abort removes the log");
     }
 }
