@@ -128,3 +128,53 @@ async fn resume_store_memory_per_stream_is_bounded_by_the_window() {
     assert_eq!(store.held_entries(), LOGS * WINDOW as usize);
     assert!(held / LOGS < 4096, "{} B per stream", held / LOGS);
 }
+
+/// Cancels on keys with no log create nothing, and a long reason is cut.
+#[tokio::test]
+async fn resume_memory_store_creates_no_log_on_cancel() {
+    use rpc_core::resume::{Entry, SessionStore, MAX_CANCEL_REASON};
+    let _turn = TURN.lock().await;
+    let store = MemoryStore::new();
+    store.append("live", vec![(1, Entry::Item(vec![1]))]).await.unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    for _ in 0..1000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        store.cancel(&format!("invented-{seed:x}"), "x".repeat(4096)).await.unwrap();
+    }
+    assert_eq!(store.len(), 1, "cancels on unknown keys create no log");
+    store.cancel("live", "é".repeat(4096)).await.unwrap();
+    let reason = store.state("live").await.unwrap().unwrap().cancelled.unwrap();
+    assert!(reason.len() <= MAX_CANCEL_REASON && !reason.is_empty(), "reason of {} bytes", reason.len());
+}
+
+#[tokio::test]
+async fn resume_memory_store_removes_a_log_once_its_end_is_acked() {
+    use rpc_core::resume::{Entry, SessionStore};
+    let _turn = TURN.lock().await;
+    let store = MemoryStore::new();
+    store.append("done", vec![(1, Entry::Item(vec![1])), (2, Entry::Closed(None))]).await.unwrap();
+    store.ack("done", 1).await.unwrap();
+    assert!(store.state("done").await.unwrap().is_some(), "the end is not acknowledged yet");
+    store.ack("done", 2).await.unwrap();
+    assert!(store.state("done").await.unwrap().is_none(), "a log whose end is acknowledged is gone");
+    assert!(store.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn resume_memory_store_expires_idle_logs() {
+    use rpc_core::resume::{Entry, SessionStore};
+    let _turn = TURN.lock().await;
+    let store = MemoryStore::new().with_ttl(Duration::from_secs(60));
+    store.append("live", vec![(1, Entry::Item(vec![1]))]).await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    store.ack("live", 1).await.unwrap(); // activity renews the TTL
+    store.append("idle", vec![(1, Entry::Item(vec![1]))]).await.unwrap();
+    tokio::time::advance(Duration::from_secs(50)).await;
+    assert_eq!(store.len(), 2, "nothing has been idle for the TTL yet");
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert!(store.state("live").await.unwrap().is_none(), "idle for 80 s with a 60 s TTL");
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert!(store.is_empty(), "every idle log expired");
+}

@@ -267,3 +267,99 @@ async fn resume_redis_store_trims_on_ack_and_expires_idle_sessions() {
     assert!(gone, "an idle session expires");
     assert!(expiring.read_after("idle", 1, 10).await.unwrap().is_none());
 }
+
+/// Runs one `redis-cli` command against `url`; its output.
+fn redis_cli(url: &str, args: &[&str]) -> String {
+    let output = Command::new("redis-cli").arg("-u").arg(url).args(args).output().expect("run redis-cli");
+    assert!(output.status.success(), "redis-cli {args:?} failed");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The Redis keys under `prefix`.
+fn keys_under(url: &str, prefix: &str) -> Vec<String> {
+    redis_cli(url, &["--raw", "KEYS", &format!("{prefix}*")])
+        .lines()
+        .map(str::to_owned)
+        .filter(|k| !k.is_empty())
+        .collect()
+}
+
+#[tokio::test]
+async fn resume_redis_store_appends_all_or_nothing() {
+    use rpc_core::resume::{Entry, SessionStore};
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), "atomic:").await.unwrap();
+    store.append("k", vec![(1, Entry::Item(vec![1])), (2, Entry::Item(vec![2]))]).await.unwrap();
+    let err = store.append("k", vec![(3, Entry::Item(vec![3])), (5, Entry::Item(vec![5]))]).await.unwrap_err();
+    assert!(err.message().contains("id 5 appended where 4 was due"), "{err}");
+    assert_eq!(store.state("k").await.unwrap().unwrap().last, 2, "a gap writes nothing");
+    let read = store.read_after("k", 0, 10).await.unwrap().unwrap();
+    assert_eq!(read.entries.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 2]);
+}
+
+#[tokio::test]
+async fn resume_redis_store_ends_the_log_in_the_appending_script() {
+    use rpc_core::resume::{Entry, SessionStore};
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), "atomic:").await.unwrap();
+    store.append("k", vec![(1, Entry::Item(vec![1])), (2, Entry::Item(vec![2]))]).await.unwrap();
+    redis_cli(&redis.url(), &["CONFIG", "RESETSTAT"]);
+    store.append("k", vec![(3, Entry::Item(vec![3])), (4, Entry::Closed(None))]).await.unwrap();
+    let stats = redis_cli(&redis.url(), &["INFO", "commandstats"]);
+    // Commands a script runs count too; the scripts themselves are the eval lines.
+    let scripts: Vec<&str> = stats.lines().filter(|line| line.starts_with("cmdstat_eval")).collect();
+    assert!(
+        scripts.len() == 1 && scripts[0].starts_with("cmdstat_evalsha:calls=1,"),
+        "an ending append is one script call: {scripts:?}"
+    );
+    let state = store.state("k").await.unwrap().unwrap();
+    assert_eq!((state.last, state.ended), (4, true));
+}
+
+#[tokio::test]
+async fn resume_redis_store_keeps_no_key_a_peer_invents_and_removes_delivered_logs() {
+    use rpc_core::resume::{Entry, SessionStore, MAX_CANCEL_REASON};
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), "bound:").await.unwrap();
+    for n in 0..1000u32 {
+        store.cancel(&format!("invented-{}", n.wrapping_mul(2_654_435_761)), "x".repeat(100)).await.unwrap();
+    }
+    assert!(keys_under(&redis.url(), "bound:").is_empty(), "cancels on unknown keys create nothing");
+    store.append("live", vec![(1, Entry::Item(vec![1]))]).await.unwrap();
+    store.cancel("live", "x".repeat(10_000)).await.unwrap();
+    let reason = store.state("live").await.unwrap().unwrap().cancelled.unwrap();
+    assert_eq!(reason.len(), MAX_CANCEL_REASON);
+
+    store.append("done", vec![(1, Entry::Item(vec![1])), (2, Entry::Aborted)]).await.unwrap();
+    store.ack("done", 2).await.unwrap();
+    assert!(store.state("done").await.unwrap().is_none(), "a log whose end is acknowledged is gone");
+    assert!(keys_under(&redis.url(), "bound:done").is_empty());
+}
+
+#[tokio::test]
+async fn resume_redis_store_reports_a_malformed_position() {
+    use rpc_core::resume::{Entry, SessionStore};
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), "bad:").await.unwrap();
+    store.append("k", vec![(1, Entry::Item(vec![1]))]).await.unwrap();
+    redis_cli(&redis.url(), &["HSET", "bad:k:meta", "acked", "not a number"]);
+    let err = store.state("k").await.unwrap_err();
+    assert!(err.message().starts_with("session store:"), "{err}");
+}
+
+#[tokio::test]
+async fn resume_redis_store_aborts_in_one_script() {
+    use rpc_core::resume::{Entry, SessionStore};
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), "abort:").await.unwrap();
+    store.append("k", vec![(1, Entry::Item(vec![1])), (2, Entry::Item(vec![2]))]).await.unwrap();
+    redis_cli(&redis.url(), &["CONFIG", "RESETSTAT"]);
+    store.abort("k", 3).await.unwrap();
+    let stats = redis_cli(&redis.url(), &["INFO", "commandstats"]);
+    let scripts: Vec<&str> = stats.lines().filter(|line| line.starts_with("cmdstat_eval")).collect();
+    assert!(scripts.len() == 1 && scripts[0].starts_with("cmdstat_evalsha:calls=1,"), "{scripts:?}");
+    assert!(stats.contains("cmdstat_del:calls=1,"), "only the script's own discard: {stats}");
+    let read = store.read_after("k", 0, 10).await.unwrap().unwrap();
+    assert_eq!((read.entries, read.first_kept), (vec![(3, Entry::Aborted)], 3));
+    assert!(store.state("k").await.unwrap().unwrap().ended);
+}

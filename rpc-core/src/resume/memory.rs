@@ -7,24 +7,41 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
-use super::store::{check_continues, Entry, LogRead, LogState, SessionStore, StoreFuture};
+use super::store::{bound_reason, check_continues, Entry, LogRead, LogState, SessionStore, StoreFuture};
 use crate::RpcError;
 
 /// The longest a waiter sleeps without a notification (a wake-up that raced
 /// with the waiter's registration costs at most this).
 const MAX_WAIT: Duration = Duration::from_millis(20);
 
-#[derive(Default)]
 struct Log {
     state: LogState,
     /// Entries after `state.acked`, oldest first; the first has id `first_id`.
     entries: VecDeque<Entry>,
     first_id: u64,
     changed: Arc<Notify>,
+    /// The last append, acknowledgement or cancel (for the idle TTL).
+    touched: Instant,
 }
 
 impl Log {
+    fn new() -> Self {
+        Log {
+            state: LogState::default(),
+            entries: VecDeque::new(),
+            first_id: 1,
+            changed: Arc::default(),
+            touched: Instant::now(),
+        }
+    }
+
+    /// Whether the consumer acknowledged the end: nothing is left to deliver.
+    fn is_finished(&self) -> bool {
+        self.state.ended && self.state.acked >= self.state.last
+    }
+
     fn trim_to(&mut self, upto: u64) {
         while self.first_id <= upto && !self.entries.is_empty() {
             self.entries.pop_front();
@@ -40,7 +57,9 @@ impl Log {
 /// install. It survives reconnects, not a restart of the process.
 ///
 /// Memory held per log: the unacknowledged entries (bounded by the writer's
-/// window) plus a few words.
+/// window) plus a few words. A log is removed once its end entry is
+/// acknowledged; with [`with_ttl`](MemoryStore::with_ttl), a log idle (no
+/// append, acknowledgement or cancel) for the TTL is removed too.
 ///
 /// # Examples
 ///
@@ -53,7 +72,15 @@ impl Log {
 /// ```
 #[derive(Clone, Default)]
 pub struct MemoryStore {
-    logs: Arc<Mutex<HashMap<String, Log>>>,
+    logs: Arc<Mutex<Logs>>,
+    ttl: Option<Duration>,
+}
+
+#[derive(Default)]
+struct Logs {
+    by_key: HashMap<String, Log>,
+    /// When the next sweep for idle logs is due (with a TTL).
+    next_sweep: Option<Instant>,
 }
 
 impl MemoryStore {
@@ -62,33 +89,72 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// Drops a log idle (no append, acknowledgement or cancel) for `ttl`,
+    /// so abandoned sessions do not stay forever; a consumer that comes
+    /// back later gets a [`ResumeGap`](super::ResumeGap) error. Idle logs
+    /// are swept at most every quarter of `ttl`, so one may outlive it by
+    /// that much.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let store = rpc_core::resume::MemoryStore::new().with_ttl(Duration::from_secs(600));
+    /// assert!(store.is_empty());
+    /// ```
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
     /// How many logs the store holds (for tests and metrics).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().by_key.len()
     }
 
     /// Whether the store holds no log.
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().by_key.is_empty()
     }
 
     /// Entries held across all logs, not yet acknowledged.
     pub fn held_entries(&self) -> usize {
-        self.lock().values().map(|log| log.entries.len()).sum()
+        self.lock().by_key.values().map(|log| log.entries.len()).sum()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Log>> {
-        self.logs.lock().unwrap_or_else(|e| e.into_inner())
+    /// The logs, after dropping the idle ones if a sweep is due.
+    fn lock(&self) -> MutexGuard<'_, Logs> {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ttl) = self.ttl {
+            let now = Instant::now();
+            if logs.next_sweep.is_none_or(|due| now >= due) {
+                logs.by_key.retain(|_, log| {
+                    let keep = now.duration_since(log.touched) < ttl;
+                    if !keep {
+                        log.changed.notify_waiters();
+                    }
+                    keep
+                });
+                logs.next_sweep = Some(now + ttl / 4);
+            }
+        }
+        logs
     }
 
+    /// Runs `f` on the log under `key` (creating it first if `create`),
+    /// renews its idle time, and removes it once its end is acknowledged.
     fn update<R>(&self, key: &str, create: bool, f: impl FnOnce(&mut Log) -> R) -> Option<R> {
         let mut logs = self.lock();
-        if create && !logs.contains_key(key) {
-            logs.insert(key.to_owned(), Log { first_id: 1, ..Log::default() });
+        if create && !logs.by_key.contains_key(key) {
+            logs.by_key.insert(key.to_owned(), Log::new());
         }
-        let log = logs.get_mut(key)?;
+        let log = logs.by_key.get_mut(key)?;
         let result = f(log);
+        log.touched = Instant::now();
         log.changed.notify_waiters();
+        if log.is_finished() {
+            logs.by_key.remove(key);
+        }
         Some(result)
     }
 }
@@ -109,7 +175,7 @@ impl SessionStore for MemoryStore {
 
     fn read_after<'a>(&'a self, key: &'a str, after: u64, max: usize) -> StoreFuture<'a, Option<LogRead>> {
         let logs = self.lock();
-        let read = logs.get(key).map(|log| {
+        let read = logs.by_key.get(key).map(|log| {
             if after >= log.state.last {
                 return LogRead { entries: Vec::new(), first_kept: log.first_id };
             }
@@ -139,12 +205,13 @@ impl SessionStore for MemoryStore {
     }
 
     fn state<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<LogState>> {
-        let state = self.lock().get(key).map(|log| log.state.clone());
+        let state = self.lock().by_key.get(key).map(|log| log.state.clone());
         Box::pin(std::future::ready(Ok(state)))
     }
 
     fn cancel<'a>(&'a self, key: &'a str, reason: String) -> StoreFuture<'a, ()> {
-        self.update(key, true, |log| log.state.cancelled = Some(reason));
+        let reason = bound_reason(reason);
+        self.update(key, false, |log| log.state.cancelled = Some(reason));
         Box::pin(std::future::ready(Ok(())))
     }
 
@@ -156,15 +223,28 @@ impl SessionStore for MemoryStore {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    fn abort<'a>(&'a self, key: &'a str, id: u64) -> StoreFuture<'a, ()> {
+        let result = self.update(key, true, |log| {
+            check_continues(key, &log.state, &[(id, Entry::Aborted)])?;
+            log.entries.clear();
+            log.entries.push_back(Entry::Aborted);
+            log.first_id = id;
+            log.state.last = id;
+            log.state.ended = true;
+            Ok(())
+        });
+        Box::pin(std::future::ready(result.unwrap_or(Ok(()))))
+    }
+
     fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
-        if let Some(log) = self.lock().remove(key) {
+        if let Some(log) = self.lock().by_key.remove(key) {
             log.changed.notify_waiters();
         }
         Box::pin(std::future::ready(Ok::<(), RpcError>(())))
     }
 
     fn changed<'a>(&'a self, key: &'a str, timeout: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-        let notify = self.lock().get(key).map(|log| log.changed.clone());
+        let notify = self.lock().by_key.get(key).map(|log| log.changed.clone());
         let timeout = timeout.min(MAX_WAIT);
         Box::pin(async move {
             match notify {
@@ -236,5 +316,19 @@ mod tests {
         assert_eq!(read.first_kept, 3);
         store.remove("k").await.unwrap();
         assert!(store.is_empty());
+    }
+
+    #[tokio::test]
+    async fn abort_drops_entries_and_ends_in_one_change() {
+        let store = MemoryStore::new();
+        store.append("k", vec![(1, item(1)), (2, item(2))]).await.unwrap();
+        store.ack("k", 1).await.unwrap();
+        store.abort("k", 3).await.unwrap();
+        let read = store.read_after("k", 1, 10).await.unwrap().unwrap();
+        assert_eq!((read.entries, read.first_kept), (vec![(3, Entry::Aborted)], 3));
+        assert!(store.state("k").await.unwrap().unwrap().ended);
+        assert!(store.abort("k", 4).await.unwrap_err().message().contains("has ended"));
+        store.ack("k", 3).await.unwrap();
+        assert!(store.is_empty(), "the delivered abort removes the log");
     }
 }

@@ -29,9 +29,11 @@ mod server;
 mod store;
 
 pub use memory::MemoryStore;
-pub use reconnect::{tcp_dialer, Backoff, Dialer, LinkState, Reconnecting};
+pub use reconnect::{
+    tcp_dialer, tcp_dialer_with_timeout, Backoff, Dialer, LinkState, Reconnecting, DEFAULT_CONNECT_TIMEOUT,
+};
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
 pub use sequence::{ResumableSequence, ResumableWriter, ResumeOptions, DEFAULT_RESUME_WINDOW};
 pub use server::{Delivery, Resume, ResumeGap, ResumeProxy, ResumeServer};
-pub use store::{store_error, Entry, LogRead, LogState, SessionStore, StoreFuture};
+pub use store::{store_error, Entry, LogRead, LogState, SessionStore, StoreFuture, MAX_CANCEL_REASON};

@@ -87,7 +87,12 @@ pub enum LinkState {
 /// Makes one connection: how a [`Reconnecting`] link dials.
 pub type Dialer = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Connection, RpcError>> + Send>> + Send + Sync>;
 
-/// A dialer for TCP to `addr` with `config` (keepalive, limits).
+/// How long [`tcp_dialer`] waits for one dial (TCP connect and the
+/// connection's opening) before it counts as failed.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A dialer for TCP to `addr` with `config` (keepalive, limits); each dial
+/// gives up after [`DEFAULT_CONNECT_TIMEOUT`] (see [`tcp_dialer_with_timeout`]).
 ///
 /// # Examples
 ///
@@ -96,12 +101,37 @@ pub type Dialer = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Connection,
 /// # let _ = dialer;
 /// ```
 pub fn tcp_dialer(addr: SocketAddr, config: Config) -> Dialer {
+    tcp_dialer_with_timeout(addr, config, DEFAULT_CONNECT_TIMEOUT)
+}
+
+/// A dialer for TCP to `addr` whose every dial (TCP connect and the
+/// connection's opening) fails with [`ErrorKind::Timeout`] after
+/// `timeout`, so a black-holed address costs `timeout`, not the operating
+/// system's SYN timeout.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// let addr = "127.0.0.1:7000".parse().unwrap();
+/// let dialer = rpc_core::resume::tcp_dialer_with_timeout(addr, rpc_core::Config::default(), Duration::from_secs(1));
+/// # let _ = dialer;
+/// ```
+pub fn tcp_dialer_with_timeout(addr: SocketAddr, config: Config, timeout: Duration) -> Dialer {
     Arc::new(move || {
         let config = config.clone();
         Box::pin(async move {
-            let stream = TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            Connection::builder().config(config).open(stream).await
+            let dial = async {
+                let stream = TcpStream::connect(addr).await?;
+                stream.set_nodelay(true)?;
+                Connection::builder().config(config).open(stream).await
+            };
+            match tokio::time::timeout(timeout, dial).await {
+                Ok(result) => result,
+                Err(_) => {
+                    Err(RpcError::new(ErrorKind::Timeout, format!("dialling {addr} timed out after {timeout:?}")))
+                }
+            }
         })
     })
 }
@@ -293,5 +323,39 @@ where
                 tokio::time::sleep(backoff.delay(attempt)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loopback address whose accept queue is full, so the kernel drops
+    /// new SYNs (a black hole); the listener and the queued streams with it.
+    fn black_hole() -> Option<(tokio::net::TcpListener, Vec<std::net::TcpStream>, SocketAddr)> {
+        let socket = tokio::net::TcpSocket::new_v4().ok()?;
+        socket.bind("127.0.0.1:0".parse().ok()?).ok()?;
+        let addr = socket.local_addr().ok()?;
+        let listener = socket.listen(0).ok()?;
+        let mut queued = Vec::new();
+        for _ in 0..16 {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(stream) => queued.push(stream),
+                Err(_) => return Some((listener, queued, addr)),
+            }
+        }
+        None
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dial_to_a_black_holed_address_times_out() {
+        let Some((_listener, _queued, addr)) = black_hole() else {
+            panic!("could not fill the accept queue of a loopback listener");
+        };
+        let dial = tcp_dialer(addr, Config::default())();
+        let outcome = tokio::time::timeout(Duration::from_secs(60), dial).await;
+        let Err(err) = outcome.expect("the dial gives up by itself") else { panic!("nothing answers") };
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+        assert!(err.message().contains("dialling"), "{err}");
     }
 }

@@ -1,8 +1,10 @@
 //! A session store in Redis: each log is a Redis Stream (`<prefix><key>:log`,
 //! entry ids `<id>-0`, one field holding the postcard-encoded entry) beside a
 //! hash of positions (`<prefix><key>:meta`: last, acked, ended, cancelled).
-//! Every operation that reads and writes is one Lua script, so concurrent
-//! server processes see each log change atomically.
+//! Every change (append, including the end and abort's discard; ack,
+//! including the removal of a delivered log; cancel) is one Lua script, so
+//! concurrent server processes see each log change atomically. Reads of the
+//! positions are one `HMGET`; `discard` and `remove` are one `DEL`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,26 +12,36 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
-use super::store::{store_error, Entry, LogRead, LogState, SessionStore, StoreFuture};
+use super::store::{bound_reason, store_error, Entry, LogRead, LogState, SessionStore, StoreFuture};
 use crate::RpcError;
 
+/// KEYS: log, meta. ARGV: ttl in ms (0: none), ends ('1': the last entry
+/// ends the log), discard ('1': drop every entry first, for abort), then
+/// `id, bytes` pairs. Every id is checked before anything is written (Redis
+/// does not roll a script back), and `ended` is set in the same change.
 const APPEND: &str = r"
 local last = tonumber(redis.call('HGET', KEYS[2], 'last') or '0')
+if last == nil then return 'malformed' end
 if redis.call('HGET', KEYS[2], 'ended') == '1' then return 'ended' end
-local first = tonumber(ARGV[1])
-if first ~= last + 1 then return 'expected ' .. tostring(last + 1) end
-local n = (#ARGV - 1) / 2
+local n = (#ARGV - 3) / 2
 for i = 0, n - 1 do
-  redis.call('XADD', KEYS[1], ARGV[2 + 2 * i] .. '-0', 'e', ARGV[3 + 2 * i])
+  if tonumber(ARGV[4 + 2 * i]) ~= last + 1 + i then
+    return 'gap ' .. ARGV[4 + 2 * i] .. ' ' .. tostring(last + 1 + i)
+  end
 end
-redis.call('HSET', KEYS[2], 'last', first + n - 1)
+if ARGV[3] == '1' then redis.call('DEL', KEYS[1]) end
+for i = 0, n - 1 do
+  redis.call('XADD', KEYS[1], ARGV[4 + 2 * i] .. '-0', 'e', ARGV[5 + 2 * i])
+end
+redis.call('HSET', KEYS[2], 'last', last + n)
 if redis.call('HGET', KEYS[2], 'acked') == false then redis.call('HSET', KEYS[2], 'acked', 0) end
+if ARGV[2] == '1' then redis.call('HSET', KEYS[2], 'ended', '1') end
+local ttl = tonumber(ARGV[1])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
 return 'ok'
-";
-
-const MARK_ENDED: &str = r"
-redis.call('HSET', KEYS[1], 'ended', '1')
-return 1
 ";
 
 const READ: &str = r"
@@ -47,6 +59,8 @@ end
 return out
 ";
 
+/// KEYS: log, meta. ARGV: upto, ttl in ms (0: none). Removes the log once
+/// its end is acknowledged.
 const ACK: &str = r"
 local last = redis.call('HGET', KEYS[2], 'last')
 if not last then return 0 end
@@ -56,6 +70,22 @@ if upto > acked then
   redis.call('HSET', KEYS[2], 'acked', upto)
   redis.call('XTRIM', KEYS[1], 'MINID', tostring(upto + 1) .. '-0')
 end
+if redis.call('HGET', KEYS[2], 'ended') == '1' and upto >= tonumber(last) then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return 1
+end
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+return 1
+";
+
+/// KEYS: meta. ARGV: reason. Records a cancel only on a log that exists.
+const CANCEL: &str = r"
+if redis.call('HEXISTS', KEYS[1], 'last') == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'cancelled', ARGV[1])
 return 1
 ";
 
@@ -91,9 +121,9 @@ pub struct RedisStore {
 
 struct Scripts {
     append: Script,
-    mark_ended: Script,
     read: Script,
     ack: Script,
+    cancel: Script,
 }
 
 impl RedisStore {
@@ -113,9 +143,9 @@ impl RedisStore {
         let connection = client.get_connection_manager_with_config(config).await.map_err(store_error)?;
         let scripts = Scripts {
             append: Script::new(APPEND),
-            mark_ended: Script::new(MARK_ENDED),
             read: Script::new(READ),
             ack: Script::new(ACK),
+            cancel: Script::new(CANCEL),
         };
         Ok(RedisStore {
             connection,
@@ -140,54 +170,50 @@ impl RedisStore {
         self
     }
 
-    /// Renews the session's time to live, if one is set.
-    async fn touch(&self, log: &str, meta: &str) -> Result<(), RpcError> {
-        let Some(ttl) = self.ttl else { return Ok(()) };
-        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let mut connection = self.connection.clone();
-        let _: () = redis::pipe()
-            .cmd("PEXPIRE")
-            .arg(log)
-            .arg(millis)
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(meta)
-            .arg(millis)
-            .ignore()
-            .query_async(&mut connection)
-            .await
-            .map_err(store_error)?;
-        Ok(())
+    /// The time to live in milliseconds as the scripts take it (0: none).
+    fn ttl_millis(&self) -> u64 {
+        self.ttl.map_or(0, |ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
     }
 
     fn keys(&self, key: &str) -> (String, String) {
         (format!("{}{key}:log", self.prefix), format!("{}{key}:meta", self.prefix))
     }
 
-    async fn append_entries(&self, key: &str, entries: Vec<(u64, Entry)>) -> Result<(), RpcError> {
-        let Some(first) = entries.first().map(|(id, _)| *id) else { return Ok(()) };
+    /// Appends `entries` in one script; with `discard`, drops every
+    /// entry held first (abort).
+    async fn append_entries(&self, key: &str, entries: Vec<(u64, Entry)>, discard: bool) -> Result<(), RpcError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        if entries.iter().rev().skip(1).any(|(_, entry)| entry.is_end()) {
+            return Err(RpcError::protocol(format!("resumable sequence '{key}' has ended; nothing may follow")));
+        }
         let ends = entries.last().is_some_and(|(_, entry)| entry.is_end());
         let (log, meta) = self.keys(key);
         let mut invocation = self.scripts.append.key(&log);
-        invocation.key(&meta).arg(first);
+        invocation.key(&meta).arg(self.ttl_millis()).arg(if ends { "1" } else { "0" }).arg(if discard {
+            "1"
+        } else {
+            "0"
+        });
         for (id, entry) in &entries {
             let bytes = postcard::to_allocvec(entry).map_err(|e| RpcError::serialization(e.to_string()))?;
             invocation.arg(*id).arg(bytes);
         }
         let mut connection = self.connection.clone();
         let outcome: String = invocation.invoke_async(&mut connection).await.map_err(store_error)?;
-        if outcome == "ended" {
-            return Err(RpcError::protocol(format!("resumable sequence '{key}' has ended; nothing may follow")));
+        match outcome.as_str() {
+            "ok" => Ok(()),
+            "ended" => Err(RpcError::protocol(format!("resumable sequence '{key}' has ended; nothing may follow"))),
+            "malformed" => Err(store_error(format!("malformed position for '{key}' in Redis"))),
+            gap => {
+                let mut words = gap.split(' ').skip(1);
+                let (id, expected) = (words.next().unwrap_or("?"), words.next().unwrap_or("?"));
+                Err(RpcError::protocol(format!(
+                    "resumable sequence '{key}': id {id} appended where {expected} was due"
+                )))
+            }
         }
-        if let Some(expected) = outcome.strip_prefix("expected ") {
-            return Err(RpcError::protocol(format!(
-                "resumable sequence '{key}': id {first} appended where {expected} was due"
-            )));
-        }
-        if ends {
-            let _: i64 = self.scripts.mark_ended.key(&meta).invoke_async(&mut connection).await.map_err(store_error)?;
-        }
-        self.touch(&log, &meta).await
     }
 
     async fn read_entries(&self, key: &str, after: u64, max: usize) -> Result<Option<LogRead>, RpcError> {
@@ -235,19 +261,28 @@ impl RedisStore {
         if last.is_none() && cancelled.is_none() {
             return Ok(None);
         }
-        let parse = |value: Option<String>| value.and_then(|v| v.parse().ok()).unwrap_or(0);
-        Ok(Some(LogState {
-            last: parse(last),
-            acked: parse(field(1)),
-            cancelled,
-            ended: field(2).as_deref() == Some("1"),
-        }))
+        let parse = |value: Option<String>| -> Result<u64, RpcError> {
+            match value {
+                None => Ok(0),
+                Some(v) => v.parse().map_err(|_| store_error(format!("malformed position {v:?} for '{key}' in Redis"))),
+            }
+        };
+        let ended = match field(2).as_deref() {
+            None => false,
+            Some("1") => true,
+            Some(other) => return Err(store_error(format!("malformed end flag {other:?} for '{key}' in Redis"))),
+        };
+        Ok(Some(LogState { last: parse(last)?, acked: parse(field(1))?, cancelled, ended }))
     }
 }
 
 impl SessionStore for RedisStore {
     fn append<'a>(&'a self, key: &'a str, entries: Vec<(u64, Entry)>) -> StoreFuture<'a, ()> {
-        Box::pin(self.append_entries(key, entries))
+        Box::pin(self.append_entries(key, entries, false))
+    }
+
+    fn abort<'a>(&'a self, key: &'a str, id: u64) -> StoreFuture<'a, ()> {
+        Box::pin(self.append_entries(key, vec![(id, Entry::Aborted)], true))
     }
 
     fn read_after<'a>(&'a self, key: &'a str, after: u64, max: usize) -> StoreFuture<'a, Option<LogRead>> {
@@ -264,10 +299,11 @@ impl SessionStore for RedisStore {
                 .key(&log)
                 .key(&meta)
                 .arg(upto)
+                .arg(self.ttl_millis())
                 .invoke_async(&mut connection)
                 .await
                 .map_err(store_error)?;
-            self.touch(&log, &meta).await
+            Ok(())
         })
     }
 
@@ -279,7 +315,9 @@ impl SessionStore for RedisStore {
         Box::pin(async move {
             let (_, meta) = self.keys(key);
             let mut connection = self.connection.clone();
-            let _: i64 = connection.hset(&meta, "cancelled", reason).await.map_err(store_error)?;
+            let reason = bound_reason(reason);
+            let _: i64 =
+                self.scripts.cancel.key(&meta).arg(reason).invoke_async(&mut connection).await.map_err(store_error)?;
             Ok(())
         })
     }

@@ -98,6 +98,8 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Records that the consumer has every entry up to `upto`; those
     /// entries may be dropped. Acknowledgements never move backwards.
+    /// Once the end entry is acknowledged the whole log is removed: the
+    /// sequence is delivered, and the key may start a new log.
     ///
     /// # Errors
     ///
@@ -112,6 +114,8 @@ pub trait SessionStore: Send + Sync + 'static {
     fn state<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<LogState>>;
 
     /// Records the consumer's cancel; the producer sees it on its next flush.
+    /// On a key with no log it does nothing (a peer cannot create logs by
+    /// cancelling); the reason is cut to [`MAX_CANCEL_REASON`] bytes.
     ///
     /// # Errors
     ///
@@ -124,6 +128,21 @@ pub trait SessionStore: Send + Sync + 'static {
     ///
     /// A store failure.
     fn discard<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()>;
+
+    /// Drops every entry and appends `Entry::Aborted` under `id`, as one
+    /// change. The default calls [`discard`](Self::discard) then
+    /// [`append`](Self::append); a store shared between processes should
+    /// override it to do both atomically.
+    ///
+    /// # Errors
+    ///
+    /// As [`append`](Self::append).
+    fn abort<'a>(&'a self, key: &'a str, id: u64) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.discard(key).await?;
+            self.append(key, vec![(id, Entry::Aborted)]).await
+        })
+    }
 
     /// Removes the log and its state entirely.
     ///
@@ -139,6 +158,22 @@ pub trait SessionStore: Send + Sync + 'static {
         let _ = key;
         Box::pin(tokio::time::sleep(timeout.min(Duration::from_millis(5))))
     }
+}
+
+/// The longest cancel reason a store keeps, in bytes; longer ones are cut
+/// (at a character boundary).
+pub const MAX_CANCEL_REASON: usize = 1024;
+
+/// `reason` cut to at most [`MAX_CANCEL_REASON`] bytes.
+pub(crate) fn bound_reason(mut reason: String) -> String {
+    if reason.len() > MAX_CANCEL_REASON {
+        let mut end = MAX_CANCEL_REASON;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
 }
 
 /// The error a store reports when it cannot do its job (unreachable,
