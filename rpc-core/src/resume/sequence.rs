@@ -231,8 +231,8 @@ async fn abort_log(store: &dyn SessionStore, key: &str, stored: u64) -> Result<(
         }
         None => 0,
     };
-    store.discard(key).await?;
-    store.append(key, vec![(last + 1, Entry::Aborted)]).await
+    // One change in the store: the unacknowledged entries go and the end is written together.
+    store.abort(key, last + 1).await
 }
 
 impl<T> Drop for ResumableWriter<T> {
