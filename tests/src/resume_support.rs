@@ -7,6 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rpc_core::resume::{
+    Backoff, Reconnecting, ResumableSequence, ResumableWriter, ResumeOptions, ResumeProxy, SessionStore,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -162,5 +165,68 @@ impl Drop for Relay {
     fn drop(&mut self) {
         self.acceptor.abort();
         self.cut();
+    }
+}
+
+/// Many resumable streams cut at once (`resume_many*.rs`): each client has a
+/// producer writing `1..=items` into a store and a consumer reading it back
+/// through a relay, which checks every item arrives exactly once, in order,
+/// waits at a barrier halfway (so the test can cut every link mid-stream),
+/// and counts itself once it has resumed after a loss.
+pub struct Storm {
+    /// Items each producer writes.
+    pub items: u64,
+    /// Each producer's window of unacknowledged items.
+    pub window: u32,
+    /// Every client and the test meet here halfway through.
+    pub halfway: Arc<tokio::sync::Barrier>,
+    /// Clients that have resumed after a loss.
+    pub resumed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Storm {
+    /// A storm of `clients` streams of `items` items with `window`.
+    pub fn new(clients: usize, items: u64, window: u32) -> Storm {
+        Storm { items, window, halfway: Arc::new(tokio::sync::Barrier::new(clients + 1)), resumed: Arc::default() }
+    }
+
+    /// Starts client `key`: its producer on `store`, its consumer through
+    /// `relay`. The task returns how many times the consumer reconnected.
+    pub fn spawn(&self, store: Arc<dyn SessionStore>, relay: SocketAddr, key: String) -> JoinHandle<u64> {
+        let (items, window) = (self.items, self.window);
+        let writer_key = key.clone();
+        tokio::spawn(async move {
+            let mut writer = ResumableWriter::<u64>::open(store, writer_key, window).await.unwrap();
+            for n in 1..=items {
+                writer.send(&n).await.unwrap();
+            }
+            writer.close(None).await.unwrap();
+        });
+        let backoff = Backoff {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(500),
+            max_attempts: Some(100),
+            jitter: true,
+        };
+        let link = Reconnecting::<ResumeProxy>::tcp(relay, backoff);
+        let (halfway, resumed) = (self.halfway.clone(), self.resumed.clone());
+        tokio::spawn(async move {
+            let options = ResumeOptions { capacity: 4, batch: 2, ack_every: 4, ..ResumeOptions::default() };
+            let mut feed = ResumableSequence::<u64>::new(&link, key, ResumeProxy::clone).with_options(options);
+            let (mut expected, mut counted) = (1, false);
+            while let Some(n) = feed.read().await.unwrap() {
+                assert_eq!(n, expected, "exactly once, in order");
+                if n == items / 2 {
+                    halfway.wait().await;
+                }
+                if !counted && feed.reconnects() > 0 {
+                    counted = true;
+                    resumed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                expected += 1;
+            }
+            assert_eq!(expected, items + 1, "every item arrived");
+            feed.reconnects()
+        })
     }
 }

@@ -5,12 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rpc_core::resume::{
-    Backoff, MemoryStore, Reconnecting, ResumableSequence, ResumableWriter, ResumeOptions, ResumeProxy, ResumeServer,
-};
+use rpc_core::resume::{MemoryStore, ResumableWriter, ResumeProxy, ResumeServer};
 use rpc_tests::peak_alloc::{peak, reset_peak, PeakCounting};
-use rpc_tests::resume_support::Relay;
-use tokio::sync::Barrier;
+use rpc_tests::resume_support::{Relay, Storm};
 
 #[global_allocator]
 static ALLOCATOR: PeakCounting = PeakCounting;
@@ -32,49 +29,12 @@ async fn resume_200_clients_reconnecting_at_once() {
     tokio::spawn(rpc_core::serve(listener, move || ResumeProxy::new(ResumeServer::new(Arc::new(served.clone())))));
     let baseline = reset_peak();
 
-    let halfway = Arc::new(Barrier::new(CLIENTS + 1));
-    let resumed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let backoff = Backoff {
-        initial: Duration::from_millis(20),
-        max: Duration::from_millis(500),
-        max_attempts: Some(100),
-        jitter: true,
-    };
-    let mut clients = Vec::new();
-    for client in 0..CLIENTS {
-        let key = format!("client-{client}");
-        let shared = Arc::new(store.clone());
-        let writer_key = key.clone();
-        tokio::spawn(async move {
-            let mut writer = ResumableWriter::<u64>::open(shared, writer_key, WINDOW).await.unwrap();
-            for n in 1..=u64::from(ITEMS) {
-                writer.send(&n).await.unwrap();
-            }
-            writer.close(None).await.unwrap();
-        });
-        let link = Reconnecting::<ResumeProxy>::tcp(relay.addr(), backoff.clone());
-        let (halfway, resumed) = (halfway.clone(), resumed.clone());
-        clients.push(tokio::spawn(async move {
-            let options = ResumeOptions { capacity: 4, batch: 2, ack_every: 4, ..ResumeOptions::default() };
-            let mut feed = ResumableSequence::<u64>::new(&link, key, ResumeProxy::clone).with_options(options);
-            let (mut expected, mut counted) = (1, false);
-            while let Some(n) = feed.read().await.unwrap() {
-                assert_eq!(n, expected, "exactly once, in order");
-                if n == u64::from(ITEMS / 2) {
-                    halfway.wait().await;
-                }
-                if !counted && feed.reconnects() > 0 {
-                    counted = true;
-                    resumed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                expected += 1;
-            }
-            assert_eq!(expected, u64::from(ITEMS) + 1);
-            feed.reconnects()
-        }));
-    }
+    let storm = Storm::new(CLIENTS, u64::from(ITEMS), WINDOW);
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client| storm.spawn(Arc::new(store.clone()), relay.addr(), format!("client-{client}")))
+        .collect();
     let limit = Duration::from_secs(120);
-    tokio::time::timeout(limit, halfway.wait()).await.expect("every client halfway in time");
+    tokio::time::timeout(limit, storm.halfway.wait()).await.expect("every client halfway in time");
     let live = peak() - baseline;
     println!(
         "{CLIENTS} live resumable streams (window {WINDOW}, with their connections): {} KiB peak, {} B per stream; store holds {} entries",
@@ -86,13 +46,13 @@ async fn resume_200_clients_reconnecting_at_once() {
     let cut = Instant::now();
     relay.cut();
     let all_resumed = tokio::time::timeout(limit, async {
-        while resumed.load(std::sync::atomic::Ordering::Relaxed) < CLIENTS {
+        while storm.resumed.load(std::sync::atomic::Ordering::Relaxed) < CLIENTS {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
     match all_resumed.await {
         Ok(()) => println!("all {CLIENTS} clients resumed {:?} after the cut", cut.elapsed()),
-        Err(_) => println!("only {} clients resumed", resumed.load(std::sync::atomic::Ordering::Relaxed)),
+        Err(_) => println!("only {} clients resumed", storm.resumed.load(std::sync::atomic::Ordering::Relaxed)),
     }
     let reconnect_peak = peak() - baseline;
     println!("peak during the reconnect storm: {} KiB", reconnect_peak / 1024);

@@ -91,6 +91,26 @@ impl Work for Worker {
     }
 }
 
+/// A server of probed workers, one client connection to it, and the client's proxy.
+struct Served {
+    probes: Probes,
+    server: rpc_core::ServerHandle,
+    dialer: server_support::Dialer,
+    connection: Connection,
+    work: WorkProxy,
+}
+
+/// Serves probed workers with `drain` as the drain timeout, and connects once.
+async fn serve_one(drain: Duration) -> Served {
+    let probes = Probes::new();
+    let (listener, dialer) = scripted_listener();
+    let factory_probes = probes.clone();
+    let server = Server::new(listener).drain_timeout(drain).spawn(move |_| Ok::<_, RpcError>(factory_probes.worker()));
+    let connection = within("connect", dialer.connect()).await.expect("connect");
+    let work: WorkProxy = connection.bootstrap();
+    Served { probes, server, dialer, connection, work }
+}
+
 fn assert_shutdown_reason(what: &str, err: &RpcError) {
     assert_eq!(err.kind(), ErrorKind::Disconnected, "{what}: {err}");
     assert!(err.message().contains("the server is shutting down"), "{what}: {err}");
@@ -98,14 +118,7 @@ fn assert_shutdown_reason(what: &str, err: &RpcError) {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_lets_a_running_call_finish_then_closes_with_a_reason() {
-    let probes = Probes::new();
-    let (listener, dialer) = scripted_listener();
-    let factory_probes = probes.clone();
-    let server = Server::new(listener)
-        .drain_timeout(Duration::from_secs(10))
-        .spawn(move |_| Ok::<_, RpcError>(factory_probes.worker()));
-    let connection = within("connect", dialer.connect()).await.expect("connect");
-    let work: WorkProxy = connection.bootstrap();
+    let Served { probes, server, dialer, connection, work } = serve_one(Duration::from_secs(10)).await;
     assert_eq!(within("quick", work.quick(1)).await.unwrap(), 1);
 
     let running = work.sleep(3_000);
@@ -131,14 +144,7 @@ async fn shutdown_lets_a_running_call_finish_then_closes_with_a_reason() {
 
 #[tokio::test(start_paused = true)]
 async fn a_draining_connection_refuses_new_calls_and_closes_when_the_running_one_ends() {
-    let probes = Probes::new();
-    let (listener, dialer) = scripted_listener();
-    let factory_probes = probes.clone();
-    let server = Server::new(listener)
-        .drain_timeout(Duration::from_secs(10))
-        .spawn(move |_| Ok::<_, RpcError>(factory_probes.worker()));
-    let connection = within("connect", dialer.connect()).await.expect("connect");
-    let work: WorkProxy = connection.bootstrap();
+    let Served { probes, server, connection, work, dialer: _dialer } = serve_one(Duration::from_secs(10)).await;
     let running = work.sleep(3_000);
     probes.wait_started("the handler starts").await;
     let began = Instant::now();
@@ -165,14 +171,8 @@ async fn a_draining_connection_refuses_new_calls_and_closes_when_the_running_one
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_closes_at_the_deadline_and_cancels_what_still_runs() {
-    let probes = Probes::new();
-    let (listener, dialer) = scripted_listener();
-    let factory_probes = probes.clone();
-    let server = Server::new(listener)
-        .drain_timeout(Duration::from_secs(2))
-        .spawn(move |_| Ok::<_, RpcError>(factory_probes.worker()));
-    let connection = within("connect", dialer.connect()).await.expect("connect");
-    let work: WorkProxy = connection.bootstrap();
+    let Served { probes, server, connection: _connection, work, dialer: _dialer } =
+        serve_one(Duration::from_secs(2)).await;
 
     let stuck = work.hold();
     probes.wait_started("the handler starts").await;
@@ -308,14 +308,8 @@ async fn serve_with_shutdown_returns_after_the_signal_and_the_drain() {
 
 #[tokio::test(start_paused = true)]
 async fn an_open_stream_is_drained_until_the_deadline_and_a_finished_one_is_not_waited_for() {
-    let probes = Probes::new();
-    let (listener, dialer) = scripted_listener();
-    let factory_probes = probes.clone();
-    let server = Server::new(listener)
-        .drain_timeout(Duration::from_secs(4))
-        .spawn(move |_| Ok::<_, RpcError>(factory_probes.worker()));
-    let connection = within("connect", dialer.connect()).await.expect("connect");
-    let work: WorkProxy = connection.bootstrap();
+    let Served { probes: _probes, server, connection: _connection, work, dialer: _dialer } =
+        serve_one(Duration::from_secs(4)).await;
 
     // Read to its end, still held: not a reason to wait.
     let mut finished = work.numbers(3);

@@ -192,12 +192,12 @@ impl ConnState {
 
     /// What [`crate::ConnectionMetrics`] reads from the protocol state.
     pub(crate) fn fill_metrics(&self, metrics: &mut crate::ConnectionMetrics) {
-        let bootstrap = self.exports.get(0).is_some_and(|e| e.permanent);
+        let counts = self.counts();
         metrics.calls_in_flight = self.awaiting_returns;
         metrics.calls_running = self.running_answers;
-        metrics.streams_open = self.streams.len();
-        metrics.exports = self.exports.len() - usize::from(bootstrap);
-        metrics.imports = self.imports.len();
+        metrics.streams_open = counts.streams;
+        metrics.exports = counts.exports;
+        metrics.imports = counts.imports;
         metrics.last_keepalive_rtt = self.last_rtt;
     }
 
