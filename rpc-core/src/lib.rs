@@ -241,6 +241,7 @@ mod error;
 pub mod fuzzing;
 mod payload;
 mod promise;
+mod proto;
 pub mod resume;
 mod server;
 mod stream;

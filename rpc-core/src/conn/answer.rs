@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
-use super::{ConnShared, Deferred};
+use super::ConnShared;
 use crate::cap::{Canceller, Reply, ReplySink};
 use crate::payload::CapEntry;
+use crate::proto::Effect;
 
 /// The reply sink of the peer's question `id`.
 pub(crate) struct RemoteAnswer {
@@ -54,7 +55,7 @@ impl ReplySink for RemoteAnswer {
                     },
                     Err(err) => Err(err.clone()),
                 };
-                state.deferred.push(Deferred::Resolve(queue, target));
+                state.effects.push(Effect::Resolve(queue, target));
             }
         }
     }

@@ -25,9 +25,9 @@ use tokio::sync::{watch, Notify};
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::Instrument;
 
-use super::{ConnShared, ConnState, UserRef};
+use super::{ConnShared, Protocol, UserRef};
 use crate::cap::Client;
-use crate::stream::Ending;
+use crate::proto::PingPolicy;
 use crate::wire::{depth, frame, Hello, Message, MAGIC, PROTOCOL_VERSION};
 use crate::{Config, RpcError};
 
@@ -71,7 +71,7 @@ where
     let io = super::metrics::IoCounters::default();
     io.wrote(buf.len());
     io.read(hello_len(&theirs));
-    let state = ConnState::new(config.limits, theirs.limits, bootstrap, stream_parity, span.clone());
+    let state = Protocol::new(config.limits, theirs.limits, bootstrap, stream_parity, span.clone());
     let shared = Arc::new(ConnShared {
         state: Mutex::new(state),
         wake_writer: Notify::new(),
@@ -369,45 +369,12 @@ async fn handle_frame(
     let (message, rest) = depth::from_postcard_bytes::<Message>(&frame, limits.max_depth, limits.max_decoded_size)
         .map_err(|e| RpcError::protocol(format!("malformed frame ({e})")))?;
     let trailer = frame.slice(frame.len() - rest.len()..);
-    let asks_for_output = matches!(message, Message::Call { .. } | Message::Ping(_) | Message::Disembargo { .. });
-    if asks_for_output && shared.owes_too_much(&shared.lock()) {
+    if Protocol::asks_for_output(&message) && shared.owes_too_much(&shared.lock()) {
         wait_for_output_room(shared, closed).await?;
     }
-    let mut state = shared.lock();
-    if state.is_closed().is_some() {
-        return Ok(());
-    }
-    match message {
-        Message::Call { question, target, interface, method, caps } => {
-            state.handle_call(shared, question, target, interface, method, &caps, trailer)
-        }
-        Message::Return { question, result } => state.handle_return(shared, question, result, trailer),
-        Message::Finish { question } => state.handle_finish(question),
-        Message::Release { export, count } => state.handle_release(export, count),
-        Message::Disembargo { target, id } => state.handle_disembargo(target, id),
-        Message::DisembargoReply { id } => state.handle_disembargo_reply(id),
-        Message::Ping(nonce) => {
-            let config = &shared.config;
-            state.handle_ping(nonce, Instant::now(), config.ping_min_interval, config.max_ping_strikes)
-        }
-        Message::Pong(nonce) => {
-            state.handle_pong(nonce, Instant::now());
-            Ok(())
-        }
-        Message::Abort(reason) => {
-            Err(RpcError::disconnected(format!("the peer closed the connection ({})", reason.message())))
-        }
-        Message::StreamData { stream, count, item_caps, caps, item_lens } => {
-            state.handle_stream_data(shared, stream, count, (item_caps, item_lens), &caps, trailer)
-        }
-        Message::StreamWindow { stream, read, window } => state.handle_stream_window(stream, read, window),
-        Message::StreamEnd { stream, error } => {
-            state.handle_stream_end(stream, error.map_or(Ending::Closed, Ending::Failed))
-        }
-        Message::StreamAbort { stream } => state.handle_stream_end(stream, Ending::Aborted),
-        Message::StreamCancel { stream, reason } => state.handle_stream_cancel(stream, reason),
-        Message::StreamPart { stream } => state.handle_stream_part(stream, &trailer),
-    }
+    let pings =
+        PingPolicy { min_interval: shared.config.ping_min_interval, max_strikes: shared.config.max_ping_strikes };
+    shared.lock().handle_message(shared, message, trailer, Instant::now().into_std(), pings)
 }
 
 /// Waits until the output we owe the peer is back within the bound. If the
@@ -513,7 +480,7 @@ async fn write_loop<W: AsyncWrite>(shared: Arc<ConnShared>, mut writer: WriteHal
                 _ = shared.wake_writer.notified() => {}
                 _ = sleep_until(next_ping) => {
                     nonce += 1;
-                    shared.lock().send_ping(nonce, Instant::now());
+                    shared.lock().send_ping(nonce, Instant::now().into_std());
                 }
             }
         }

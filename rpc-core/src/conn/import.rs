@@ -47,6 +47,6 @@ impl ClientHook for ImportClient {
 impl Drop for ImportClient {
     fn drop(&mut self) {
         let (id, me) = (self.id, self as *const ImportClient as usize);
-        self.user.shared().with_state(move |state| state.drop_import(id, me as *const ImportClient));
+        self.user.shared().with_state(move |state| state.drop_import(id, me));
     }
 }

@@ -1,7 +1,7 @@
 //! Connections: one peer, one socket, four tables.
 //!
 //! A [`Connection`] runs the protocol over any `AsyncRead + AsyncWrite`. Its
-//! state ([`state::ConnState`]) holds the four capability tables (questions we
+//! state ([`state::Protocol`]) holds the four capability tables (questions we
 //! asked, answers we owe, objects we export, objects we import) and the
 //! outgoing byte buffer; it does no I/O. Two tasks in `driver.rs` move bytes:
 //! the reader decodes frames and feeds them to the state, the writer drains
@@ -19,8 +19,7 @@ mod import;
 mod metrics;
 mod pipeline;
 mod public;
-mod state;
-mod tables;
+mod shell;
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -28,20 +27,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{watch, Notify};
 
-use crate::cap::{Canceller, Client, OutgoingCall, QueuedClient, Reply, ReplySink};
 use crate::RpcError;
 
+use crate::proto::Effect;
+pub(crate) use crate::proto::Protocol;
 pub use config::{Config, Limits};
 pub use metrics::ConnectionMetrics;
 pub use public::{connect, serve, serve_with, Connection, ConnectionBuilder};
-pub(crate) use state::ConnState;
 
 /// What a connection's tasks and handles share.
 pub(crate) struct ConnShared {
-    state: Mutex<ConnState>,
+    state: Mutex<Protocol>,
     /// Wakes the writer when the outgoing buffer becomes non-empty.
     wake_writer: Notify,
-    /// Output we owe the peer (see `ConnState::owed`) in the write under way,
+    /// Output we owe the peer (see `Protocol::owed`) in the write under way,
     /// not yet written.
     owed_in_flight: AtomicUsize,
     /// The writer made progress (or gave up): a reader waiting for room in
@@ -69,49 +68,22 @@ pub(crate) struct ConnShared {
     pub(crate) io: metrics::IoCounters,
 }
 
-/// Work that must run after the state lock is released.
-pub(crate) enum Deferred {
-    Call(Client, OutgoingCall),
-    Complete(Arc<dyn ReplySink>, Reply),
-    SetCanceller(Arc<dyn ReplySink>, Canceller),
-    Cancel(Canceller),
-    Resolve(Arc<QueuedClient>, Result<Client, RpcError>),
-    /// Values whose drop may re-enter a connection.
-    Drop(Box<dyn Send>),
-    /// A call carrying these failed: its stream ends end with the error.
-    FailStreams(Vec<crate::payload::CapEntry>, RpcError),
-}
-
-impl Deferred {
-    fn run(self) {
-        match self {
-            Deferred::Call(target, call) => target.hook.call(call),
-            Deferred::Complete(sink, reply) => sink.complete(reply),
-            Deferred::SetCanceller(sink, canceller) => sink.set_canceller(canceller),
-            Deferred::Cancel(canceller) => canceller.cancel(),
-            Deferred::Resolve(queued, target) => queued.resolve(target),
-            Deferred::Drop(value) => drop(value),
-            Deferred::FailStreams(caps, err) => crate::stream::fail_streams(caps, &err),
-        }
-    }
-}
-
 /// The locked state; deferred work runs when the guard goes.
 pub(crate) struct StateGuard<'a> {
-    guard: Option<MutexGuard<'a, ConnState>>,
+    guard: Option<MutexGuard<'a, Protocol>>,
     shared: &'a ConnShared,
     was_empty: bool,
 }
 
 impl std::ops::Deref for StateGuard<'_> {
-    type Target = ConnState;
-    fn deref(&self) -> &ConnState {
+    type Target = Protocol;
+    fn deref(&self) -> &Protocol {
         self.guard.as_ref().expect("guard is present until drop")
     }
 }
 
 impl std::ops::DerefMut for StateGuard<'_> {
-    fn deref_mut(&mut self) -> &mut ConnState {
+    fn deref_mut(&mut self) -> &mut Protocol {
         self.guard.as_mut().expect("guard is present until drop")
     }
 }
@@ -119,7 +91,7 @@ impl std::ops::DerefMut for StateGuard<'_> {
 thread_local! {
     /// An empty list with capacity, swapped in for the deferred work each
     /// guard takes, so locking does not allocate a new list every time.
-    static SPARE_DEFERRED: std::cell::Cell<Vec<Deferred>> = const { std::cell::Cell::new(Vec::new()) };
+    static SPARE_DEFERRED: std::cell::Cell<Vec<Effect>> = const { std::cell::Cell::new(Vec::new()) };
     /// Which connections this thread has locked right now, and work asked of
     /// them meanwhile.
     static HELD: Held = const { Held { first: Cell::new(0), more: RefCell::new(Vec::new()), late: RefCell::new(Vec::new()), has_late: Cell::new(false) } };
@@ -167,10 +139,10 @@ impl Held {
 impl Drop for StateGuard<'_> {
     fn drop(&mut self) {
         let Some(mut guard) = self.guard.take() else { return };
-        let mut deferred = if guard.deferred.is_empty() {
+        let mut deferred = if guard.effects.is_empty() {
             Vec::new()
         } else {
-            std::mem::replace(&mut guard.deferred, SPARE_DEFERRED.take())
+            std::mem::replace(&mut guard.effects, SPARE_DEFERRED.take())
         };
         let wake = self.was_empty && !(guard.out.is_empty() && guard.ready.is_empty());
         drop(guard);
@@ -262,13 +234,13 @@ impl ConnShared {
     }
 
     /// Bytes of output we owe the peer and have not written yet.
-    fn owed_unsent(&self, state: &ConnState) -> usize {
+    fn owed_unsent(&self, state: &Protocol) -> usize {
         state.owed + self.owed_in_flight.load(Ordering::Acquire)
     }
 
     /// Whether the output we owe the peer is over the bound, so frames that
     /// ask for more must wait (moot once writing has failed).
-    fn owes_too_much(&self, state: &ConnState) -> bool {
+    fn owes_too_much(&self, state: &Protocol) -> bool {
         self.owed_unsent(state) > self.config.max_unsent_output && !self.write_failed.load(Ordering::Acquire)
     }
 

@@ -19,8 +19,8 @@ use super::consumer::ReadCache;
 use super::kind::{Consume, Kind, Produce};
 use super::Window;
 use super::{RemoteConsumer, RemoteProducer};
-use crate::conn::{ConnShared, ConnState};
 use crate::payload::{self, CapEntry};
+use crate::proto::{Protocol, Shell};
 use crate::wire::CapDescriptor;
 use crate::RpcError;
 
@@ -28,7 +28,7 @@ use crate::RpcError;
 pub(crate) trait StreamEnd: Send + 'static {
     /// Binds the end to `conn` (called with its state locked); returns how
     /// the peer names it.
-    fn bind(self: Box<Self>, state: &mut ConnState, conn: &Arc<ConnShared>) -> Result<CapDescriptor, RpcError>;
+    fn bind(self: Box<Self>, state: &mut Protocol, conn: &dyn Shell) -> Result<CapDescriptor, RpcError>;
     /// For taking the typed end back out.
     fn into_any(self: Box<Self>) -> Box<dyn Any>;
     /// The call carrying this end failed with `err`: end the stream with it
@@ -188,7 +188,7 @@ impl<K: Transfer> StreamEnd for ReaderEnd<K>
 where
     K::Unit: Send,
 {
-    fn bind(mut self: Box<Self>, state: &mut ConnState, conn: &Arc<ConnShared>) -> Result<CapDescriptor, RpcError> {
+    fn bind(mut self: Box<Self>, state: &mut Protocol, conn: &dyn Shell) -> Result<CapDescriptor, RpcError> {
         let Some(backend) = self.backend.take() else { return Err(taken()) };
         // A pair made here whose writer is still here: the writer writes
         // straight to the connection from now on.
@@ -218,7 +218,7 @@ impl<K: Transfer> StreamEnd for WriterEnd<K>
 where
     K::Unit: Send,
 {
-    fn bind(mut self: Box<Self>, state: &mut ConnState, conn: &Arc<ConnShared>) -> Result<CapDescriptor, RpcError> {
+    fn bind(mut self: Box<Self>, state: &mut Protocol, conn: &dyn Shell) -> Result<CapDescriptor, RpcError> {
         let Some(backend) = self.0.take() else { return Err(taken()) };
         match backend {
             // A pair whose reader is still here: it reads from the connection.
@@ -296,7 +296,7 @@ fn descriptor(reader: bool, bytes: bool, stream: u32, window: Window) -> CapDesc
 // decoded (a call forwarded through this process): relayed item by item,
 // still encoded, with flow control and endings passed on both ways.
 impl StreamEnd for ReceivedReader {
-    fn bind(mut self: Box<Self>, state: &mut ConnState, conn: &Arc<ConnShared>) -> Result<CapDescriptor, RpcError> {
+    fn bind(mut self: Box<Self>, state: &mut Protocol, conn: &dyn Shell) -> Result<CapDescriptor, RpcError> {
         let consumer = self.0.take().ok_or_else(taken)?;
         let (window, bytes) = (consumer.window(), consumer.is_bytes());
         let producer = state.open_producer(conn, window, bytes)?;
@@ -311,7 +311,7 @@ impl StreamEnd for ReceivedReader {
 }
 
 impl StreamEnd for ReceivedWriter {
-    fn bind(mut self: Box<Self>, state: &mut ConnState, conn: &Arc<ConnShared>) -> Result<CapDescriptor, RpcError> {
+    fn bind(mut self: Box<Self>, state: &mut Protocol, conn: &dyn Shell) -> Result<CapDescriptor, RpcError> {
         let producer = self.0.take().ok_or_else(taken)?;
         let (window, bytes) = (producer.window(), producer.is_bytes());
         let consumer = state.open_consumer(conn, window, bytes)?;

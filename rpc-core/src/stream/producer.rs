@@ -17,8 +17,9 @@ use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 
 use super::{Ending, Window};
-use crate::conn::{ConnShared, ConnState};
+use crate::conn::ConnShared;
 use crate::payload::{self, CapEntry};
+use crate::proto::{Protocol, Shell};
 use crate::wire::Message;
 use crate::RpcError;
 
@@ -369,7 +370,7 @@ impl RemoteProducer {
     /// `conn`'s output. Returns whether the stream is finished (it can leave
     /// the connection's table) and whether it has more to emit now (so the
     /// writer goes round again, letting other frames in between).
-    pub(crate) fn emit(&self, conn: &mut ConnState, shared: &Arc<ConnShared>, budget: u64) -> (bool, bool) {
+    pub(crate) fn emit(&self, conn: &mut Protocol, shared: &dyn Shell, budget: u64) -> (bool, bool) {
         let mut state = self.lock();
         state.scheduled = false;
         let mut spent = 0;
@@ -393,7 +394,7 @@ impl RemoteProducer {
 
     /// One message of whole items, or one fragment of an item too large for
     /// a message; returns the bytes emitted.
-    fn emit_items(&self, state: &mut Producing, conn: &mut ConnState, shared: &Arc<ConnShared>) -> u64 {
+    fn emit_items(&self, state: &mut Producing, conn: &mut Protocol, shared: &dyn Shell) -> u64 {
         let first = state.items[0].0 as u64;
         if first > MAX_BYTES_PER_MESSAGE {
             // A large item goes in parts, so frames of other streams and calls
@@ -453,7 +454,7 @@ impl RemoteProducer {
     }
 
     /// Sends the end (or the abort) once it is due.
-    fn emit_end(&self, state: &mut Producing, conn: &mut ConnState) {
+    fn emit_end(&self, state: &mut Producing, conn: &mut Protocol) {
         if state.end_sent {
             return;
         }
@@ -475,7 +476,7 @@ impl RemoteProducer {
     /// more than [`MAX_BYTES_PER_MESSAGE`]), within the window. Bounded
     /// messages let other streams' and calls' frames interleave with a bulk
     /// transfer instead of queueing behind it.
-    fn emit_bytes(state: &mut Producing, conn: &mut ConnState, id: u32, budget: u64) -> u64 {
+    fn emit_bytes(state: &mut Producing, conn: &mut Protocol, id: u32, budget: u64) -> u64 {
         let mut spent = 0;
         while state.ending.is_none() && state.chunk_bytes > 0 && state.credit() > 0 && spent < budget {
             let limit = (state.window.batch as u64).min(MAX_BYTES_PER_MESSAGE);

@@ -1,13 +1,12 @@
 //! The stream half of the protocol state: the stream table, opening and
 //! naming streams, emitting data in bounded rounds, and the five stream
-//! messages. Like the rest of `ConnState`, it does no I/O.
+//! messages. Like the rest of `Protocol`, it does no I/O.
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{ConnState, StreamHalf, Violation};
-use crate::conn::{ConnShared, Deferred};
+use super::{Effect, Protocol, Shell, StreamHalf, Violation};
 use crate::payload::CapEntry;
 use crate::stream::{Ending, ReceivedReader, ReceivedWriter, RemoteConsumer, RemoteProducer, StreamSlot, Window};
 use crate::wire::{frame, CapDescriptor, Message};
@@ -17,8 +16,8 @@ use crate::RpcError;
 /// (and call frames) get their turn: bounds head-of-line blocking.
 const ROUND_BUDGET: u64 = 256 << 10;
 
-impl ConnState {
-    fn open_stream_id(&mut self) -> Result<u32, RpcError> {
+impl Protocol {
+    pub(super) fn open_stream_id(&mut self) -> Result<u32, RpcError> {
         if let Some(reason) = &self.closed {
             return Err(reason.clone());
         }
@@ -34,13 +33,12 @@ impl ConnState {
     /// A new stream we produce and the peer consumes (`bytes`: a byte stream).
     pub(crate) fn open_producer(
         &mut self,
-        shared: &Arc<ConnShared>,
+        shell: &dyn Shell,
         window: Window,
         bytes: bool,
     ) -> Result<Arc<RemoteProducer>, RpcError> {
         let id = self.open_stream_id()?;
-        let producer =
-            if bytes { RemoteProducer::new_bytes(shared, id, window) } else { RemoteProducer::new(shared, id, window) };
+        let producer = shell.producer(id, window, bytes);
         self.streams.insert(id, StreamHalf::Producer(producer.clone()));
         self.trace_stream_open(id, "producer", bytes);
         Ok(producer)
@@ -49,16 +47,12 @@ impl ConnState {
     /// A new stream the peer produces and we consume (`bytes`: a byte stream).
     pub(crate) fn open_consumer(
         &mut self,
-        shared: &Arc<ConnShared>,
+        shell: &dyn Shell,
         window: Window,
         bytes: bool,
     ) -> Result<Arc<RemoteConsumer>, RpcError> {
         let id = self.open_stream_id()?;
-        let consumer = if bytes {
-            RemoteConsumer::new_bytes(shared, id, window)
-        } else {
-            RemoteConsumer::new(shared, id, window, self.limits.max_depth)
-        };
+        let consumer = shell.consumer(id, window, bytes, self.limits.max_depth);
         self.streams.insert(id, StreamHalf::Consumer(consumer.clone()));
         self.trace_stream_open(id, "consumer", bytes);
         Ok(consumer)
@@ -67,7 +61,7 @@ impl ConnState {
     /// A stream end the peer sent us: our half of it, registered under its id.
     pub(super) fn import_stream_end(
         &mut self,
-        shared: &Arc<ConnShared>,
+        shell: &dyn Shell,
         descriptor: &CapDescriptor,
     ) -> Result<CapEntry, Violation> {
         let (stream, window, reader, bytes) = match *descriptor {
@@ -80,20 +74,12 @@ impl ConnState {
         self.accept_peer_stream(stream)?;
         // The peer sent the reader: it produces and we consume (and the other way round).
         let end: Box<dyn crate::stream::StreamEnd> = if reader {
-            let consumer = if bytes {
-                RemoteConsumer::new_bytes(shared, stream, window)
-            } else {
-                RemoteConsumer::new(shared, stream, window, self.limits.max_depth)
-            };
+            let consumer = shell.consumer(stream, window, bytes, self.limits.max_depth);
             self.streams.insert(stream, StreamHalf::Consumer(consumer.clone()));
             self.trace_stream_open(stream, "consumer", bytes);
             Box::new(ReceivedReader(Some(consumer)))
         } else {
-            let producer = if bytes {
-                RemoteProducer::new_bytes(shared, stream, window)
-            } else {
-                RemoteProducer::new(shared, stream, window)
-            };
+            let producer = shell.producer(stream, window, bytes);
             self.streams.insert(stream, StreamHalf::Producer(producer.clone()));
             self.trace_stream_open(stream, "producer", bytes);
             Box::new(ReceivedWriter(Some(producer)))
@@ -102,7 +88,7 @@ impl ConnState {
     }
 
     /// Checks a stream id the peer allocated for a new stream.
-    fn accept_peer_stream(&mut self, id: u32) -> Result<(), Violation> {
+    pub(super) fn accept_peer_stream(&mut self, id: u32) -> Result<(), Violation> {
         // Ids only grow: reusing an ended stream's id would let its late
         // messages land on the new one.
         let reused = self.max_peer_stream.is_some_and(|max| id <= max);
@@ -117,7 +103,7 @@ impl ConnState {
     }
 
     /// Whether `id` named a stream once (late messages for it are harmless).
-    fn stream_existed(&self, id: u32) -> bool {
+    pub(super) fn stream_existed(&self, id: u32) -> bool {
         if id & 1 == self.stream_parity {
             (id >> 1) < self.streams_opened
         } else {
@@ -125,7 +111,7 @@ impl ConnState {
         }
     }
 
-    fn unknown_stream(&self, id: u32, what: &str) -> Result<(), Violation> {
+    pub(super) fn unknown_stream(&self, id: u32, what: &str) -> Result<(), Violation> {
         if self.stream_existed(id) {
             Ok(())
         } else {
@@ -139,7 +125,7 @@ impl ConnState {
     }
 
     /// Opens stream `id`'s `rpc.stream` span (kept only if tracing wants it).
-    fn trace_stream_open(&mut self, id: u32, role: &'static str, bytes: bool) {
+    pub(super) fn trace_stream_open(&mut self, id: u32, role: &'static str, bytes: bool) {
         let kind = if bytes { "bytes" } else { "sequence" };
         let span = tracing::debug_span!(parent: &self.span, "rpc.stream", id, role, kind);
         if !span.is_disabled() {
@@ -191,14 +177,14 @@ impl ConnState {
     /// Writes one data message; the capabilities its items hold are exported here.
     pub(crate) fn send_stream_data(
         &mut self,
-        shared: &Arc<ConnShared>,
+        shell: &dyn Shell,
         stream: u32,
         count: u32,
         (item_caps, item_lens): (Vec<u32>, Vec<u32>),
         caps: Vec<CapEntry>,
         data: &[u8],
     ) -> Result<(), RpcError> {
-        let descriptors = self.export_caps(shared, &caps);
+        let descriptors = self.export_caps(shell, &caps);
         self.defer_drop(caps);
         let caps = descriptors?;
         self.send(&Message::StreamData { stream, count, item_caps, caps, item_lens }, data);
@@ -206,7 +192,7 @@ impl ConnState {
     }
 
     /// Lets every scheduled producer emit what its window allows.
-    pub(crate) fn emit_streams(&mut self, shared: &Arc<ConnShared>) {
+    pub(crate) fn emit_streams(&mut self, shell: &dyn Shell) {
         if self.closed.is_some() {
             self.ready.clear();
             return;
@@ -214,7 +200,7 @@ impl ConnState {
         let mut again = Vec::new();
         for id in std::mem::take(&mut self.ready) {
             if let Some(StreamHalf::Producer(producer)) = self.streams.get(&id).cloned() {
-                let (finished, more) = producer.emit(self, shared, ROUND_BUDGET);
+                let (finished, more) = producer.emit(self, shell, ROUND_BUDGET);
                 if finished {
                     self.trace_stream_end(id, "ended here: its end was sent");
                     self.end_stream(id, None);
@@ -238,7 +224,7 @@ impl ConnState {
 
     pub(crate) fn handle_stream_data(
         &mut self,
-        shared: &Arc<ConnShared>,
+        shell: &dyn Shell,
         stream: u32,
         count: u32,
         (item_caps, item_lens): (Vec<u32>, Vec<u32>),
@@ -258,7 +244,7 @@ impl ConnState {
                 None
             }
         };
-        let mut caps = self.import_caps(shared, descriptors)?;
+        let mut caps = self.import_caps(shell, descriptors)?;
         // Late data for an ended stream: its capabilities are imported only to be released.
         let handled = consumer.map_or(Ok(()), |c| c.on_data(count, trailer, (item_caps, item_lens), &mut caps));
         // On every path, error paths included: what was just imported may
@@ -290,7 +276,7 @@ impl ConnState {
                     tracing::debug!(parent: span, ?ending, "the peer ended the stream");
                 }
                 let dropped = consumer.on_end(ending);
-                self.deferred.push(Deferred::Drop(dropped));
+                self.effects.push(Effect::Drop(dropped));
                 self.end_stream(stream, None);
                 Ok(())
             }
@@ -308,7 +294,7 @@ impl ConnState {
                     tracing::debug!(parent: span, ?reason, "the peer cancelled the stream");
                 }
                 let dropped = producer.on_end(Ending::Cancelled(reason));
-                self.deferred.push(Deferred::Drop(dropped));
+                self.effects.push(Effect::Drop(dropped));
                 self.end_stream(stream, None);
                 Ok(())
             }

@@ -1,0 +1,46 @@
+//! The connection as the protocol's [`Shell`]: handles for the ids the
+//! protocol names, each a (connection, id) pair that locks the connection
+//! when used and never while it is locked.
+
+use std::sync::Arc;
+
+use super::answer::RemoteAnswer;
+use super::import::ImportClient;
+use super::{ConnShared, QuestionRef};
+use crate::cap::{Canceller, Client, ClientHook, PeerRef, ReplySink};
+use crate::proto::Shell;
+use crate::stream::{RemoteConsumer, RemoteProducer, Window};
+
+impl Shell for Arc<ConnShared> {
+    fn import_hook(&self, id: u32) -> Arc<dyn ClientHook> {
+        Arc::new(ImportClient::new(self.user_ref(), id))
+    }
+
+    fn answer_sink(&self, id: u32, interface: u64, method: u16) -> Arc<dyn ReplySink> {
+        Arc::new(RemoteAnswer::new(self.clone(), id, interface, method))
+    }
+
+    fn question_canceller(&self, id: u32) -> Canceller {
+        Canceller::Question(QuestionRef { user: self.user_ref(), id })
+    }
+
+    fn peer_ref(&self, client: &Client) -> Option<PeerRef> {
+        client.hook.peer_ref(self)
+    }
+
+    fn producer(&self, id: u32, window: Window, bytes: bool) -> Arc<RemoteProducer> {
+        if bytes {
+            RemoteProducer::new_bytes(self, id, window)
+        } else {
+            RemoteProducer::new(self, id, window)
+        }
+    }
+
+    fn consumer(&self, id: u32, window: Window, bytes: bool, max_depth: u32) -> Arc<RemoteConsumer> {
+        if bytes {
+            RemoteConsumer::new_bytes(self, id, window)
+        } else {
+            RemoteConsumer::new(self, id, window, max_depth)
+        }
+    }
+}

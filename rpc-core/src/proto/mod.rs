@@ -1,0 +1,358 @@
+//! The protocol of one connection as plain data: no I/O, no locks, no runtime.
+//!
+//! A [`Protocol`] holds everything one connection knows: the four tables
+//! (questions, answers, exports, imports), embargoes, and the state of every
+//! stream half. Its owner feeds it decoded frames ([`Protocol::handle_message`])
+//! and local commands (`send_call`, `release_question`, stream writes, …) with
+//! `&mut self`, and pulls two kinds of output:
+//!
+//! - **bytes to transmit**: frames appended to `out` (and producers queued in
+//!   `ready`, which [`Protocol::emit_streams`] turns into frames);
+//! - **effects**: work that may re-enter a connection (deliver a call,
+//!   complete a promise, resolve a queue, drop a capability), pushed onto
+//!   `effects` in the order they must run. The owner runs them only after it
+//!   stops borrowing the protocol (for `conn/`, after unlocking).
+//!
+//! Handles the protocol hands out (imports, answers' reply sinks, question
+//! cancellers, stream halves) are minted by the owner through [`Shell`]:
+//! the protocol names things by id, the shell turns ids into handles.
+//! Nothing here may lock, wake, call a capability or complete a promise; a CI
+//! check (`scripts/check-layers.sh`) keeps tokio, `Mutex`, `Weak<` and the
+//! connection's shared state out of this module.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use crate::cap::{Canceller, Client, ClientHook, OutgoingCall, PeerRef, QueuedClient, ReplySink};
+use crate::payload::CapEntry;
+use crate::stream::{Ending, RemoteConsumer, RemoteProducer, Window};
+use crate::wire::{frame, Message};
+use crate::{Limits, RpcError};
+
+mod calls;
+mod caps;
+mod dispatch;
+mod effects;
+mod keepalive;
+mod streams;
+mod tables;
+
+pub(crate) use dispatch::PingPolicy;
+pub(crate) use effects::{Effect, MayReenter};
+use tables::IdTable;
+
+/// What a [`Protocol`] asks of its owner: handles for the ids it names.
+///
+/// `conn/` implements it with handles that lock the connection; the test
+/// harness implements it with handles that record what is asked of them.
+pub(crate) trait Shell {
+    /// The hook for the peer's export `id`. Its last drop must reach
+    /// [`Protocol::drop_import`] with the hook's address.
+    fn import_hook(&self, id: u32) -> Arc<dyn ClientHook>;
+    /// Where the outcome of the peer's call `id` goes.
+    fn answer_sink(&self, id: u32, interface: u64, method: u16) -> Arc<dyn ReplySink>;
+    /// The caller's hold on our question `id`: cancelling it must reach
+    /// [`Protocol::release_question`].
+    fn question_canceller(&self, id: u32) -> Canceller;
+    /// How the peer names `client`, if it lives at the far end of this connection.
+    fn peer_ref(&self, client: &Client) -> Option<PeerRef>;
+    /// Our producer half of stream `id`, which the peer consumes.
+    fn producer(&self, id: u32, window: Window, bytes: bool) -> Arc<RemoteProducer>;
+    /// Our consumer half of stream `id`, which the peer produces.
+    fn consumer(&self, id: u32, window: Window, bytes: bool, max_depth: u32) -> Arc<RemoteConsumer>;
+}
+
+/// A call we made, awaiting or holding its answer.
+struct Question {
+    sink: Option<Arc<dyn crate::cap::ReplySink>>,
+    /// The result's capabilities (or error), kept for pipelined calls.
+    returned: Option<Result<Vec<CapEntry>, RpcError>>,
+    /// The caller no longer holds the question.
+    released: bool,
+    /// Per result-capability index: how pipelined calls are routed.
+    pipes: HashMap<u32, Pipe>,
+}
+
+#[derive(Default)]
+struct Pipe {
+    /// Calls went to the peer aimed at the promised answer.
+    sent: bool,
+    /// Once resolved to a local object: where calls go now (an embargo queue).
+    redirect: Option<Client>,
+}
+
+/// A call the peer made, running or holding its result for pipelining.
+struct Answer {
+    canceller: Option<Canceller>,
+    /// The peer sent `Finish` while the handler was running.
+    finished: bool,
+    returned: Option<Result<Vec<CapEntry>, RpcError>>,
+    /// Pipelined calls that arrived before the result, per capability index.
+    pipes: HashMap<u32, (Arc<QueuedClient>, bool)>,
+    /// The peer passed a capability of this answer back to us in a payload
+    /// (perhaps its only reference): a `Finish` must not cancel the call.
+    passed_back: bool,
+}
+
+struct Export {
+    client: Client,
+    /// References the peer holds (descriptors sent minus released).
+    refs: u32,
+    /// The bootstrap object stays exported for the connection's lifetime.
+    permanent: bool,
+}
+
+struct Import {
+    hook: Weak<dyn ClientHook>,
+    /// Descriptors received for this id: what we release when we drop it.
+    count: u32,
+}
+
+/// Calls held back until earlier calls, travelling through the peer, arrived.
+struct Embargo {
+    queue: Arc<QueuedClient>,
+    target: Client,
+}
+
+/// Our half of a stream on this connection.
+#[derive(Clone)]
+enum StreamHalf {
+    Producer(Arc<RemoteProducer>),
+    Consumer(Arc<RemoteConsumer>),
+}
+
+/// Everything one connection knows; see the module docs.
+pub(crate) struct Protocol {
+    pub(crate) out: BytesMut,
+    /// Bytes in `out` that we owe the peer because it asked: replies to its
+    /// calls, pongs, embargo echoes. Bounded by `Config::max_unsent_output`
+    /// (the reader waits before taking more requests off the wire).
+    pub(crate) owed: usize,
+    /// When the peer's last ping arrived, and how many in a row came too soon.
+    last_ping: Option<Instant>,
+    ping_strikes: u32,
+    /// Our last ping not yet answered: its nonce and when it was queued.
+    ping_sent: Option<(u64, Instant)>,
+    /// The round trip of our last answered ping.
+    last_rtt: Option<std::time::Duration>,
+    /// Effects for the shell to run once the lock is released, in order.
+    pub(crate) effects: Vec<Effect>,
+    /// Questions still waiting for their `Return` (not those kept after it
+    /// for pipelining): what the peer's `max_outstanding_calls` limits.
+    awaiting_returns: usize,
+    /// Answers whose handler has not finished: what our limit counts.
+    running_answers: usize,
+    questions: IdTable<Question>,
+    answers: HashMap<u32, Answer>,
+    /// Highest question id the peer has used: a `Finish` above it is bogus.
+    max_peer_question: Option<u32>,
+    exports: IdTable<Export>,
+    export_ids: HashMap<usize, u32>,
+    imports: HashMap<u32, Import>,
+    embargoes: IdTable<Embargo>,
+    streams: HashMap<u32, StreamHalf>,
+    /// `rpc.stream` spans of open streams, kept only while tracing wants them.
+    stream_spans: HashMap<u32, tracing::Span>,
+    /// `rpc.question` spans of our calls awaiting their `Return`, likewise.
+    question_spans: HashMap<u32, tracing::Span>,
+    /// The connection's `rpc.connection` span, parent of the stream spans.
+    span: tracing::Span,
+    /// Streams we have numbered so far (our ids are `n << 1 | parity`).
+    streams_opened: u32,
+    /// The low bit of stream ids we allocate (from the handshake nonces).
+    stream_parity: u32,
+    /// Highest stream id the peer has allocated.
+    max_peer_stream: Option<u32>,
+    /// Producers with something to emit.
+    pub(crate) ready: Vec<u32>,
+    closed: Option<RpcError>,
+    /// Set while a server drains this connection: new calls from the peer
+    /// are answered with this error at once (calls already running go on).
+    refuse_calls: Option<RpcError>,
+    serves_bootstrap: bool,
+    limits: Limits,
+    peer_limits: Limits,
+}
+
+type Violation = RpcError;
+
+impl Protocol {
+    pub(crate) fn new(
+        limits: Limits,
+        peer_limits: Limits,
+        bootstrap: Option<Client>,
+        stream_parity: u32,
+        span: tracing::Span,
+    ) -> Self {
+        let mut state = Protocol {
+            out: BytesMut::with_capacity(8 << 10),
+            owed: 0,
+            last_ping: None,
+            ping_strikes: 0,
+            ping_sent: None,
+            last_rtt: None,
+            effects: Vec::new(),
+            awaiting_returns: 0,
+            running_answers: 0,
+            questions: IdTable::default(),
+            answers: HashMap::new(),
+            max_peer_question: None,
+            exports: IdTable::default(),
+            export_ids: HashMap::new(),
+            imports: HashMap::new(),
+            embargoes: IdTable::default(),
+            streams: HashMap::new(),
+            stream_spans: HashMap::new(),
+            question_spans: HashMap::new(),
+            span,
+            streams_opened: 0,
+            stream_parity,
+            max_peer_stream: None,
+            ready: Vec::new(),
+            closed: None,
+            refuse_calls: None,
+            serves_bootstrap: bootstrap.is_some(),
+            limits,
+            peer_limits,
+        };
+        let bootstrap = bootstrap
+            .unwrap_or_else(|| Client::broken(RpcError::unimplemented("this peer offers no bootstrap capability")));
+        state.export_ids.insert(bootstrap.identity(), 0);
+        state.exports.insert(Export { client: bootstrap, refs: 0, permanent: true });
+        state
+    }
+
+    pub(crate) fn is_closed(&self) -> Option<&RpcError> {
+        self.closed.as_ref()
+    }
+
+    /// Whether nothing but local users could keep this connection open: we
+    /// serve no bootstrap, export nothing and owe no answers.
+    pub(crate) fn is_idle(&self) -> bool {
+        !self.serves_bootstrap && self.exports.len() <= 1 && self.answers.is_empty()
+    }
+
+    /// What [`crate::ConnectionMetrics`] reads from the protocol state.
+    pub(crate) fn fill_metrics(&self, metrics: &mut crate::ConnectionMetrics) {
+        let counts = self.counts();
+        metrics.calls_in_flight = self.awaiting_returns;
+        metrics.calls_running = self.running_answers;
+        metrics.streams_open = counts.streams;
+        metrics.exports = counts.exports;
+        metrics.imports = counts.imports;
+        metrics.last_keepalive_rtt = self.last_rtt;
+    }
+
+    /// Whether handlers of the peer's calls are running or streams are open:
+    /// what a graceful server shutdown waits for.
+    pub(crate) fn is_busy(&self) -> bool {
+        self.running_answers > 0 || !self.streams.is_empty()
+    }
+
+    /// From now on, answers every new call from the peer with `reason`
+    /// instead of running it (a draining server); running calls go on.
+    pub(crate) fn refuse_new_calls(&mut self, reason: RpcError) {
+        self.refuse_calls = Some(reason);
+    }
+
+    /// The size of every table (for `Connection::debug_counts`).
+    pub(crate) fn counts(&self) -> crate::__private::TableCounts {
+        let bootstrap = self.exports.get(0).is_some_and(|e| e.permanent);
+        crate::__private::TableCounts {
+            questions: self.questions.len(),
+            answers: self.answers.len(),
+            exports: self.exports.len() - usize::from(bootstrap),
+            imports: self.imports.len(),
+            embargoes: self.embargoes.len(),
+            streams: self.streams.len(),
+            closed: self.closed.is_some(),
+        }
+    }
+
+    pub(super) fn send(&mut self, message: &Message, trailer: &[u8]) {
+        if let Err(err) = frame::encode(&mut self.out, message, trailer) {
+            tracing::error!("dropping unencodable frame: {err}");
+        }
+    }
+
+    /// [`Self::send`] for output the peer asked for (counted in `owed`).
+    pub(super) fn send_owed(&mut self, message: &Message, trailer: &[u8]) {
+        let before = self.out.len();
+        self.send(message, trailer);
+        self.owed += self.out.len() - before;
+    }
+
+    /// Fails `call` once the lock is released (its payload may hold imports).
+    pub(super) fn fail_call(&mut self, call: OutgoingCall, err: RpcError) {
+        if !call.payload.caps.is_empty() {
+            // Stream ends it carried end with the call's error.
+            self.effects.push(Effect::FailStreams(call.payload.caps, err.clone()));
+        }
+        self.effects.push(Effect::Complete(call.reply, Err(err)));
+    }
+
+    /// Drops `value` after the lock is released if it could re-enter a
+    /// connection (it holds capabilities or cancellers), at once otherwise.
+    pub(super) fn defer_drop<T: MayReenter + Send + 'static>(&mut self, value: T) {
+        if !value.may_reenter() {
+            return;
+        }
+        self.effects.push(Effect::Drop(Box::new(value)));
+    }
+
+    // ----- shutdown ------------------------------------------------------
+
+    /// Fails everything pending. Returns false if already closed.
+    pub(crate) fn close(&mut self, reason: RpcError, tell_peer: bool) -> bool {
+        if self.closed.is_some() {
+            return false;
+        }
+        if tell_peer {
+            self.send(&Message::Abort(reason.clone()), &[]);
+        }
+        self.closed = Some(reason.clone());
+        self.awaiting_returns = 0;
+        self.running_answers = 0;
+        for mut question in self.questions.drain() {
+            if let Some(sink) = question.sink.take() {
+                self.effects.push(Effect::Complete(sink, Err(reason.clone())));
+            }
+            self.defer_drop(question);
+        }
+        for (_, mut answer) in self.answers.drain().collect::<Vec<_>>() {
+            if let Some(canceller) = answer.canceller.take() {
+                self.effects.push(Effect::Cancel(canceller));
+            }
+            for (_, (queue, _)) in answer.pipes.drain() {
+                self.effects.push(Effect::Resolve(queue, Err(reason.clone())));
+            }
+            self.defer_drop(answer);
+        }
+        for (_, span) in self.question_spans.drain() {
+            tracing::debug!(parent: &span, "call failed: the connection closed");
+        }
+        for (_, span) in self.stream_spans.drain() {
+            tracing::debug!(parent: &span, "stream ended: the connection closed");
+        }
+        for (_, half) in self.streams.drain().collect::<Vec<_>>() {
+            let dropped = match &half {
+                StreamHalf::Producer(producer) => producer.on_end(Ending::Disconnected(reason.clone())),
+                StreamHalf::Consumer(consumer) => consumer.on_end(Ending::Disconnected(reason.clone())),
+            };
+            self.effects.push(Effect::Drop(dropped));
+            self.defer_drop(half);
+        }
+        self.ready.clear();
+        for embargo in self.embargoes.drain() {
+            self.effects.push(Effect::Resolve(embargo.queue, Err(reason.clone())));
+        }
+        let exports: Vec<Client> = self.exports.drain().into_iter().map(|e| e.client).collect();
+        self.export_ids.clear();
+        self.imports.clear();
+        self.defer_drop(exports);
+        true
+    }
+}
