@@ -34,6 +34,8 @@ mod peers {
     pub mod tarpc_peer;
     #[cfg(all(feature = "tonic", have_protoc))]
     pub mod tonic_peer;
+    #[cfg(all(feature = "tonic", have_protoc))]
+    pub mod tonic_service;
 }
 
 #[cfg(all(feature = "capnp", have_capnp))]
