@@ -10,8 +10,12 @@
 //! Figures go to stdout as a table and to `benches/results/latest.json` (one
 //! object: figure name → {median, min, max, unit}); see BENCHMARKS.md.
 //!
+//! Instruction counts (callgrind, `scripts/costs.sh --peers`: ours, raw and
+//! tonic's stream) close the report in a full run; `--costs` / `--no-costs`
+//! run them or not in any mode (`--quick` leaves them out unless asked).
+//!
 //! Other options: `--only GROUPS` (comma-separated: unary, inflight, chain,
-//! stream, bulk, memory, allocs, game), `--contenders NAMES` (raw,
+//! stream, bulk, memory, allocs, game, costs), `--contenders NAMES` (raw,
 //! raw(per-message), ours, ours(default window), tarpc, tonic, remoc,
 //! capnp-rpc; ratios need raw), `--rounds N`, `--stream-items N` (a fixed
 //! stream length instead of calibrating one per contender). For profiling,
@@ -19,6 +23,7 @@
 
 mod alloc;
 mod common;
+mod costs;
 mod game;
 mod latency;
 mod ours;
@@ -34,6 +39,8 @@ mod peers {
     pub mod tarpc_peer;
     #[cfg(all(feature = "tonic", have_protoc))]
     pub mod tonic_peer;
+    #[cfg(all(feature = "tonic", have_protoc))]
+    pub mod tonic_service;
 }
 
 #[cfg(all(feature = "capnp", have_capnp))]
@@ -115,13 +122,33 @@ struct Opts {
     contenders: Option<Vec<String>>,
     rounds: Option<usize>,
     stream_items: Option<u64>,
+    /// `--costs` / `--no-costs`; by default, counted in a full run only.
+    costs: Option<bool>,
 }
 
-const GROUPS: [&str; 8] = ["unary", "inflight", "chain", "stream", "bulk", "memory", "allocs", "game"];
+impl Opts {
+    fn group(&self, g: &str) -> bool {
+        self.only.as_ref().is_none_or(|only| only.iter().any(|x| x == g))
+    }
+
+    /// Why the instruction counts are left out, if they are.
+    fn costs_left_out(&self) -> Option<&'static str> {
+        match self.costs {
+            Some(false) => Some("--no-costs"),
+            Some(true) => None,
+            None if !self.group("costs") => Some("not in --only"),
+            None if self.quick && self.only.is_none() => Some("--quick; --costs counts them"),
+            None => None,
+        }
+    }
+}
+
+const GROUPS: [&str; 9] = ["unary", "inflight", "chain", "stream", "bulk", "memory", "allocs", "game", "costs"];
 
 fn usage() -> ! {
     eprintln!(
-        "usage: rpc-benches [--quick] [--json PATH] [--only {}] [--contenders {}] [--rounds N] [--stream-items N]",
+        "usage: rpc-benches [--quick] [--json PATH] [--only {}] [--contenders {}] [--rounds N] [--stream-items N] \
+         [--costs|--no-costs]",
         GROUPS.join(","),
         CONTENDERS.join(",")
     );
@@ -130,13 +157,22 @@ fn usage() -> ! {
 
 fn parse_args() -> Opts {
     let default_json = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results/latest.json");
-    let mut opts =
-        Opts { quick: false, json: default_json, only: None, contenders: None, rounds: None, stream_items: None };
+    let mut opts = Opts {
+        quick: false,
+        json: default_json,
+        only: None,
+        contenders: None,
+        rounds: None,
+        stream_items: None,
+        costs: None,
+    };
     let mut args = std::env::args().skip(1);
     let list = |s: String| s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => opts.quick = true,
+            "--costs" => opts.costs = Some(true),
+            "--no-costs" => opts.costs = Some(false),
             "--json" => opts.json = args.next().map(PathBuf::from).unwrap_or_else(|| usage()),
             "--only" => {
                 let only: Vec<String> = list(args.next().unwrap_or_else(|| usage()));
@@ -167,9 +203,16 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let local = tokio::task::LocalSet::new();
     let started = Instant::now();
-    let figures = local.block_on(&runtime, run(&opts, &server));
+    let mut figures = local.block_on(&runtime, run(&opts, &server));
+    // Counted after the timings, so valgrind never runs beside them.
+    let counts = match opts.costs_left_out() {
+        None => costs::measure(),
+        Some(why) => costs::Outcome::Skipped(format!("not run ({why})")),
+    };
+    costs::add_to(&mut figures, &counts);
     print_table(&figures);
     print_targets(&figures);
+    print!("\n{}", costs::table(&counts));
     if let Some(dir) = opts.json.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
@@ -267,7 +310,7 @@ async fn run(opts: &Opts, server: &rt::ServerThread) -> Figures {
     if let Some(rounds) = opts.rounds {
         plan.rounds = rounds.max(1);
     }
-    let group = |g: &str| opts.only.as_ref().is_none_or(|only| only.iter().any(|x| x == g));
+    let group = |g: &str| opts.group(g);
     let mut figures = Figures::default();
     println!(
         "rpc-benches: {} mode, {} interleaved rounds, TCP loopback; server side and client side each on one thread",
@@ -542,8 +585,10 @@ async fn run(opts: &Opts, server: &rt::ServerThread) -> Figures {
 
 fn print_table(figures: &Figures) {
     // Sections in order of appearance; within one, contenders in table order.
+    // The instruction counts have a table of their own (costs::table).
+    let shown = || figures.iter().filter(|f| !f.name.starts_with("instructions."));
     let mut sections: Vec<&str> = Vec::new();
-    for f in figures.iter() {
+    for f in shown() {
         let section = f.name.split('.').next().unwrap_or("");
         if !sections.contains(&section) {
             sections.push(section);
@@ -553,7 +598,7 @@ fn print_table(figures: &Figures) {
         let who = name.split('.').nth(1).unwrap_or("");
         CONTENDERS.iter().position(|c| *c == who).unwrap_or(CONTENDERS.len())
     };
-    let mut rows: Vec<&stats::Figure> = figures.iter().collect();
+    let mut rows: Vec<&stats::Figure> = shown().collect();
     rows.sort_by_key(|f| {
         let section = f.name.split('.').next().unwrap_or("");
         (sections.iter().position(|s| *s == section), contender_rank(&f.name))

@@ -1,42 +1,17 @@
 //! tonic: gRPC over HTTP/2 with prost messages; unary calls and server streaming.
 
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use futures::stream::{FuturesUnordered, Stream, StreamExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Endpoint, Server};
-use tonic::{Request, Response, Status};
 
+use super::tonic_service::{pb, TServer};
 use crate::common::*;
 use crate::rt::{listener, tokio_listener, ServerThread};
 
-pub mod pb {
-    tonic::include_proto!("bench");
-}
-
 use pb::bench_client::BenchClient;
-use pb::bench_server::{Bench, BenchServer};
-
-struct TServer;
-
-#[tonic::async_trait]
-impl Bench for TServer {
-    async fn echo(&self, request: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
-        Ok(Response::new(request.into_inner()))
-    }
-
-    type ItemsStream = Pin<Box<dyn Stream<Item = Result<pb::Small, Status>> + Send>>;
-
-    async fn items(&self, request: Request<pb::Count>) -> Result<Response<Self::ItemsStream>, Status> {
-        let count = request.into_inner().count;
-        let items = futures::stream::iter((0..count).map(|i| {
-            let s = small(i);
-            Ok(pb::Small { id: s.id, x: s.x, flags: u32::from(s.flags) })
-        }));
-        Ok(Response::new(Box::pin(items)))
-    }
-}
+use pb::bench_server::BenchServer;
 
 pub struct Tonic {
     client: BenchClient<Channel>,
