@@ -152,7 +152,7 @@ pub(crate) struct Protocol {
     export_ids: HashMap<usize, u32>,
     imports: HashMap<u32, Import>,
     embargoes: IdTable<Embargo>,
-    streams: HashMap<u32, streams::StreamEntry>,
+    streams: tables::IdMap<streams::StreamEntry>,
     /// Streams the protocol is not done with (what the limits count).
     live_streams: usize,
     /// Bytes of received stream data held unread, over all streams, and
@@ -210,7 +210,7 @@ impl Protocol {
             export_ids: HashMap::new(),
             imports: HashMap::new(),
             embargoes: IdTable::default(),
-            streams: HashMap::new(),
+            streams: tables::IdMap::default(),
             live_streams: 0,
             stream_buffered: 0,
             stream_buffer_budget,
