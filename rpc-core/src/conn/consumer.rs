@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use super::ConnShared;
 use crate::payload::{self, CapEntry};
 use crate::proto::{Protocol, RawBatch, RawItem, Signals};
-use crate::stream::Window;
+use crate::wire::Window;
 use crate::RpcError;
 
 /// Our consumer side of a stream the peer produces.

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::ConnShared;
 use crate::payload::{self, CapEntry};
 use crate::proto::{Protocol, Signals};
-use crate::stream::Window;
+use crate::wire::Window;
 use crate::RpcError;
 
 /// Our producer side of a stream the peer consumes.

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::Ending;
 use super::{Answer, Effect, Embargo, Protocol, Question, Shell, Violation};
 use crate::cap::{Canceller, Client, OutgoingCall, PeerRef, QueuedClient, Reply};
 use crate::payload::{CapEntry, Payload};
-use crate::stream::Ending;
 use crate::wire::{CapDescriptor, Message, Target};
 use crate::RpcError;
 

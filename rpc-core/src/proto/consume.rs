@@ -13,10 +13,11 @@ use std::task::{Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 
+use super::Ending;
 use super::{Effect, Protocol};
 use crate::payload::CapEntry;
-use crate::stream::{Ending, Window};
 use crate::wire::Message;
+use crate::wire::Window;
 use crate::{Limits, RpcError};
 
 /// One item still encoded, with the capabilities it refers to.

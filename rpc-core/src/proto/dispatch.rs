@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::Ending;
 use super::{Protocol, Shell, Violation};
-use crate::stream::Ending;
 use crate::wire::Message;
 use crate::RpcError;
 

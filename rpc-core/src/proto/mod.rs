@@ -28,7 +28,7 @@ use bytes::BytesMut;
 
 use crate::cap::{Canceller, Client, ClientHook, OutgoingCall, PeerRef, QueuedClient, ReplySink};
 use crate::payload::CapEntry;
-use crate::stream::{Ending, RemoteConsumer, RemoteProducer};
+use crate::stream::{RemoteConsumer, RemoteProducer};
 use crate::wire::{frame, Message};
 use crate::{Limits, RpcError};
 
@@ -37,6 +37,7 @@ mod caps;
 mod consume;
 mod dispatch;
 mod effects;
+mod ending;
 mod keepalive;
 mod produce;
 mod streams;
@@ -45,6 +46,7 @@ mod tables;
 pub(crate) use consume::{RawBatch, RawItem, Signals};
 pub(crate) use dispatch::PingPolicy;
 pub(crate) use effects::{Effect, MayReenter};
+pub(crate) use ending::Ending;
 pub(crate) use produce::MAX_BYTES_PER_MESSAGE;
 use tables::IdTable;
 

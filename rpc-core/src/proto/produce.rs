@@ -14,10 +14,11 @@ use bytes::{Bytes, BytesMut};
 
 use super::consume::Signals;
 use super::streams::{StreamEntry, StreamHalf};
+use super::Ending;
 use super::{Effect, Protocol, Shell};
 use crate::payload::CapEntry;
-use crate::stream::{Ending, Window};
 use crate::wire::Message;
+use crate::wire::Window;
 use crate::{Limits, RpcError};
 
 /// The largest byte-stream message, whatever the consumer's batch size.

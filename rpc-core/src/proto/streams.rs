@@ -14,9 +14,11 @@ use bytes::{Bytes, BytesMut};
 
 use super::consume::Consuming;
 use super::produce::Producing;
+use super::Ending;
 use super::{Effect, Protocol, Shell, Violation};
 use crate::payload::CapEntry;
-use crate::stream::{Ending, ReceivedReader, ReceivedWriter, StreamSlot, Window};
+use crate::stream::{ReceivedReader, ReceivedWriter, StreamSlot};
+use crate::wire::Window;
 use crate::wire::{frame, CapDescriptor, Message};
 use crate::RpcError;
 
