@@ -134,8 +134,17 @@ struct Appender<'a>(&'a mut BytesMut);
 impl postcard::ser_flavors::Flavor for Appender<'_> {
     type Output = ();
 
+    #[inline]
     fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        self.0.put_u8(byte);
+        // serde hands a `Vec<u8>` over one byte at a time: keep this path short.
+        if let Some(slot) = self.0.spare_capacity_mut().first_mut() {
+            slot.write(byte);
+            // SAFETY: the byte at `len` was just initialized, within capacity.
+            unsafe { self.0.set_len(self.0.len() + 1) };
+        } else {
+            self.0.reserve(64);
+            self.0.put_u8(byte);
+        }
         Ok(())
     }
 
