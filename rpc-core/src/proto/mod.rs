@@ -37,6 +37,10 @@ mod caps;
 mod dispatch;
 mod effects;
 mod keepalive;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod pair;
+#[cfg(test)]
+mod pair_tests;
 mod streams;
 mod tables;
 

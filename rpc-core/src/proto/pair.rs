@@ -1,0 +1,483 @@
+//! A deterministic two-endpoint harness for [`Protocol`] (tests and fuzzing).
+//!
+//! Two protocols, A and B, are wired to each other with simulated time: a
+//! base `Instant` plus an offset only the harness advances, and a fixed
+//! one-way latency. No runtime, no sockets, no sleeping. [`Pair::drive`]
+//! runs until nothing is left to do: each side's output is split into
+//! frames, each frame is delivered to the other side `latency` after it was
+//! written, in order, and effects run after every step, never while a
+//! protocol is borrowed. Time jumps to the next delivery, so a round trip
+//! costs exactly `2 * latency` of simulated time.
+//!
+//! Handles are minted by a [`TestShell`] per side. They never borrow the
+//! protocol: what they ask of it (a call on an import, an answer's reply,
+//! a released question, a dropped import) is queued as a [`Command`], which
+//! the harness applies in its loop, right after the effect that queued it
+//! (depth first, as a connection's nested locking would).
+//!
+//! Local test objects ([`ObjectLog::object`]) record the calls they get and
+//! answer them by a [`Rule`].
+
+#![cfg_attr(not(test), allow(dead_code))]
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+
+use super::{PingPolicy, Protocol, Shell};
+use crate::cap::{Client, OutgoingCall, PeerRef, Reply};
+use crate::payload::{CapEntry, Payload};
+use crate::wire::{depth, frame, Message};
+use crate::{Limits, RpcError};
+
+mod objects;
+mod script;
+mod shell;
+
+pub(crate) use objects::{ObjectLog, Rule};
+pub(crate) use script::{run_script, seed_scripts};
+use shell::{CallRecord, Command, Hold, TestPipeline};
+pub(crate) use shell::{TestCall, TestShell};
+
+/// The interface id the harness's calls carry (test objects ignore it).
+pub(crate) const TEST_INTERFACE: u64 = 0x7e57;
+/// Steps [`Pair::drive`] takes at most before it declares a livelock.
+const MAX_STEPS: usize = 100_000;
+
+/// One end of a [`Pair`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    fn index(self) -> usize {
+        match self {
+            Side::A => 0,
+            Side::B => 1,
+        }
+    }
+
+    /// The other end.
+    pub(crate) fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+// ----- the pair -----------------------------------------------------------
+
+/// One side: its protocol, its shell and the commands its handles queued.
+pub(crate) struct Endpoint {
+    pub(crate) proto: Protocol,
+    pub(crate) shell: TestShell,
+    commands: Receiver<Command>,
+    /// Why this side closed, if a message from the peer closed it.
+    pub(crate) violation: Option<RpcError>,
+    pings: PingPolicy,
+}
+
+/// A frame on its way.
+struct Delivery {
+    at: Duration,
+    to: Side,
+    frame: Bytes,
+}
+
+/// Two protocols wired to each other with simulated time; see the module docs.
+pub(crate) struct Pair {
+    sides: [Endpoint; 2],
+    in_flight: VecDeque<Delivery>,
+    start: Instant,
+    elapsed: Duration,
+    latency: Duration,
+    /// Every frame sent, by its sender (when `record` is on).
+    pub(crate) sent: Vec<(Side, Message)>,
+    pub(crate) record: bool,
+    /// Frames delivered so far.
+    pub(crate) delivered: usize,
+}
+
+impl Pair {
+    /// A pair with default limits; `bootstrap_a`/`bootstrap_b` are what
+    /// each side serves as its bootstrap.
+    pub(crate) fn new(latency: Duration, bootstrap_a: Option<Client>, bootstrap_b: Option<Client>) -> Pair {
+        Pair::with_limits(latency, Limits::default(), bootstrap_a, bootstrap_b)
+    }
+
+    /// A pair whose sides both have `limits`.
+    pub(crate) fn with_limits(
+        latency: Duration,
+        limits: Limits,
+        bootstrap_a: Option<Client>,
+        bootstrap_b: Option<Client>,
+    ) -> Pair {
+        let endpoint = |bootstrap, parity| {
+            let (commands, queue) = channel();
+            Endpoint {
+                proto: Protocol::new(limits, limits, bootstrap, parity, tracing::Span::none()),
+                shell: TestShell::new(commands),
+                commands: queue,
+                violation: None,
+                pings: PingPolicy { min_interval: Duration::ZERO, max_strikes: 0 },
+            }
+        };
+        Pair {
+            sides: [endpoint(bootstrap_a, 0), endpoint(bootstrap_b, 1)],
+            in_flight: VecDeque::new(),
+            start: Instant::now(),
+            elapsed: Duration::ZERO,
+            latency,
+            sent: Vec::new(),
+            record: true,
+            delivered: 0,
+        }
+    }
+
+    pub(crate) fn side(&self, side: Side) -> &Endpoint {
+        &self.sides[side.index()]
+    }
+
+    pub(crate) fn side_mut(&mut self, side: Side) -> &mut Endpoint {
+        &mut self.sides[side.index()]
+    }
+
+    /// The simulated time now.
+    pub(crate) fn now(&self) -> Instant {
+        self.start + self.elapsed
+    }
+
+    /// Simulated time since the pair was made.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.elapsed
+    }
+
+    /// Whole round trips of simulated time so far.
+    pub(crate) fn round_trips(&self) -> u128 {
+        self.elapsed.as_nanos() / (2 * self.latency).as_nanos().max(1)
+    }
+
+    /// `side`'s handle on the peer's bootstrap object (not counted, as a
+    /// connection's `bootstrap()`).
+    pub(crate) fn bootstrap(&mut self, side: Side) -> Client {
+        let end = self.side_mut(side);
+        end.proto.import_counted(&end.shell, 0, 0).unwrap_or_else(Client::broken)
+    }
+
+    /// Calls `method` of `target` from `side` with `args` at once.
+    pub(crate) fn call<A: Serialize>(&mut self, side: Side, target: &Client, method: u16, args: &A) -> TestCall {
+        let payload = Payload::encode(args).expect("test arguments encode");
+        self.call_payload(side, target, method, payload)
+    }
+
+    /// [`Self::call`] with a ready payload.
+    pub(crate) fn call_payload(&mut self, side: Side, target: &Client, method: u16, payload: Payload) -> TestCall {
+        let record = Arc::new(CallRecord::default());
+        let hold = Arc::new(Hold { record: record.clone() });
+        let call = OutgoingCall { interface: TEST_INTERFACE, method, payload, reply: record };
+        let end = self.side_mut(side);
+        end.shell.last_question.set(None);
+        let mut parent = None;
+        match end.shell.peer_ref(target) {
+            Some(PeerRef::Export(id)) => end.proto.send_call(&end.shell, PeerRef::Export(id), call),
+            Some(PeerRef::Answer { question, cap }) => {
+                parent = end.shell.hold_of(target);
+                end.proto.pipeline_call(&end.shell, question, cap, call);
+            }
+            None => target.hook.call(call),
+        }
+        let question = end.shell.last_question.take();
+        self.settle();
+        TestCall { hold, question, side, _parent: parent }
+    }
+
+    /// Capability `cap` of `call`'s result, pipelined: usable before it returns.
+    pub(crate) fn pipeline(&mut self, call: &TestCall, cap: u32) -> Client {
+        let Some(question) = call.question else {
+            let missing = || Client::broken(RpcError::unimplemented("no such capability in the result"));
+            return call.cap(cap as usize).unwrap_or_else(missing);
+        };
+        let hold = call.hold.clone();
+        let peer_ref = PeerRef::Answer { question, cap };
+        self.side(call.side)
+            .shell
+            .mint(peer_ref, Some(hold.clone()), |handle| Arc::new(TestPipeline { question, cap, handle, _hold: hold }))
+    }
+
+    /// Closes `side` with `reason`, telling the peer, and runs the effects.
+    pub(crate) fn close(&mut self, side: Side, reason: RpcError) {
+        self.side_mut(side).proto.close(reason, true);
+        self.settle();
+    }
+
+    /// Hands `message` to `side` now, as if the peer had sent it; a
+    /// violation closes `side` as a connection would, and is returned.
+    ///
+    /// # Errors
+    ///
+    /// The violation, if `message` is one.
+    pub(crate) fn inject(&mut self, side: Side, message: Message, trailer: &[u8]) -> Result<(), RpcError> {
+        let mut out = BytesMut::new();
+        frame::encode(&mut out, &message, trailer).expect("an injected message encodes");
+        let frame = frame::decode(&mut out, u32::MAX).expect("framed").expect("a whole frame");
+        self.deliver(side, frame);
+        self.settle();
+        match &self.side(side).violation {
+            Some(err) => Err(err.clone()),
+            None => Ok(()),
+        }
+    }
+
+    // ----- the loop --------------------------------------------------------
+
+    /// Runs until quiescent: no command, effect or frame left anywhere.
+    ///
+    /// # Panics
+    ///
+    /// If it is still busy after a bounded number of steps (a livelock).
+    pub(crate) fn drive(&mut self) {
+        assert!(self.try_drive(), "the pair is still busy after {MAX_STEPS} steps");
+    }
+
+    /// [`Self::drive`]; false instead of a panic on a livelock.
+    pub(crate) fn try_drive(&mut self) -> bool {
+        self.run_until(|| false);
+        self.in_flight.is_empty()
+    }
+
+    /// Runs until `done()` holds after a step (true), or until quiescent
+    /// or livelocked (false). Time stops at the step that made it hold.
+    pub(crate) fn run_until(&mut self, mut done: impl FnMut() -> bool) -> bool {
+        for _ in 0..MAX_STEPS {
+            self.settle();
+            self.flush();
+            if done() {
+                return true;
+            }
+            let Some(next) = self.in_flight.front().map(|d| d.at) else { return false };
+            self.deliver_due(next);
+        }
+        false
+    }
+
+    /// Delivers everything due within `by` from now, then moves time to then.
+    pub(crate) fn advance(&mut self, by: Duration) {
+        let until = self.elapsed + by;
+        for _ in 0..MAX_STEPS {
+            self.settle();
+            self.flush();
+            match self.in_flight.front().map(|d| d.at) {
+                Some(next) if next <= until => self.deliver_due(next),
+                _ => break,
+            }
+        }
+        self.elapsed = until;
+    }
+
+    /// Applies every queued command and runs every effect, on both sides.
+    pub(crate) fn settle(&mut self) {
+        for end in &mut self.sides {
+            end.apply_commands();
+            end.run_effects();
+        }
+    }
+
+    /// Moves both sides' output onto the wire.
+    fn flush(&mut self) {
+        for side in [Side::A, Side::B] {
+            let at = self.elapsed + self.latency;
+            let end = self.side_mut(side);
+            end.proto.emit_streams(&end.shell);
+            end.proto.owed = 0;
+            let mut out = end.proto.out.split();
+            while let Some(frame) = frame::decode(&mut out, u32::MAX).expect("our own output is framed") {
+                if self.record {
+                    self.sent.push((side, decode_message(&frame).expect("our own frames decode").0));
+                }
+                self.in_flight.push_back(Delivery { at, to: side.other(), frame });
+            }
+            assert!(out.is_empty(), "a partial frame in the output");
+        }
+    }
+
+    /// Delivers every frame due at `at` (in order), `at` becoming now.
+    fn deliver_due(&mut self, at: Duration) {
+        self.elapsed = self.elapsed.max(at);
+        while self.in_flight.front().is_some_and(|d| d.at <= at) {
+            let delivery = self.in_flight.pop_front().expect("checked");
+            self.delivered += 1;
+            self.deliver(delivery.to, delivery.frame);
+            self.settle();
+        }
+    }
+
+    /// Applies one frame to `side`, closing it on a violation.
+    fn deliver(&mut self, side: Side, frame: Bytes) {
+        let now = self.now();
+        let end = self.side_mut(side);
+        let limits = end.proto.limits;
+        let applied = match depth::from_postcard_bytes::<Message>(&frame, limits.max_depth, limits.max_decoded_size) {
+            Ok((message, rest)) => {
+                let trailer = frame.slice(frame.len() - rest.len()..);
+                end.proto.handle_message(&end.shell, message, trailer, now, end.pings)
+            }
+            Err(e) => Err(RpcError::protocol(format!("malformed frame ({e})"))),
+        };
+        if let Err(violation) = applied {
+            let tell_peer = violation.kind() != crate::ErrorKind::Disconnected;
+            end.proto.close(violation.clone(), tell_peer);
+            end.violation.get_or_insert(violation);
+        }
+        end.run_effects();
+    }
+
+    /// Checks that what each side imports matches what the other exports
+    /// (only meaningful when quiescent and both sides open).
+    pub(crate) fn check_consistent(&self) -> Result<(), String> {
+        for side in [Side::A, Side::B] {
+            self.side(side).proto.check_invariants()?;
+            let (importer, exporter) = (&self.side(side).proto, &self.side(side.other()).proto);
+            let exported = table_entries(&exporter.exports).iter().filter(|(_, e)| !e.permanent).count();
+            let imported = importer.imports.iter().filter(|(_, i)| i.count > 0).count();
+            if exported != imported {
+                return Err(format!("{side:?} imports {imported} objects but its peer exports {exported}"));
+            }
+            for (&id, import) in importer.imports.iter().filter(|(_, i)| i.count > 0) {
+                let refs = exporter.exports.get(id).map(|e| e.refs);
+                if refs != Some(import.count) {
+                    return Err(format!(
+                        "{side:?} holds {} references to export {id}, its peer counts {refs:?}",
+                        import.count
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a frame's header as a [`Message`]; returns it and the trailer.
+pub(crate) fn decode_message(frame: &Bytes) -> Result<(Message, Bytes), RpcError> {
+    let limits = Limits::default();
+    let (message, rest) = depth::from_postcard_bytes::<Message>(frame, limits.max_depth, limits.max_decoded_size)
+        .map_err(|e| RpcError::protocol(format!("malformed frame ({e})")))?;
+    let trailer = frame.slice(frame.len() - rest.len()..);
+    Ok((message, trailer))
+}
+
+impl Endpoint {
+    /// Applies the queued commands, each followed by its effects.
+    fn apply_commands(&mut self) {
+        loop {
+            // A dropped pipelined capability may hold a question's last hold.
+            self.shell.forget_dropped();
+            let Ok(command) = self.commands.try_recv() else { return };
+            self.apply(command);
+            self.run_effects();
+        }
+    }
+
+    /// Runs the effects in order; the commands each queues are applied
+    /// (with their own effects) before the next runs.
+    fn run_effects(&mut self) {
+        while !self.proto.effects.is_empty() {
+            for effect in std::mem::take(&mut self.proto.effects) {
+                effect.run();
+                self.apply_commands();
+            }
+        }
+    }
+
+    fn apply(&mut self, command: Command) {
+        let (proto, shell) = (&mut self.proto, &self.shell);
+        match command {
+            Command::Call(id, call) => proto.send_call(shell, PeerRef::Export(id), call),
+            Command::Pipeline { question, cap, call } => proto.pipeline_call(shell, question, cap, call),
+            Command::DropImport(id, address) => proto.drop_import(id, address),
+            Command::ReleaseQuestion(id) => proto.release_question(id),
+            Command::AnswerCanceller(id, canceller) => proto.set_answer_canceller(id, canceller),
+            Command::Answer(id, reply) => self.complete_answer(id, reply),
+        }
+    }
+
+    /// What a connection's answer sink does: forward the calls pipelined on
+    /// the answer first, then write its `Return`.
+    fn complete_answer(&mut self, id: u32, reply: Reply) {
+        loop {
+            let pending = self.proto.take_unresolved_pipes(id);
+            if pending.is_empty() {
+                return self.proto.finish_answer(&self.shell, id, reply);
+            }
+            for (cap, queue) in pending {
+                let target = match &reply {
+                    Ok(payload) => match payload.caps.get(cap as usize) {
+                        Some(CapEntry::Object(client)) => Ok(client.clone()),
+                        _ => Err(RpcError::unimplemented(format!("the result holds no capability at index {cap}"))),
+                    },
+                    Err(err) => Err(err.clone()),
+                };
+                self.proto.effects.push(super::Effect::Resolve(queue, target));
+            }
+            self.run_effects();
+        }
+    }
+}
+
+// ----- invariants -----------------------------------------------------------
+
+impl Protocol {
+    /// The tables' invariants; a message naming the first one broken.
+    pub(crate) fn check_invariants(&self) -> Result<(), String> {
+        let questions = table_entries(&self.questions);
+        let exports = table_entries(&self.exports);
+        if self.closed.is_some() {
+            let counts = self.counts();
+            let empty = questions.is_empty()
+                && exports.is_empty()
+                && counts.answers + counts.imports + counts.embargoes + counts.streams == 0
+                && self.awaiting_returns + self.running_answers == 0;
+            return if empty { Ok(()) } else { Err(format!("closed but not empty: {counts:?}")) };
+        }
+        let awaiting = questions.iter().filter(|(_, q)| q.returned.is_none()).count();
+        if awaiting != self.awaiting_returns {
+            return Err(format!("{awaiting} questions await a Return, counted {}", self.awaiting_returns));
+        }
+        let running = self.answers.values().filter(|a| a.returned.is_none()).count();
+        if running != self.running_answers {
+            return Err(format!("{running} answers have not returned, counted {}", self.running_answers));
+        }
+        if exports.len() != self.export_ids.len() {
+            return Err(format!("{} exports but {} indexed", exports.len(), self.export_ids.len()));
+        }
+        for (id, export) in &exports {
+            if self.export_ids.get(&export.client.identity()) != Some(id) {
+                return Err(format!("export {id} is not indexed under its object"));
+            }
+            if export.refs == 0 && !export.permanent {
+                return Err(format!("export {id} is held with no references"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The entries of an id table with their ids. Ids are dense (lowest free
+/// first), so the scan stops after the table's `len` entries.
+fn table_entries<T>(table: &super::IdTable<T>) -> Vec<(u32, &T)> {
+    let mut entries = Vec::with_capacity(table.len());
+    let mut id = 0u32;
+    while entries.len() < table.len() && id < 1 << 24 {
+        if let Some(entry) = table.get(id) {
+            entries.push((id, entry));
+        }
+        id += 1;
+    }
+    entries
+}

@@ -1,0 +1,290 @@
+//! A script of hostile messages and local actions run on a [`Pair`]: what
+//! the `protocol` fuzz target feeds (through `crate::fuzzing`).
+//!
+//! The input is a sequence of steps. Each starts with an op byte: bit 7
+//! picks the side (A or B), the low three bits the action:
+//!
+//! | op & 7 | action | then reads |
+//! |---|---|---|
+//! | 0, 1 | a message "from the peer", handed to the side | a postcard `Message`, a length byte, that many trailer bytes |
+//! | 2 | a call from the side to a capability it holds | target byte, method byte, argument byte |
+//! | 3 | a capability of one of the side's calls, pipelined | call byte, cap byte |
+//! | 4 | drop one of the side's calls | index byte |
+//! | 5 | drop one of the side's capabilities | index byte |
+//! | 6 | the side's objects answer their held calls | byte: 0 fails them, else a new object |
+//! | 7 | drop what the side's objects kept, then let time pass | milliseconds byte (0: run until quiet) |
+//!
+//! Both sides serve a [`Rule::ByMethod`] object. After every step each
+//! side's table invariants must hold; at the end the pair must become quiet
+//! (no livelock), and once both sides close, every question must have its
+//! outcome and every table must be empty. Messages naming stream ends are
+//! skipped (the harness mints no stream halves yet).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{ObjectLog, Pair, Rule, Side, TestCall};
+use crate::cap::Client;
+use crate::payload::Payload;
+use crate::wire::{depth, CapDescriptor, Message};
+use crate::{Limits, RpcError};
+
+const LATENCY: Duration = Duration::from_millis(5);
+
+/// Small limits, so a short input reaches them.
+fn limits() -> Limits {
+    Limits {
+        max_frame_size: 1 << 16,
+        max_outstanding_calls: 16,
+        max_exports: 32,
+        max_depth: 16,
+        max_decoded_size: 1 << 18,
+        ..Limits::default()
+    }
+}
+
+/// What one side's test code holds.
+#[derive(Default)]
+struct Held {
+    calls: Vec<TestCall>,
+    caps: Vec<Client>,
+}
+
+/// Reads the next byte of the script.
+fn byte(input: &mut &[u8]) -> u8 {
+    let Some((&first, rest)) = input.split_first() else { return 0 };
+    *input = rest;
+    first
+}
+
+/// What a script did (for tests of the script itself).
+#[derive(Debug, Default)]
+pub(crate) struct ScriptRun {
+    /// Frames that travelled between the sides.
+    pub(crate) delivered: usize,
+    /// Calls the script made, and how many of them completed without error.
+    pub(crate) calls: usize,
+    pub(crate) succeeded: usize,
+    /// Sides that closed on a violation before the end.
+    pub(crate) violations: usize,
+}
+
+/// Runs `input` as a script (see the module docs).
+///
+/// # Panics
+///
+/// If an invariant breaks, the pair livelocks or a question is left
+/// without an outcome: what the fuzzer reports.
+pub(crate) fn run_script(input: &[u8]) -> ScriptRun {
+    let logs = [ObjectLog::new(), ObjectLog::new()];
+    let (a, b) = (logs[0].object(Rule::ByMethod), logs[1].object(Rule::ByMethod));
+    let mut pair = Pair::with_limits(LATENCY, limits(), Some(a), Some(b));
+    pair.record = false;
+    let mut held = [Held::default(), Held::default()];
+    for side in [Side::A, Side::B] {
+        let boot = pair.bootstrap(side);
+        held[index(side)].caps.push(boot);
+    }
+    let mut input = input;
+    while !input.is_empty() {
+        let op = byte(&mut input);
+        let side = if op & 0x80 == 0 { Side::A } else { Side::B };
+        if !step(&mut pair, &logs, &mut held, side, op & 7, &mut input) {
+            break;
+        }
+        check(&pair, "after a step");
+    }
+    finish(pair, &logs, held)
+}
+
+fn index(side: Side) -> usize {
+    match side {
+        Side::A => 0,
+        Side::B => 1,
+    }
+}
+
+/// One step; false when the input ran out inside it.
+fn step(
+    pair: &mut Pair,
+    logs: &[Arc<ObjectLog>; 2],
+    held: &mut [Held; 2],
+    side: Side,
+    op: u8,
+    input: &mut &[u8],
+) -> bool {
+    let mine = &mut held[index(side)];
+    let log = &logs[index(side)];
+    match op {
+        0 | 1 => {
+            let Ok((message, rest)) = depth::from_postcard_bytes::<Message>(input, 16, 1 << 16) else { return false };
+            let len = usize::from(rest.first().copied().unwrap_or(0));
+            let trailer = rest.get(1..).unwrap_or_default();
+            let (trailer, rest) = trailer.split_at(len.min(trailer.len()));
+            *input = rest;
+            if !names_streams(&message) {
+                let _ = pair.inject(side, message, trailer);
+            }
+        }
+        2 => {
+            let target = mine.caps.get(usize::from(byte(input)) % mine.caps.len().max(1)).cloned();
+            let (method, arg) = (u16::from(byte(input)), byte(input));
+            let Some(target) = target else { return true };
+            let call = if arg & 1 == 0 {
+                pair.call(side, &target, method, &u32::from(arg))
+            } else {
+                pair.call(side, &target, method, &(log.object(Rule::ByMethod), u32::from(arg)))
+            };
+            mine.calls.push(call);
+        }
+        3 => {
+            let (at, cap) = (usize::from(byte(input)), u32::from(byte(input) % 2));
+            if let Some(call) = mine.calls.get(at % mine.calls.len().max(1)) {
+                let client = pair.pipeline(call, cap);
+                mine.caps.push(client);
+            }
+        }
+        4 | 5 => {
+            let at = usize::from(byte(input));
+            if op == 4 && !mine.calls.is_empty() {
+                drop(mine.calls.swap_remove(at % mine.calls.len()));
+            } else if op == 5 && !mine.caps.is_empty() {
+                drop(mine.caps.swap_remove(at % mine.caps.len()));
+            }
+            pair.settle();
+        }
+        6 => {
+            let fail = byte(input) == 0;
+            let log2 = log.clone();
+            log.answer_held(|| match fail {
+                true => Err(RpcError::aborted("the script failed it")),
+                false => Payload::encode(&(log2.object(Rule::ByMethod),)),
+            });
+            pair.settle();
+        }
+        _ => {
+            log.drop_kept();
+            match byte(input) {
+                0 => assert!(pair.try_drive(), "livelock: the pair never became quiet"),
+                ms => pair.advance(Duration::from_millis(u64::from(ms))),
+            }
+        }
+    }
+    true
+}
+
+/// Whether `message` names a stream end (which the harness cannot mint yet).
+fn names_streams(message: &Message) -> bool {
+    let caps = match message {
+        Message::Call { caps, .. } | Message::StreamData { caps, .. } => caps,
+        Message::Return { result: Ok(caps), .. } => caps,
+        _ => return false,
+    };
+    caps.iter().any(|cap| {
+        !matches!(
+            cap,
+            CapDescriptor::SenderHosted(_) | CapDescriptor::ReceiverHosted(_) | CapDescriptor::ReceiverAnswer { .. }
+        )
+    })
+}
+
+fn check(pair: &Pair, when: &str) {
+    for side in [Side::A, Side::B] {
+        if let Err(broken) = pair.side(side).proto.check_invariants() {
+            panic!("{side:?} {when}: {broken}");
+        }
+    }
+}
+
+/// Lets the pair become quiet, closes both sides and checks what is left.
+fn finish(mut pair: Pair, logs: &[Arc<ObjectLog>; 2], held: [Held; 2]) -> ScriptRun {
+    assert!(pair.try_drive(), "livelock: the pair never became quiet");
+    check(&pair, "when quiet");
+    let calls = held.iter().flat_map(|h| &h.calls);
+    let mut run = ScriptRun {
+        delivered: pair.delivered,
+        calls: calls.clone().count(),
+        succeeded: calls.filter(|c| c.is_done() && c.error().is_none()).count(),
+        violations: [Side::A, Side::B].iter().filter(|&&s| pair.side(s).violation.is_some()).count(),
+    };
+    for side in [Side::A, Side::B] {
+        pair.close(side, RpcError::disconnected("the script ended"));
+    }
+    pair.settle();
+    check(&pair, "after closing");
+    for (side, mine) in [Side::A, Side::B].into_iter().zip(&held) {
+        for call in mine.calls.iter().filter(|c| c.question().is_some()) {
+            assert!(call.is_done(), "{side:?}: question {:?} has no outcome after close", call.question());
+        }
+    }
+    // Objects holding calls or capabilities hold their own log: let go.
+    for log in logs {
+        log.answer_held(|| Err(RpcError::disconnected("the script ended")));
+        log.drop_kept();
+    }
+    drop(held);
+    pair.settle();
+    check(&pair, "at the end");
+    run.delivered = pair.delivered;
+    run
+}
+
+/// Scripts that reach the interesting paths: the fuzzer's seed corpus and
+/// a unit test's inputs.
+pub(crate) fn seed_scripts() -> Vec<(&'static str, Vec<u8>)> {
+    use crate::wire::Target;
+    const B: u8 = 0x80;
+    let call = |question, target, method| Message::Call { question, target, interface: 1, method, caps: Vec::new() };
+    let hostile = |side: u8, messages: &[Message]| {
+        let mut script = Vec::new();
+        for message in messages {
+            script.push(side);
+            script.extend(postcard::to_stdvec(message).expect("a message encodes"));
+            script.extend([1, 7]);
+        }
+        script.extend([side | 7, 0]);
+        script
+    };
+    vec![
+        // A pipelined chain of three NewObject calls, then quiet.
+        ("pipelined_chain", vec![2, 0, 1, 0, 3, 0, 0, 2, 1, 1, 2, 3, 1, 0, 2, 2, 1, 4, 7, 0]),
+        // A held call dropped before it returns (Finish, cancel), answered late.
+        ("finish_cancels", vec![2, 0, 2, 4, 7, 0, 4, 0, 7, 0, B | 6, 1, B | 7, 0]),
+        // An object sent three times and kept, then released.
+        ("release_count", vec![2, 0, 3, 1, 2, 0, 3, 3, 2, 0, 3, 5, 7, 0, B | 7, 0, 7, 0]),
+        // Calls on a promise that resolves to an object back home (embargo).
+        ("embargo", vec![2, 0, 0, 1, 3, 0, 0, 7, 1, 2, 1, 0, 2, 7, 10, 2, 1, 0, 4, 7, 0]),
+        // Calls both ways, a capability dropped, everything answered.
+        ("both_ways", vec![2, 0, 1, 0, B | 2, 0, 2, 1, 3, 0, 0, 5, 1, B | 6, 0, 7, 0, 6, 1, 7, 0]),
+        ("reused_question", hostile(B, &[call(5, Target::Export(0), 2), call(5, Target::Export(0), 2)])),
+        (
+            "finish_unknown",
+            hostile(
+                B,
+                &[call(0, Target::Export(0), 0), Message::Finish { question: 0 }, Message::Finish { question: 9 }],
+            ),
+        ),
+        (
+            "early_disembargo",
+            hostile(
+                B,
+                &[
+                    call(0, Target::Export(0), 2),
+                    Message::Disembargo { target: Target::Answer { question: 0, cap: 0 }, id: 0 },
+                ],
+            ),
+        ),
+        (
+            "unknown_return",
+            hostile(0, &[Message::Return { question: 3, result: Ok(vec![CapDescriptor::SenderHosted(4)]) }]),
+        ),
+        (
+            "bad_release",
+            hostile(B, &[Message::Release { export: 0, count: u32::MAX }, Message::DisembargoReply { id: 1 }]),
+        ),
+        (
+            "pings_and_streams",
+            hostile(0, &[Message::Ping(1), Message::Pong(2), Message::StreamEnd { stream: 3, error: None }]),
+        ),
+    ]
+}

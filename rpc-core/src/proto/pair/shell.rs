@@ -1,0 +1,331 @@
+//! The test shell: handles that queue commands for the harness, and the
+//! caller's side of the calls a test makes.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::de::DeserializeOwned;
+
+use super::Side;
+use crate::cap::{Canceller, Client, ClientHook, OutgoingCall, PeerRef, Reply, ReplySink};
+use crate::payload::CapEntry;
+use crate::proto::Shell;
+use crate::stream::{RemoteConsumer, RemoteProducer, Window};
+use crate::RpcError;
+
+/// Work a handle asks of its side's protocol; the harness applies it.
+pub(super) enum Command {
+    /// A call on the import of the peer's export `id`.
+    Call(u32, OutgoingCall),
+    /// A call on capability `cap` of our question's promised answer.
+    Pipeline {
+        question: u32,
+        cap: u32,
+        call: OutgoingCall,
+    },
+    /// The import `id` whose hook was at this address was dropped.
+    DropImport(u32, usize),
+    ReleaseQuestion(u32),
+    /// The outcome of the peer's call `id`.
+    Answer(u32, Reply),
+    AnswerCanceller(u32, Canceller),
+}
+
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ----- the shell ---------------------------------------------------------
+
+/// A handle this shell minted, by the hook's address.
+struct Minted {
+    peer_ref: PeerRef,
+    /// For a pipelined capability: the question it keeps alive.
+    hold: Option<Arc<Hold>>,
+}
+
+/// One side's [`Shell`]: mints handles that queue [`Command`]s.
+pub(crate) struct TestShell {
+    commands: Sender<Command>,
+    /// Serials of minted hooks that were dropped (sent by their `Drop`).
+    forgets: Sender<u64>,
+    forgotten: Receiver<u64>,
+    minted: RefCell<HashMap<usize, Minted>>,
+    addresses: RefCell<HashMap<u64, usize>>,
+    serials: Cell<u64>,
+    /// The question id of the last question canceller minted.
+    pub(super) last_question: Cell<Option<u32>>,
+}
+
+impl TestShell {
+    pub(super) fn new(commands: Sender<Command>) -> Self {
+        let (forgets, forgotten) = channel();
+        TestShell {
+            commands,
+            forgets,
+            forgotten,
+            minted: RefCell::default(),
+            addresses: RefCell::default(),
+            serials: Cell::new(0),
+            last_question: Cell::new(None),
+        }
+    }
+
+    /// Forgets the hooks dropped so far (before their addresses are reused).
+    pub(super) fn forget_dropped(&self) {
+        while let Ok(serial) = self.forgotten.try_recv() {
+            let Some(address) = self.addresses.borrow_mut().remove(&serial) else { continue };
+            let forgotten = self.minted.borrow_mut().remove(&address);
+            // Its hold may be the question's last: dropped with no borrow held.
+            drop(forgotten);
+        }
+    }
+
+    /// Registers a hook built by `make` from its serial as the peer's `peer_ref`.
+    pub(super) fn mint(
+        &self,
+        peer_ref: PeerRef,
+        hold: Option<Arc<Hold>>,
+        make: impl FnOnce(Handle) -> Arc<dyn ClientHook>,
+    ) -> Client {
+        self.forget_dropped();
+        let serial = self.serials.get() + 1;
+        self.serials.set(serial);
+        let hook = make(Handle { serial, commands: self.commands.clone(), forgets: self.forgets.clone() });
+        let client = Client { hook };
+        self.addresses.borrow_mut().insert(serial, client.identity());
+        self.minted.borrow_mut().insert(client.identity(), Minted { peer_ref, hold });
+        client
+    }
+
+    pub(super) fn hold_of(&self, client: &Client) -> Option<Arc<Hold>> {
+        self.forget_dropped();
+        self.minted.borrow().get(&client.identity()).and_then(|m| m.hold.clone())
+    }
+}
+
+impl Shell for TestShell {
+    fn import_hook(&self, id: u32) -> Arc<dyn ClientHook> {
+        self.mint(PeerRef::Export(id), None, |handle| Arc::new(TestImport { id, handle })).hook
+    }
+
+    fn answer_sink(&self, id: u32, _interface: u64, _method: u16) -> Arc<dyn ReplySink> {
+        Arc::new(TestAnswer { id, commands: self.commands.clone() })
+    }
+
+    fn question_canceller(&self, id: u32) -> Canceller {
+        self.last_question.set(Some(id));
+        let release = ReleaseOnDrop { id, commands: self.commands.clone() };
+        Canceller::Callback(Box::new(move || drop(release)))
+    }
+
+    fn peer_ref(&self, client: &Client) -> Option<PeerRef> {
+        self.forget_dropped();
+        self.minted.borrow().get(&client.identity()).map(|m| m.peer_ref)
+    }
+
+    fn producer(&self, _id: u32, _window: Window, _bytes: bool) -> Arc<RemoteProducer> {
+        unreachable!("streams: next step")
+    }
+
+    fn consumer(&self, _id: u32, _window: Window, _bytes: bool, _max_depth: u32) -> Arc<RemoteConsumer> {
+        unreachable!("streams: next step")
+    }
+}
+
+/// What every minted hook keeps: its serial and its side's queues.
+pub(super) struct Handle {
+    serial: u64,
+    commands: Sender<Command>,
+    forgets: Sender<u64>,
+}
+
+impl Handle {
+    fn send(&self, command: Command) {
+        // The harness is gone: what the command carries is just dropped.
+        let _ = self.commands.send(command);
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let _ = self.forgets.send(self.serial);
+    }
+}
+
+/// The import of the peer's export `id`.
+struct TestImport {
+    id: u32,
+    handle: Handle,
+}
+
+impl ClientHook for TestImport {
+    fn call(&self, call: OutgoingCall) {
+        self.handle.send(Command::Call(self.id, call));
+    }
+
+    fn describe(&self) -> String {
+        format!("pair import #{}", self.id)
+    }
+}
+
+impl Drop for TestImport {
+    fn drop(&mut self) {
+        self.handle.send(Command::DropImport(self.id, self as *const TestImport as usize));
+    }
+}
+
+/// Capability `cap` of our question's promised answer.
+pub(super) struct TestPipeline {
+    pub(super) question: u32,
+    pub(super) cap: u32,
+    pub(super) handle: Handle,
+    /// Keeps the question alive while calls can be made through it.
+    pub(super) _hold: Arc<Hold>,
+}
+
+impl ClientHook for TestPipeline {
+    fn call(&self, call: OutgoingCall) {
+        self.handle.send(Command::Pipeline { question: self.question, cap: self.cap, call });
+    }
+
+    fn describe(&self) -> String {
+        format!("pair promise of capability {} of question {}", self.cap, self.question)
+    }
+}
+
+/// The reply sink of the peer's call `id`.
+struct TestAnswer {
+    id: u32,
+    commands: Sender<Command>,
+}
+
+impl ReplySink for TestAnswer {
+    fn complete(&self, reply: Reply) {
+        let _ = self.commands.send(Command::Answer(self.id, reply));
+    }
+
+    fn set_canceller(&self, canceller: Canceller) {
+        let _ = self.commands.send(Command::AnswerCanceller(self.id, canceller));
+    }
+}
+
+/// A question canceller's payload: dropping it releases the question.
+struct ReleaseOnDrop {
+    id: u32,
+    commands: Sender<Command>,
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::ReleaseQuestion(self.id));
+    }
+}
+
+// ----- the caller's side of a call -----------------------------------------
+
+#[derive(Default)]
+struct RecordState {
+    outcome: Option<Reply>,
+    canceller: Option<Canceller>,
+    given_up: bool,
+}
+
+/// Where a call the test made delivers its outcome.
+#[derive(Default)]
+pub(super) struct CallRecord {
+    state: Mutex<RecordState>,
+}
+
+impl ReplySink for CallRecord {
+    fn complete(&self, reply: Reply) {
+        let mut state = lock(&self.state);
+        if state.outcome.is_none() {
+            state.outcome = Some(reply);
+        }
+    }
+
+    fn set_canceller(&self, canceller: Canceller) {
+        let mut state = lock(&self.state);
+        if state.given_up {
+            drop(state);
+            return canceller.cancel();
+        }
+        let previous = state.canceller.replace(canceller);
+        drop(state);
+        drop(previous);
+    }
+
+    fn is_cancelled(&self) -> bool {
+        lock(&self.state).given_up
+    }
+}
+
+/// The caller's hold on a call: its last drop gives the call up.
+pub(super) struct Hold {
+    pub(super) record: Arc<CallRecord>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let canceller = {
+            let mut state = lock(&self.record.state);
+            state.given_up = true;
+            state.canceller.take()
+        };
+        if let Some(canceller) = canceller {
+            canceller.cancel();
+        }
+    }
+}
+
+/// A call the test made. Dropping it (and every capability pipelined on
+/// it) gives it up, as dropping a promise does.
+pub(crate) struct TestCall {
+    pub(super) hold: Arc<Hold>,
+    pub(super) question: Option<u32>,
+    pub(super) side: Side,
+    /// The question this call was pipelined on, kept until this one is dropped.
+    pub(super) _parent: Option<Arc<Hold>>,
+}
+
+impl TestCall {
+    /// The question id it went out as, if it went to the peer as a question.
+    pub(crate) fn question(&self) -> Option<u32> {
+        self.question
+    }
+
+    /// Whether its outcome has arrived.
+    pub(crate) fn is_done(&self) -> bool {
+        lock(&self.hold.record.state).outcome.is_some()
+    }
+
+    /// Its error, if it failed.
+    pub(crate) fn error(&self) -> Option<RpcError> {
+        match &lock(&self.hold.record.state).outcome {
+            Some(Err(err)) => Some(err.clone()),
+            _ => None,
+        }
+    }
+
+    /// Its result decoded as a `T`, once it arrived.
+    pub(crate) fn value<T: DeserializeOwned>(&self) -> Option<Result<T, RpcError>> {
+        lock(&self.hold.record.state).outcome.as_ref().map(|outcome| match outcome {
+            Ok(payload) => payload.decode(),
+            Err(err) => Err(err.clone()),
+        })
+    }
+
+    /// Capability `index` of its result, once it arrived.
+    pub(crate) fn cap(&self, index: usize) -> Option<Client> {
+        match &lock(&self.hold.record.state).outcome {
+            Some(Ok(payload)) => match payload.caps.get(index) {
+                Some(CapEntry::Object(client)) => Some(client.clone()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
