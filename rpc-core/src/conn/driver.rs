@@ -71,7 +71,14 @@ where
     let io = super::metrics::IoCounters::default();
     io.wrote(buf.len());
     io.read(hello_len(&theirs));
-    let state = Protocol::new(config.limits, theirs.limits, bootstrap, stream_parity, span.clone());
+    let state = Protocol::new(
+        config.limits,
+        theirs.limits,
+        bootstrap,
+        stream_parity,
+        config.stream_buffer_budget,
+        span.clone(),
+    );
     let shared = Arc::new(ConnShared {
         state: Mutex::new(state),
         wake_writer: Notify::new(),
@@ -79,7 +86,6 @@ where
         output_drained: Notify::new(),
         write_failed: AtomicBool::new(false),
         abandon_output: AtomicBool::new(false),
-        stream_buffered: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         closed,
         users: AtomicUsize::new(0),
         writer_done: watch::channel(false).0,

@@ -14,10 +14,12 @@
 
 mod answer;
 mod config;
+mod consumer;
 mod driver;
 mod import;
 mod metrics;
 mod pipeline;
+mod producer;
 mod public;
 mod shell;
 
@@ -32,7 +34,9 @@ use crate::RpcError;
 use crate::proto::Effect;
 pub(crate) use crate::proto::Protocol;
 pub use config::{Config, Limits};
+pub(crate) use consumer::{ReadCache, RemoteConsumer};
 pub use metrics::ConnectionMetrics;
+pub(crate) use producer::RemoteProducer;
 pub use public::{connect, serve, serve_with, Connection, ConnectionBuilder};
 
 /// What a connection's tasks and handles share.
@@ -51,9 +55,6 @@ pub(crate) struct ConnShared {
     /// The peer stopped reading: on close, drop unsent output at once
     /// instead of trying to write it.
     abandon_output: AtomicBool,
-    /// Bytes of received stream data held unread, over all streams
-    /// (bounded by `Config::stream_buffer_budget`).
-    pub(crate) stream_buffered: Arc<std::sync::atomic::AtomicU64>,
     /// Set once, with the reason, when the connection closes.
     closed: watch::Sender<Option<RpcError>>,
     /// Handles that keep the connection open (see [`UserRef`]).

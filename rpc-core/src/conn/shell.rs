@@ -7,9 +7,9 @@ use std::sync::Arc;
 use super::answer::RemoteAnswer;
 use super::import::ImportClient;
 use super::{ConnShared, QuestionRef};
+use super::{RemoteConsumer, RemoteProducer};
 use crate::cap::{Canceller, Client, ClientHook, PeerRef, ReplySink};
-use crate::proto::Shell;
-use crate::stream::{RemoteConsumer, RemoteProducer, Window};
+use crate::proto::{Shell, Signals};
 
 impl Shell for Arc<ConnShared> {
     fn import_hook(&self, id: u32) -> Arc<dyn ClientHook> {
@@ -28,19 +28,11 @@ impl Shell for Arc<ConnShared> {
         client.hook.peer_ref(self)
     }
 
-    fn producer(&self, id: u32, window: Window, bytes: bool) -> Arc<RemoteProducer> {
-        if bytes {
-            RemoteProducer::new_bytes(self, id, window)
-        } else {
-            RemoteProducer::new(self, id, window)
-        }
+    fn producer(&self, id: u32, bytes: bool, signals: Arc<Signals>) -> Arc<RemoteProducer> {
+        RemoteProducer::new(self, id, bytes, signals)
     }
 
-    fn consumer(&self, id: u32, window: Window, bytes: bool, max_depth: u32) -> Arc<RemoteConsumer> {
-        if bytes {
-            RemoteConsumer::new_bytes(self, id, window)
-        } else {
-            RemoteConsumer::new(self, id, window, max_depth)
-        }
+    fn consumer(&self, id: u32, bytes: bool, max_depth: u32, signals: Arc<Signals>) -> Arc<RemoteConsumer> {
+        RemoteConsumer::new(self, id, bytes, max_depth, signals)
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Answer, Effect, Embargo, Protocol, Question, Shell, StreamHalf, Violation};
+use super::{Answer, Effect, Embargo, Protocol, Question, Shell, Violation};
 use crate::cap::{Canceller, Client, OutgoingCall, PeerRef, QueuedClient, Reply};
 use crate::payload::{CapEntry, Payload};
 use crate::stream::Ending;
@@ -97,15 +97,10 @@ impl Protocol {
                 | CapDescriptor::BytesReader { stream, .. }
                 | CapDescriptor::BytesWriter { stream, .. } => {
                     self.ready.retain(|&ready| ready != stream);
-                    let Some(half) = self.streams.remove(&stream) else { continue };
-                    self.trace_stream_end(stream, "not sent: its call failed");
-                    let ending = Ending::Disconnected(err.clone());
-                    let dropped = match &half {
-                        StreamHalf::Producer(producer) => producer.on_end(ending),
-                        StreamHalf::Consumer(consumer) => consumer.on_end(ending),
-                    };
-                    self.effects.push(Effect::Drop(dropped));
-                    self.defer_drop(half);
+                    if self.streams.get(&stream).is_some_and(|e| e.live) {
+                        self.trace_stream_end(stream, "not sent: its call failed");
+                        self.end_stream_locally(stream, Ending::Disconnected(err.clone()));
+                    }
                 }
                 CapDescriptor::ReceiverHosted(_) | CapDescriptor::ReceiverAnswer { .. } => {}
             }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{Answer, Question, StreamHalf};
+use super::{Answer, Question};
 use crate::cap::{Canceller, Client, OutgoingCall, QueuedClient, Reply, ReplySink};
 use crate::payload::{CapEntry, Payload};
 use crate::RpcError;
@@ -21,6 +21,8 @@ pub(crate) enum Effect {
     Drop(Box<dyn Send>),
     /// A call carrying these failed: its stream ends end with the error.
     FailStreams(Vec<CapEntry>, RpcError),
+    /// A task waiting on a stream can go on.
+    Wake(std::task::Waker),
 }
 
 impl Effect {
@@ -34,6 +36,7 @@ impl Effect {
             Effect::Resolve(queued, target) => queued.resolve(target),
             Effect::Drop(value) => drop(value),
             Effect::FailStreams(caps, err) => crate::stream::fail_streams(caps, &err),
+            Effect::Wake(waker) => waker.wake(),
         }
     }
 }
@@ -48,7 +51,6 @@ pub(crate) trait MayReenter {
 
 impl MayReenter for Client {}
 impl MayReenter for Canceller {}
-impl MayReenter for StreamHalf {}
 impl MayReenter for Box<dyn Send> {}
 
 impl MayReenter for Payload {

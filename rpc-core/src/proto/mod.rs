@@ -28,12 +28,13 @@ use bytes::BytesMut;
 
 use crate::cap::{Canceller, Client, ClientHook, OutgoingCall, PeerRef, QueuedClient, ReplySink};
 use crate::payload::CapEntry;
-use crate::stream::{Ending, RemoteConsumer, RemoteProducer, Window};
+use crate::stream::{Ending, RemoteConsumer, RemoteProducer};
 use crate::wire::{frame, Message};
 use crate::{Limits, RpcError};
 
 mod calls;
 mod caps;
+mod consume;
 mod dispatch;
 mod effects;
 mod keepalive;
@@ -41,11 +42,14 @@ mod keepalive;
 pub(crate) mod pair;
 #[cfg(test)]
 mod pair_tests;
+mod produce;
 mod streams;
 mod tables;
 
+pub(crate) use consume::{RawBatch, RawItem, Signals};
 pub(crate) use dispatch::PingPolicy;
 pub(crate) use effects::{Effect, MayReenter};
+pub(crate) use produce::MAX_BYTES_PER_MESSAGE;
 use tables::IdTable;
 
 /// What a [`Protocol`] asks of its owner: handles for the ids it names.
@@ -63,10 +67,12 @@ pub(crate) trait Shell {
     fn question_canceller(&self, id: u32) -> Canceller;
     /// How the peer names `client`, if it lives at the far end of this connection.
     fn peer_ref(&self, client: &Client) -> Option<PeerRef>;
-    /// Our producer half of stream `id`, which the peer consumes.
-    fn producer(&self, id: u32, window: Window, bytes: bool) -> Arc<RemoteProducer>;
-    /// Our consumer half of stream `id`, which the peer produces.
-    fn consumer(&self, id: u32, window: Window, bytes: bool, max_depth: u32) -> Arc<RemoteConsumer>;
+    /// The handle of our producer half of stream `id` (its state stays
+    /// here); its last drop must reach [`Protocol::stream_handle_dropped`].
+    fn producer(&self, id: u32, bytes: bool, signals: Arc<Signals>) -> Arc<RemoteProducer>;
+    /// The handle of our consumer half of stream `id`, sharing `signals`
+    /// with its state; its last drop must reach [`Protocol::stream_handle_dropped`].
+    fn consumer(&self, id: u32, bytes: bool, max_depth: u32, signals: Arc<Signals>) -> Arc<RemoteConsumer>;
 }
 
 /// A call we made, awaiting or holding its answer.
@@ -121,13 +127,6 @@ struct Embargo {
     target: Client,
 }
 
-/// Our half of a stream on this connection.
-#[derive(Clone)]
-enum StreamHalf {
-    Producer(Arc<RemoteProducer>),
-    Consumer(Arc<RemoteConsumer>),
-}
-
 /// Everything one connection knows; see the module docs.
 pub(crate) struct Protocol {
     pub(crate) out: BytesMut,
@@ -157,7 +156,13 @@ pub(crate) struct Protocol {
     export_ids: HashMap<usize, u32>,
     imports: HashMap<u32, Import>,
     embargoes: IdTable<Embargo>,
-    streams: HashMap<u32, StreamHalf>,
+    streams: HashMap<u32, streams::StreamEntry>,
+    /// Streams the protocol is not done with (what the limits count).
+    live_streams: usize,
+    /// Bytes of received stream data held unread, over all streams, and
+    /// their bound (`Config::stream_buffer_budget`).
+    stream_buffered: u64,
+    stream_buffer_budget: u64,
     /// `rpc.stream` spans of open streams, kept only while tracing wants them.
     stream_spans: HashMap<u32, tracing::Span>,
     /// `rpc.question` spans of our calls awaiting their `Return`, likewise.
@@ -189,6 +194,7 @@ impl Protocol {
         peer_limits: Limits,
         bootstrap: Option<Client>,
         stream_parity: u32,
+        stream_buffer_budget: u64,
         span: tracing::Span,
     ) -> Self {
         let mut state = Protocol {
@@ -209,6 +215,9 @@ impl Protocol {
             imports: HashMap::new(),
             embargoes: IdTable::default(),
             streams: HashMap::new(),
+            live_streams: 0,
+            stream_buffered: 0,
+            stream_buffer_budget,
             stream_spans: HashMap::new(),
             question_spans: HashMap::new(),
             span,
@@ -253,7 +262,7 @@ impl Protocol {
     /// Whether handlers of the peer's calls are running or streams are open:
     /// what a graceful server shutdown waits for.
     pub(crate) fn is_busy(&self) -> bool {
-        self.running_answers > 0 || !self.streams.is_empty()
+        self.running_answers > 0 || self.live_streams > 0
     }
 
     /// From now on, answers every new call from the peer with `reason`
@@ -271,7 +280,7 @@ impl Protocol {
             exports: self.exports.len() - usize::from(bootstrap),
             imports: self.imports.len(),
             embargoes: self.embargoes.len(),
-            streams: self.streams.len(),
+            streams: self.live_streams,
             closed: self.closed.is_some(),
         }
     }
@@ -296,6 +305,12 @@ impl Protocol {
             self.effects.push(Effect::FailStreams(call.payload.caps, err.clone()));
         }
         self.effects.push(Effect::Complete(call.reply, Err(err)));
+    }
+
+    /// Drops `value` after the lock is released if it could re-enter a
+    /// connection (it holds capabilities or cancellers), at once otherwise.
+    pub(super) fn defer_boxed(&mut self, value: Box<dyn Send>) {
+        self.effects.push(Effect::Drop(value));
     }
 
     /// Drops `value` after the lock is released if it could re-enter a
@@ -341,13 +356,9 @@ impl Protocol {
         for (_, span) in self.stream_spans.drain() {
             tracing::debug!(parent: &span, "stream ended: the connection closed");
         }
-        for (_, half) in self.streams.drain().collect::<Vec<_>>() {
-            let dropped = match &half {
-                StreamHalf::Producer(producer) => producer.on_end(Ending::Disconnected(reason.clone())),
-                StreamHalf::Consumer(consumer) => consumer.on_end(Ending::Disconnected(reason.clone())),
-            };
-            self.effects.push(Effect::Drop(dropped));
-            self.defer_drop(half);
+        let live: Vec<u32> = self.streams.iter().filter(|(_, e)| e.live).map(|(&id, _)| id).collect();
+        for id in live {
+            self.end_stream_locally(id, Ending::Disconnected(reason.clone()));
         }
         self.ready.clear();
         for embargo in self.embargoes.drain() {

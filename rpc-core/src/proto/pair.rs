@@ -37,14 +37,18 @@ use crate::{Limits, RpcError};
 mod objects;
 mod script;
 mod shell;
+mod streams;
 
 pub(crate) use objects::{ObjectLog, Rule};
 pub(crate) use script::{run_script, seed_scripts};
 use shell::{CallRecord, Command, Hold, TestPipeline};
 pub(crate) use shell::{TestCall, TestShell};
+pub(crate) use streams::TestStream;
 
 /// The interface id the harness's calls carry (test objects ignore it).
 pub(crate) const TEST_INTERFACE: u64 = 0x7e57;
+/// Unread stream bytes a side buffers at most (`Config::stream_buffer_budget`).
+const STREAM_BUFFER_BUDGET: u64 = 16 << 20;
 /// Steps [`Pair::drive`] takes at most before it declares a livelock.
 const MAX_STEPS: usize = 100_000;
 
@@ -122,7 +126,7 @@ impl Pair {
         let endpoint = |bootstrap, parity| {
             let (commands, queue) = channel();
             Endpoint {
-                proto: Protocol::new(limits, limits, bootstrap, parity, tracing::Span::none()),
+                proto: Protocol::new(limits, limits, bootstrap, parity, STREAM_BUFFER_BUDGET, tracing::Span::none()),
                 shell: TestShell::new(commands),
                 commands: queue,
                 violation: None,
@@ -378,6 +382,10 @@ impl Endpoint {
         loop {
             // A dropped pipelined capability may hold a question's last hold.
             self.shell.forget_dropped();
+            for id in self.shell.dropped_streams() {
+                self.proto.stream_handle_dropped(id);
+                self.run_effects();
+            }
             let Ok(command) = self.commands.try_recv() else { return };
             self.apply(command);
             self.run_effects();
@@ -398,12 +406,23 @@ impl Endpoint {
     fn apply(&mut self, command: Command) {
         let (proto, shell) = (&mut self.proto, &self.shell);
         match command {
-            Command::Call(id, call) => proto.send_call(shell, PeerRef::Export(id), call),
-            Command::Pipeline { question, cap, call } => proto.pipeline_call(shell, question, cap, call),
+            Command::Call(id, mut call) => {
+                drop_stream_ends(&mut call.payload);
+                proto.send_call(shell, PeerRef::Export(id), call);
+            }
+            Command::Pipeline { question, cap, mut call } => {
+                drop_stream_ends(&mut call.payload);
+                proto.pipeline_call(shell, question, cap, call);
+            }
             Command::DropImport(id, address) => proto.drop_import(id, address),
             Command::ReleaseQuestion(id) => proto.release_question(id),
             Command::AnswerCanceller(id, canceller) => proto.set_answer_canceller(id, canceller),
-            Command::Answer(id, reply) => self.complete_answer(id, reply),
+            Command::Answer(id, mut reply) => {
+                if let Ok(payload) = &mut reply {
+                    drop_stream_ends(payload);
+                }
+                self.complete_answer(id, reply);
+            }
         }
     }
 
@@ -430,6 +449,15 @@ impl Endpoint {
     }
 }
 
+/// Drops the stream ends in a payload about to be sent on (a forwarded call
+/// or answer): relaying a stream needs a pump task, and the harness runs
+/// none. Dropped, a reader end cancels its stream and a writer end aborts it.
+fn drop_stream_ends(payload: &mut Payload) {
+    if payload.caps.iter().any(|cap| matches!(cap, CapEntry::Stream(_))) {
+        payload.caps.retain(|cap| matches!(cap, CapEntry::Object(_)));
+    }
+}
+
 // ----- invariants -----------------------------------------------------------
 
 impl Protocol {
@@ -452,6 +480,10 @@ impl Protocol {
         let running = self.answers.values().filter(|a| a.returned.is_none()).count();
         if running != self.running_answers {
             return Err(format!("{running} answers have not returned, counted {}", self.running_answers));
+        }
+        let live = self.streams.values().filter(|entry| entry.live).count();
+        if live != self.live_streams {
+            return Err(format!("{live} live streams, counted {}", self.live_streams));
         }
         if exports.len() != self.export_ids.len() {
             return Err(format!("{} exports but {} indexed", exports.len(), self.export_ids.len()));

@@ -9,17 +9,17 @@ use crate::payload::Payload;
 use crate::wire::{Message, Target};
 use crate::{ErrorKind, RpcError};
 
-const LATENCY: Duration = Duration::from_millis(10);
+pub(super) const LATENCY: Duration = Duration::from_millis(10);
 const ROUND_TRIP: Duration = Duration::from_millis(20);
 
 /// A pair whose B serves an object answering by `rule`, recording in the log.
-fn serving(rule: Rule) -> (Pair, Arc<ObjectLog>) {
+pub(super) fn serving(rule: Rule) -> (Pair, Arc<ObjectLog>) {
     let log = ObjectLog::new();
     let pair = Pair::new(LATENCY, None, Some(log.object(rule)));
     (pair, log)
 }
 
-fn sent_by(pair: &Pair, side: Side) -> Vec<Message> {
+pub(super) fn sent_by(pair: &Pair, side: Side) -> Vec<Message> {
     pair.sent.iter().filter(|(from, _)| *from == side).map(|(_, message)| message.clone()).collect()
 }
 
@@ -318,7 +318,10 @@ fn the_fuzz_script_runs_clean_on_its_seeds_and_on_noise() {
     let succeeded: Vec<usize> = runs.iter().map(|r| r.succeeded).collect();
     assert_eq!(succeeded[..5], [3, 0, 3, 3, 2], "{runs:?}");
     assert!(runs[..5].iter().all(|r| r.violations == 0 && r.delivered > 0), "{runs:?}");
-    assert!(runs[5..].iter().all(|r| r.violations > 0 && r.calls == 0), "{runs:?}");
+    assert!(runs[5..11].iter().all(|r| r.violations > 0 && r.calls == 0), "{runs:?}");
+    assert!(runs[11..].iter().all(|r| r.violations == 0 && r.succeeded == 1), "{runs:?}");
+    let items: Vec<usize> = runs[11..].iter().map(|r| r.items_read).collect();
+    assert_eq!(items, [6, 2, 0], "{runs:?}");
     // A fixed pseudo-random stream (xorshift): the same inputs every run.
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
     let mut next = move || {
@@ -333,3 +336,5 @@ fn the_fuzz_script_runs_clean_on_its_seeds_and_on_noise() {
         super::pair::run_script(&script);
     }
 }
+
+mod streams;

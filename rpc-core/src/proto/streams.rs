@@ -1,14 +1,22 @@
-//! The stream half of the protocol state: the stream table, opening and
-//! naming streams, emitting data in bounded rounds, and the five stream
-//! messages. Like the rest of `Protocol`, it does no I/O.
+//! The stream table: opening and naming streams, the lifetime of each
+//! half's state, emitting data in bounded rounds, and the five stream
+//! messages from the peer.
+//!
+//! A half's state lives here from the moment it is opened until both the
+//! protocol is done with it (its end was sent or received, or the
+//! connection closed) and its handle is gone: a reader still drains what
+//! arrived before the end, a writer still learns why its stream ended.
+//! Only live halves count against the limits.
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Effect, Protocol, Shell, StreamHalf, Violation};
+use super::consume::Consuming;
+use super::produce::Producing;
+use super::{Effect, Protocol, Shell, Violation};
 use crate::payload::CapEntry;
-use crate::stream::{Ending, ReceivedReader, ReceivedWriter, RemoteConsumer, RemoteProducer, StreamSlot, Window};
+use crate::stream::{Ending, ReceivedReader, ReceivedWriter, StreamSlot, Window};
 use crate::wire::{frame, CapDescriptor, Message};
 use crate::RpcError;
 
@@ -16,13 +24,28 @@ use crate::RpcError;
 /// (and call frames) get their turn: bounds head-of-line blocking.
 const ROUND_BUDGET: u64 = 256 << 10;
 
+/// Our half of a stream on this connection.
+pub(crate) enum StreamHalf {
+    Producer(Box<Producing>),
+    Consumer(Box<Consuming>),
+}
+
+/// A half's state, and who still needs it.
+pub(crate) struct StreamEntry {
+    pub(super) half: StreamHalf,
+    /// The protocol is not done with it: messages for it are expected.
+    pub(super) live: bool,
+    /// Its handle (`RemoteProducer`/`RemoteConsumer`) still exists.
+    handle: bool,
+}
+
 impl Protocol {
-    pub(super) fn open_stream_id(&mut self) -> Result<u32, RpcError> {
+    fn open_stream_id(&mut self) -> Result<u32, RpcError> {
         if let Some(reason) = &self.closed {
             return Err(reason.clone());
         }
         let max = self.peer_limits.max_exports as usize;
-        if self.streams.len() >= max || self.streams_opened >= u32::MAX >> 1 {
+        if self.live_streams >= max || self.streams_opened >= u32::MAX >> 1 {
             return Err(RpcError::limit(format!("cannot open more than {max} streams to this peer")));
         }
         let id = self.streams_opened << 1 | self.stream_parity;
@@ -30,18 +53,29 @@ impl Protocol {
         Ok(id)
     }
 
-    /// A new stream we produce and the peer consumes (`bytes`: a byte stream).
+    fn insert_stream(&mut self, id: u32, half: StreamHalf) {
+        let (role, bytes) = match &half {
+            StreamHalf::Producer(p) => ("producer", p.bytes_mode),
+            StreamHalf::Consumer(c) => ("consumer", c.bytes_mode),
+        };
+        self.streams.insert(id, StreamEntry { half, live: true, handle: true });
+        self.live_streams += 1;
+        self.trace_stream_open(id, role, bytes);
+    }
+
+    /// A new stream we produce and the peer consumes (`bytes`: a byte
+    /// stream); its handle comes from `shell`.
     pub(crate) fn open_producer(
         &mut self,
         shell: &dyn Shell,
         window: Window,
         bytes: bool,
-    ) -> Result<Arc<RemoteProducer>, RpcError> {
+    ) -> Result<Arc<crate::stream::RemoteProducer>, RpcError> {
         let id = self.open_stream_id()?;
-        let producer = shell.producer(id, window, bytes);
-        self.streams.insert(id, StreamHalf::Producer(producer.clone()));
-        self.trace_stream_open(id, "producer", bytes);
-        Ok(producer)
+        let producing = Producing::new(window, bytes, &self.limits, &self.peer_limits);
+        let handle = shell.producer(id, bytes, producing.signals.clone());
+        self.insert_stream(id, StreamHalf::Producer(Box::new(producing)));
+        Ok(handle)
     }
 
     /// A new stream the peer produces and we consume (`bytes`: a byte stream).
@@ -50,12 +84,12 @@ impl Protocol {
         shell: &dyn Shell,
         window: Window,
         bytes: bool,
-    ) -> Result<Arc<RemoteConsumer>, RpcError> {
+    ) -> Result<Arc<crate::stream::RemoteConsumer>, RpcError> {
         let id = self.open_stream_id()?;
-        let consumer = shell.consumer(id, window, bytes, self.limits.max_depth);
-        self.streams.insert(id, StreamHalf::Consumer(consumer.clone()));
-        self.trace_stream_open(id, "consumer", bytes);
-        Ok(consumer)
+        let consuming = Consuming::new(window, bytes, &self.limits);
+        let handle = shell.consumer(id, bytes, self.limits.max_depth, consuming.signals.clone());
+        self.insert_stream(id, StreamHalf::Consumer(Box::new(consuming)));
+        Ok(handle)
     }
 
     /// A stream end the peer sent us: our half of it, registered under its id.
@@ -74,28 +108,28 @@ impl Protocol {
         self.accept_peer_stream(stream)?;
         // The peer sent the reader: it produces and we consume (and the other way round).
         let end: Box<dyn crate::stream::StreamEnd> = if reader {
-            let consumer = shell.consumer(stream, window, bytes, self.limits.max_depth);
-            self.streams.insert(stream, StreamHalf::Consumer(consumer.clone()));
-            self.trace_stream_open(stream, "consumer", bytes);
-            Box::new(ReceivedReader(Some(consumer)))
+            let consuming = Consuming::new(window, bytes, &self.limits);
+            let handle = shell.consumer(stream, bytes, self.limits.max_depth, consuming.signals.clone());
+            self.insert_stream(stream, StreamHalf::Consumer(Box::new(consuming)));
+            Box::new(ReceivedReader(Some(handle)))
         } else {
-            let producer = shell.producer(stream, window, bytes);
-            self.streams.insert(stream, StreamHalf::Producer(producer.clone()));
-            self.trace_stream_open(stream, "producer", bytes);
-            Box::new(ReceivedWriter(Some(producer)))
+            let producing = Producing::new(window, bytes, &self.limits, &self.peer_limits);
+            let handle = shell.producer(stream, bytes, producing.signals.clone());
+            self.insert_stream(stream, StreamHalf::Producer(Box::new(producing)));
+            Box::new(ReceivedWriter(Some(handle)))
         };
         Ok(CapEntry::Stream(StreamSlot::new(end)))
     }
 
     /// Checks a stream id the peer allocated for a new stream.
-    pub(super) fn accept_peer_stream(&mut self, id: u32) -> Result<(), Violation> {
+    fn accept_peer_stream(&mut self, id: u32) -> Result<(), Violation> {
         // Ids only grow: reusing an ended stream's id would let its late
         // messages land on the new one.
         let reused = self.max_peer_stream.is_some_and(|max| id <= max);
         if id & 1 == self.stream_parity || reused || self.streams.contains_key(&id) {
             return Err(RpcError::protocol(format!("the peer named stream {id} as new, but it is not")));
         }
-        if self.streams.len() >= self.limits.max_exports as usize {
+        if self.live_streams >= self.limits.max_exports as usize {
             return Err(RpcError::limit(format!("the peer opened more than {} streams", self.limits.max_exports)));
         }
         self.max_peer_stream = Some(self.max_peer_stream.map_or(id, |m| m.max(id)));
@@ -103,7 +137,7 @@ impl Protocol {
     }
 
     /// Whether `id` named a stream once (late messages for it are harmless).
-    pub(super) fn stream_existed(&self, id: u32) -> bool {
+    fn stream_existed(&self, id: u32) -> bool {
         if id & 1 == self.stream_parity {
             (id >> 1) < self.streams_opened
         } else {
@@ -111,7 +145,7 @@ impl Protocol {
         }
     }
 
-    pub(super) fn unknown_stream(&self, id: u32, what: &str) -> Result<(), Violation> {
+    fn unknown_stream(&self, id: u32, what: &str) -> Result<(), Violation> {
         if self.stream_existed(id) {
             Ok(())
         } else {
@@ -119,13 +153,19 @@ impl Protocol {
         }
     }
 
-    /// Queues producer `id` for the writer task to emit.
+    /// Queues producer `id` for emitting (unconditionally: after a redirect,
+    /// writes may have been queued without scheduling).
     pub(crate) fn schedule_stream(&mut self, id: u32) {
-        self.ready.push(id);
+        if let Some(StreamEntry { half: StreamHalf::Producer(p), live: true, .. }) = self.streams.get_mut(&id) {
+            if !p.scheduled {
+                p.scheduled = true;
+                self.ready.push(id);
+            }
+        }
     }
 
     /// Opens stream `id`'s `rpc.stream` span (kept only if tracing wants it).
-    pub(super) fn trace_stream_open(&mut self, id: u32, role: &'static str, bytes: bool) {
+    fn trace_stream_open(&mut self, id: u32, role: &'static str, bytes: bool) {
         let kind = if bytes { "bytes" } else { "sequence" };
         let span = tracing::debug_span!(parent: &self.span, "rpc.stream", id, role, kind);
         if !span.is_disabled() {
@@ -141,7 +181,8 @@ impl Protocol {
         }
     }
 
-    /// Our half of stream `id` is done: forget it, telling the peer `message`.
+    /// The protocol is done with our half of stream `id`: it stops counting,
+    /// and goes once its handle is gone too. Tells the peer `message`.
     pub(crate) fn end_stream(&mut self, id: u32, message: Option<Message>) {
         if !self.stream_spans.is_empty() {
             let how = match &message {
@@ -154,11 +195,76 @@ impl Protocol {
             };
             self.trace_stream_end(id, how);
         }
-        let half = self.streams.remove(&id);
-        self.defer_drop(half);
+        if let Some(entry) = self.streams.get_mut(&id).filter(|e| e.live) {
+            entry.live = false;
+            self.live_streams -= 1;
+            if !entry.handle {
+                self.forget_stream(id);
+            }
+        }
         if let (Some(message), None) = (message, &self.closed) {
             self.send(&message, &[]);
         }
+    }
+
+    /// Ends our half of stream `id` with `ending` (its call failed, or the
+    /// connection closed) without telling the peer.
+    pub(super) fn end_stream_locally(&mut self, id: u32, ending: Ending) {
+        let Some(mut entry) = self.streams.remove(&id) else { return };
+        match &mut entry.half {
+            StreamHalf::Producer(p) => {
+                let dropped = p.on_end(ending, &mut self.effects);
+                self.effects.push(Effect::Drop(dropped));
+            }
+            StreamHalf::Consumer(c) => self.consumer_on_end(c, ending),
+        }
+        self.streams.insert(id, entry);
+        self.end_stream(id, None);
+    }
+
+    /// Drops stream `id`'s state (nothing needs it any more).
+    fn forget_stream(&mut self, id: u32) {
+        let Some(mut entry) = self.streams.remove(&id) else { return };
+        if let StreamHalf::Consumer(c) = &mut entry.half {
+            self.consumer_forget(c);
+        }
+        self.defer_boxed(Box::new(entry.half));
+    }
+
+    /// The handle of stream `id` is gone. A producer nobody closed is
+    /// aborted (what was written is not delivered: its writer was dropped);
+    /// a consumer nobody reads is cancelled.
+    pub(crate) fn stream_handle_dropped(&mut self, id: u32) {
+        let Some(entry) = self.streams.get_mut(&id) else { return };
+        entry.handle = false;
+        if !entry.live {
+            return self.forget_stream(id);
+        }
+        match &entry.half {
+            StreamHalf::Producer(p) if !p.is_closing() => self.producer_abort(id),
+            StreamHalf::Producer(_) => {}
+            StreamHalf::Consumer(_) => self.consumer_cancel(id, None),
+        }
+    }
+
+    /// Runs `f` on consumer `id`'s state, wherever it is in its life.
+    pub(super) fn with_consumer<R>(
+        &mut self,
+        id: u32,
+        f: impl FnOnce(&mut Self, &mut Consuming) -> R,
+    ) -> Result<R, RpcError> {
+        let Some(mut entry) = self.streams.remove(&id) else { return Err(self.stream_gone(id)) };
+        let result = match &mut entry.half {
+            StreamHalf::Consumer(c) => Ok(f(self, c)),
+            StreamHalf::Producer(_) => Err(RpcError::protocol(format!("stream {id} is not one we consume"))),
+        };
+        self.streams.insert(id, entry);
+        result
+    }
+
+    /// Why a handle finds no state: the connection closed (and dropped it).
+    pub(super) fn stream_gone(&self, id: u32) -> RpcError {
+        self.closed.clone().unwrap_or_else(|| RpcError::disconnected(format!("stream {id} is no longer open")))
     }
 
     /// Writes `message` with a trailer of `len` bytes appended by `fill`.
@@ -199,27 +305,42 @@ impl Protocol {
         }
         let mut again = Vec::new();
         for id in std::mem::take(&mut self.ready) {
-            if let Some(StreamHalf::Producer(producer)) = self.streams.get(&id).cloned() {
-                let (finished, more) = producer.emit(self, shell, ROUND_BUDGET);
-                if finished {
+            let Some(mut entry) = self.streams.remove(&id) else { continue };
+            let outcome = match &mut entry.half {
+                StreamHalf::Producer(p) if entry.live => Some(self.emit_producer(shell, id, p, ROUND_BUDGET)),
+                _ => None,
+            };
+            self.streams.insert(id, entry);
+            match outcome {
+                Some((true, _)) => {
                     self.trace_stream_end(id, "ended here: its end was sent");
                     self.end_stream(id, None);
-                } else if more {
-                    again.push(id);
                 }
+                Some((false, true)) => again.push(id),
+                _ => {}
             }
         }
         self.ready.extend(again);
     }
 
-    pub(crate) fn handle_stream_part(&mut self, stream: u32, bytes: &[u8]) -> Result<(), Violation> {
-        match self.streams.get(&stream).cloned() {
-            Some(StreamHalf::Consumer(consumer)) => consumer.on_part(bytes),
-            Some(StreamHalf::Producer(_)) => {
-                Err(RpcError::protocol(format!("data for stream {stream}, which we produce")))
+    /// The live consumer half of `stream`, taken out of the table (the
+    /// caller puts it back), or what a message for it means otherwise.
+    fn take_live_consumer(&mut self, stream: u32, what: &str) -> Result<Option<StreamEntry>, Violation> {
+        match self.streams.get(&stream) {
+            Some(StreamEntry { half: StreamHalf::Consumer(_), live: true, .. }) => Ok(self.streams.remove(&stream)),
+            Some(StreamEntry { half: StreamHalf::Producer(_), .. }) => {
+                Err(RpcError::protocol(format!("{what} for stream {stream}, which we produce")))
             }
-            None => self.unknown_stream(stream, "data"),
+            _ => self.unknown_stream(stream, what).map(|()| None),
         }
+    }
+
+    pub(crate) fn handle_stream_part(&mut self, stream: u32, bytes: &[u8]) -> Result<(), Violation> {
+        let Some(mut entry) = self.take_live_consumer(stream, "data")? else { return Ok(()) };
+        let StreamHalf::Consumer(c) = &mut entry.half else { unreachable!("taken as a consumer") };
+        let handled = self.consumer_on_part(stream, c, bytes);
+        self.streams.insert(stream, entry);
+        handled
     }
 
     pub(crate) fn handle_stream_data(
@@ -227,26 +348,33 @@ impl Protocol {
         shell: &dyn Shell,
         stream: u32,
         count: u32,
-        (item_caps, item_lens): (Vec<u32>, Vec<u32>),
+        lens: (Vec<u32>, Vec<u32>),
         descriptors: &[CapDescriptor],
         trailer: Bytes,
     ) -> Result<(), Violation> {
         // The stream is looked up before the descriptors are imported: an
         // import may open a stream, and data naming a stream its own items
         // open would hold itself alive (a cycle no close could break).
-        let consumer = match self.streams.get(&stream).cloned() {
-            Some(StreamHalf::Consumer(consumer)) => Some(consumer),
-            Some(StreamHalf::Producer(_)) => {
-                return Err(RpcError::protocol(format!("data for stream {stream}, which we produce")));
-            }
-            None => {
-                self.unknown_stream(stream, "data")?;
-                None
+        let entry = self.take_live_consumer(stream, "data")?;
+        let mut caps = match self.import_caps(shell, descriptors) {
+            Ok(caps) => caps,
+            Err(violation) => {
+                if let Some(entry) = entry {
+                    self.streams.insert(stream, entry);
+                }
+                return Err(violation);
             }
         };
-        let mut caps = self.import_caps(shell, descriptors)?;
         // Late data for an ended stream: its capabilities are imported only to be released.
-        let handled = consumer.map_or(Ok(()), |c| c.on_data(count, trailer, (item_caps, item_lens), &mut caps));
+        let handled = match entry {
+            Some(mut entry) => {
+                let StreamHalf::Consumer(c) = &mut entry.half else { unreachable!("taken as a consumer") };
+                let handled = self.consumer_on_data(stream, c, count, trailer, lens, &mut caps);
+                self.streams.insert(stream, entry);
+                handled
+            }
+            None => Ok(()),
+        };
         // On every path, error paths included: what was just imported may
         // lock this connection when it drops.
         self.defer_drop(caps);
@@ -254,54 +382,52 @@ impl Protocol {
     }
 
     pub(crate) fn handle_stream_window(&mut self, stream: u32, read: u64, window: Window) -> Result<(), Violation> {
-        match self.streams.get(&stream).cloned() {
-            Some(StreamHalf::Producer(producer)) => {
-                if producer.on_window(read, window)? {
-                    self.schedule_stream(stream);
+        match self.streams.get_mut(&stream) {
+            Some(StreamEntry { half: StreamHalf::Producer(p), live: true, .. }) => {
+                p.on_window(stream, read, window, &mut self.effects)?;
+                if !p.scheduled && p.wants_emit() {
+                    p.scheduled = true;
+                    self.ready.push(stream);
                 }
                 Ok(())
             }
-            Some(StreamHalf::Consumer(_)) => {
+            Some(StreamEntry { half: StreamHalf::Consumer(_), .. }) => {
                 Err(RpcError::protocol(format!("window for stream {stream}, which we consume")))
             }
-            None => self.unknown_stream(stream, "window"),
+            _ => self.unknown_stream(stream, "window"),
         }
     }
 
     /// The producer ended stream `stream` (end, end with error, or abort).
     pub(crate) fn handle_stream_end(&mut self, stream: u32, ending: Ending) -> Result<(), Violation> {
-        match self.streams.get(&stream).cloned() {
-            Some(StreamHalf::Consumer(consumer)) => {
+        match self.streams.get(&stream) {
+            Some(StreamEntry { half: StreamHalf::Consumer(_), live: true, .. }) => {
                 if let Some(span) = self.stream_spans.get(&stream) {
                     tracing::debug!(parent: span, ?ending, "the peer ended the stream");
                 }
-                let dropped = consumer.on_end(ending);
-                self.effects.push(Effect::Drop(dropped));
-                self.end_stream(stream, None);
+                self.end_stream_locally(stream, ending);
                 Ok(())
             }
-            Some(StreamHalf::Producer(_)) => {
+            Some(StreamEntry { half: StreamHalf::Producer(_), .. }) => {
                 Err(RpcError::protocol(format!("end of stream {stream}, which we produce")))
             }
-            None => self.unknown_stream(stream, "end"),
+            _ => self.unknown_stream(stream, "end"),
         }
     }
 
     pub(crate) fn handle_stream_cancel(&mut self, stream: u32, reason: Option<String>) -> Result<(), Violation> {
-        match self.streams.get(&stream).cloned() {
-            Some(StreamHalf::Producer(producer)) => {
+        match self.streams.get(&stream) {
+            Some(StreamEntry { half: StreamHalf::Producer(_), live: true, .. }) => {
                 if let Some(span) = self.stream_spans.get(&stream) {
                     tracing::debug!(parent: span, ?reason, "the peer cancelled the stream");
                 }
-                let dropped = producer.on_end(Ending::Cancelled(reason));
-                self.effects.push(Effect::Drop(dropped));
-                self.end_stream(stream, None);
+                self.end_stream_locally(stream, Ending::Cancelled(reason));
                 Ok(())
             }
-            Some(StreamHalf::Consumer(_)) => {
+            Some(StreamEntry { half: StreamHalf::Consumer(_), .. }) => {
                 Err(RpcError::protocol(format!("cancel of stream {stream}, which we consume")))
             }
-            None => self.unknown_stream(stream, "cancel"),
+            _ => self.unknown_stream(stream, "cancel"),
         }
     }
 }

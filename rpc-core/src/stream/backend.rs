@@ -8,10 +8,10 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use super::consumer::ReadCache;
 use super::core::Shared;
 use super::end::Keep;
 use super::kind::{Consume, Kind, Produce};
+use super::ReadCache;
 use super::Window;
 use super::{RemoteConsumer, RemoteProducer};
 use crate::RpcError;

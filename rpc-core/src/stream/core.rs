@@ -15,6 +15,7 @@ use std::task::{Context, Poll, Waker};
 use super::kind::{Consume, Kind, Produce};
 use super::{Ending, Window};
 use super::{RemoteConsumer, RemoteProducer};
+use crate::proto::Protocol;
 use crate::RpcError;
 
 pub(crate) struct Shared<K: Kind> {
@@ -242,24 +243,27 @@ impl<K: Kind> Shared<K> {
         self.lock().forward.clone()
     }
 
-    /// The consumer end left: move what is buffered to `sink` and write there
-    /// from now on. Called with the connection locked: records only, the
-    /// caller schedules.
-    pub(crate) fn redirect_to_sink(&self, sink: &Arc<RemoteProducer>)
+    /// The consumer end left: move what is buffered to `sink` (whose
+    /// connection's protocol the caller has locked: `proto`) and write there
+    /// from now on. Records only: the caller schedules. Lock order: the
+    /// connection, then this core (a write drops the core's lock before it
+    /// goes to the connection).
+    pub(crate) fn redirect_to_sink(&self, sink: &Arc<RemoteProducer>, proto: &mut Protocol)
     where
         K: Produce,
     {
         let mut core = self.lock();
         let mut units = core.take_units();
+        let stream = sink.id();
         while let Some(unit) = units.pop_front() {
-            if K::push(sink, unit).is_err() {
+            if K::push(proto, stream, unit).is_err() {
                 break;
             }
         }
         match core.ending.take() {
-            Some(Ending::Closed) => drop(sink.mark_closing(None)),
-            Some(Ending::Failed(err)) => drop(sink.mark_closing(Some(err))),
-            Some(Ending::Aborted) => drop(sink.mark_aborted()),
+            Some(Ending::Closed) => proto.producer_close(stream, None),
+            Some(Ending::Failed(err)) => proto.producer_close(stream, Some(err)),
+            Some(Ending::Aborted) => proto.producer_abort(stream),
             _ => {}
         }
         core.sink = Some(sink.clone());

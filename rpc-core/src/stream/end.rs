@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Deserializer, Serializer};
 
 use super::backend::{ReaderBackend, WriterBackend};
-use super::consumer::ReadCache;
 use super::kind::{Consume, Kind, Produce};
+use super::ReadCache;
 use super::Window;
 use super::{RemoteConsumer, RemoteProducer};
 use crate::payload::{self, CapEntry};
@@ -195,7 +195,7 @@ where
         if let Some(shared) = backend.fed_here(&self.keep) {
             let window = shared.lock().window;
             let producer = state.open_producer(conn, window, K::BYTES)?;
-            shared.redirect_to_sink(&producer);
+            shared.redirect_to_sink(&producer, state);
             state.schedule_stream(producer.id());
             return Ok(descriptor(true, K::BYTES, producer.id(), window));
         }
@@ -264,8 +264,12 @@ where
     // The handler's pair is fed by a writer in this process: point it at the caller.
     match (reader.fed_here(&keep), &writer) {
         (Some(shared), WriterBackend::Remote(producer)) => {
-            shared.redirect_to_sink(producer);
-            return producer.schedule_now();
+            // Units buffered here move to the connection under its lock.
+            let _ = producer.with(|proto| {
+                shared.redirect_to_sink(producer, proto);
+                proto.schedule_stream(producer.id());
+            });
+            return;
         }
         (Some(shared), WriterBackend::Local(target)) if shared.forward_to(target) => return,
         _ => {}
@@ -374,7 +378,7 @@ async fn pump_raw(from: Arc<RemoteConsumer>, to: Arc<RemoteProducer>) {
         let next = tokio::select! {
             next = std::future::poll_fn(|cx| {
                 if bytes {
-                    let read = from.poll_read_bytes(cx, super::producer::MAX_BYTES_PER_MESSAGE as usize);
+                    let read = from.poll_read_bytes(cx, crate::proto::MAX_BYTES_PER_MESSAGE as usize);
                     read.map(|r| r.map(|chunk| chunk.map(|chunk| (chunk, Vec::new()))))
                 } else {
                     from.poll_read_raw(cx)

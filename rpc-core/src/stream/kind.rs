@@ -16,8 +16,9 @@ use bytes::BytesMut;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::consumer::ReadCache;
+use super::ReadCache;
 use super::{RemoteConsumer, RemoteProducer};
+use crate::proto::Protocol;
 use crate::RpcError;
 
 /// The unit a stream buffers and how it counts.
@@ -49,7 +50,7 @@ pub(crate) trait Produce: Kind {
     fn write(sink: &RemoteProducer, unit: Self::Unit) -> Result<(), RpcError>;
     /// Queues `unit` on `sink` with the connection locked; returns whether
     /// the connection must be told.
-    fn push(sink: &RemoteProducer, unit: Self::Unit) -> Result<bool, RpcError>;
+    fn push(proto: &mut Protocol, stream: u32, unit: Self::Unit) -> Result<(), RpcError>;
 }
 
 /// Units that can be read from a connection-bound consumer.
@@ -111,8 +112,8 @@ impl<T: Serialize> Produce for Items<T> {
         sink.write(&item)
     }
 
-    fn push(sink: &RemoteProducer, item: T) -> Result<bool, RpcError> {
-        sink.push(&item)
+    fn push(proto: &mut Protocol, stream: u32, item: T) -> Result<(), RpcError> {
+        proto.producer_encode_item(stream, &item)
     }
 }
 
@@ -158,8 +159,8 @@ impl Produce for Chunks {
         sink.write_bytes(chunk)
     }
 
-    fn push(sink: &RemoteProducer, chunk: bytes::Bytes) -> Result<bool, RpcError> {
-        sink.push_bytes(chunk)
+    fn push(proto: &mut Protocol, stream: u32, chunk: bytes::Bytes) -> Result<(), RpcError> {
+        proto.producer_push_chunk(stream, chunk)
     }
 }
 

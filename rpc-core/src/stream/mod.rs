@@ -41,11 +41,9 @@
 
 mod backend;
 mod byte_stream;
-mod consumer;
 mod core;
 mod end;
 mod kind;
-mod producer;
 mod sequence;
 mod writer;
 
@@ -53,10 +51,10 @@ pub use byte_stream::{bytes_result, splice_bytes, Bytes, BytesWriter, DEFAULT_BY
 pub use sequence::Sequence;
 pub use writer::SequenceWriter;
 
+pub(crate) use crate::conn::RemoteProducer;
+pub(crate) use crate::conn::{ReadCache, RemoteConsumer};
 pub(crate) use crate::wire::Window;
-pub(crate) use consumer::RemoteConsumer;
 pub(crate) use end::{fail_streams, ReceivedReader, ReceivedWriter, StreamEnd, StreamSlot};
-pub(crate) use producer::RemoteProducer;
 
 use serde::Serialize;
 

@@ -13,11 +13,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::backend::{self, ReaderBackend, WriterBackend};
-use super::consumer::ReadCache;
 use super::core::Shared;
 use super::end::{self, Keep, ReaderEnd};
 use super::kind::Items;
 use super::writer::SequenceWriter;
+use super::ReadCache;
 use super::Window;
 use crate::RpcError;
 

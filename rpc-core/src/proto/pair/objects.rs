@@ -51,6 +51,8 @@ struct LogState {
     received: Vec<Received>,
     held: Vec<Arc<dyn ReplySink>>,
     kept: Vec<CapEntry>,
+    /// Stream ends received (by any object): kept, never sent on.
+    ends: Vec<CapEntry>,
     /// Objects (by number) whose held calls were cancelled, in order.
     cancelled: Vec<u32>,
     objects: u32,
@@ -110,9 +112,18 @@ impl ObjectLog {
         }
     }
 
-    /// Drops the capabilities `Keep` objects kept.
+    /// Stream ends the objects received.
+    pub(crate) fn ends(&self) -> usize {
+        lock(&self.state).ends.len()
+    }
+
+    /// Drops the capabilities `Keep` objects kept, and the stream ends
+    /// every object received.
     pub(crate) fn drop_kept(&self) {
-        let kept = std::mem::take(&mut lock(&self.state).kept);
+        let kept = {
+            let mut state = lock(&self.state);
+            (std::mem::take(&mut state.kept), std::mem::take(&mut state.ends))
+        };
         drop(kept);
     }
 }
@@ -125,7 +136,13 @@ struct TestObject {
 }
 
 impl ClientHook for TestObject {
-    fn call(&self, call: OutgoingCall) {
+    fn call(&self, mut call: OutgoingCall) {
+        // Stream ends stay here: sending one on needs a pump (a runtime).
+        let (ends, objects) = std::mem::take(&mut call.payload.caps)
+            .into_iter()
+            .partition::<Vec<_>, _>(|cap| matches!(cap, CapEntry::Stream(_)));
+        call.payload.caps = objects;
+        lock(&self.log.state).ends.extend(ends);
         let arg = call.payload.decode::<u32>().ok();
         let received = Received { object: self.label, method: call.method, arg, caps: call.payload.caps.len() };
         lock(&self.log.state).received.push(received);

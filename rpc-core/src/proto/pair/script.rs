@@ -2,9 +2,9 @@
 //! the `protocol` fuzz target feeds (through `crate::fuzzing`).
 //!
 //! The input is a sequence of steps. Each starts with an op byte: bit 7
-//! picks the side (A or B), the low three bits the action:
+//! picks the side (A or B), the low four bits the action:
 //!
-//! | op & 7 | action | then reads |
+//! | op & 15 | action | then reads |
 //! |---|---|---|
 //! | 0, 1 | a message "from the peer", handed to the side | a postcard `Message`, a length byte, that many trailer bytes |
 //! | 2 | a call from the side to a capability it holds | target byte, method byte, argument byte |
@@ -12,20 +12,27 @@
 //! | 4 | drop one of the side's calls | index byte |
 //! | 5 | drop one of the side's capabilities | index byte |
 //! | 6 | the side's objects answer their held calls | byte: 0 fails them, else a new object |
-//! | 7 | drop what the side's objects kept, then let time pass | milliseconds byte (0: run until quiet) |
+//! | 7, 15 | drop what the side's objects kept, then let time pass | milliseconds byte (0: run until quiet) |
+//! | 8 | a call carrying a sequence end (reader or writer) | target byte, window byte |
+//! | 9 | write an item to one of the side's producers | index byte, item byte |
+//! | 10 | read what arrived on one of the side's consumers | index byte |
+//! | 11 | end one of the side's producers | index byte, how byte (close, with an error, abort) |
+//! | 12 | cancel one of the side's consumers | index byte |
+//! | 13 | drop one of the stream halves the side sent an end of | index byte |
+//! | 14 | set a consumer's window | index byte, window byte |
 //!
 //! Both sides serve a [`Rule::ByMethod`] object. After every step each
 //! side's table invariants must hold; at the end the pair must become quiet
 //! (no livelock), and once both sides close, every question must have its
-//! outcome and every table must be empty. Messages naming stream ends are
-//! skipped (the harness mints no stream halves yet).
+//! outcome and every table must be empty.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{ObjectLog, Pair, Rule, Side, TestCall};
+use super::{ObjectLog, Pair, Rule, Side, TestCall, TestStream};
 use crate::cap::Client;
 use crate::payload::Payload;
+use crate::stream::Window;
 use crate::wire::{depth, CapDescriptor, Message};
 use crate::{Limits, RpcError};
 
@@ -48,6 +55,9 @@ fn limits() -> Limits {
 struct Held {
     calls: Vec<TestCall>,
     caps: Vec<Client>,
+    streams: Vec<TestStream>,
+    /// Stream items read.
+    items_read: usize,
 }
 
 /// Reads the next byte of the script.
@@ -67,6 +77,8 @@ pub(crate) struct ScriptRun {
     pub(crate) succeeded: usize,
     /// Sides that closed on a violation before the end.
     pub(crate) violations: usize,
+    /// Stream items read, on both sides.
+    pub(crate) items_read: usize,
 }
 
 /// Runs `input` as a script (see the module docs).
@@ -89,7 +101,11 @@ pub(crate) fn run_script(input: &[u8]) -> ScriptRun {
     while !input.is_empty() {
         let op = byte(&mut input);
         let side = if op & 0x80 == 0 { Side::A } else { Side::B };
-        if !step(&mut pair, &logs, &mut held, side, op & 7, &mut input) {
+        let stepped = match op & 15 {
+            op @ 8..=14 => stream_step(&mut pair, &mut held[index(side)], side, op, &mut input),
+            op => step(&mut pair, &logs, &mut held, side, op & 7, &mut input),
+        };
+        if !stepped {
             break;
         }
         check(&pair, "after a step");
@@ -122,9 +138,7 @@ fn step(
             let trailer = rest.get(1..).unwrap_or_default();
             let (trailer, rest) = trailer.split_at(len.min(trailer.len()));
             *input = rest;
-            if !names_streams(&message) {
-                let _ = pair.inject(side, message, trailer);
-            }
+            let _ = pair.inject(side, message, trailer);
         }
         2 => {
             let target = mine.caps.get(usize::from(byte(input)) % mine.caps.len().max(1)).cloned();
@@ -173,19 +187,68 @@ fn step(
     true
 }
 
-/// Whether `message` names a stream end (which the harness cannot mint yet).
-fn names_streams(message: &Message) -> bool {
-    let caps = match message {
-        Message::Call { caps, .. } | Message::StreamData { caps, .. } => caps,
-        Message::Return { result: Ok(caps), .. } => caps,
-        _ => return false,
-    };
-    caps.iter().any(|cap| {
-        !matches!(
-            cap,
-            CapDescriptor::SenderHosted(_) | CapDescriptor::ReceiverHosted(_) | CapDescriptor::ReceiverAnswer { .. }
-        )
-    })
+/// A window from one byte: capacity 1 to 16, batch 1 to 16.
+fn window(byte: u8) -> Window {
+    Window { capacity: u32::from(byte & 15) + 1, batch: u32::from(byte >> 4) + 1 }
+}
+
+/// Picks one of `ids` by the next byte.
+fn pick(ids: &[u32], input: &mut &[u8]) -> Option<u32> {
+    let at = usize::from(byte(input));
+    ids.get(at % ids.len().max(1)).copied()
+}
+
+/// One stream step (ops 8 to 14).
+fn stream_step(pair: &mut Pair, mine: &mut Held, side: Side, op: u8, input: &mut &[u8]) -> bool {
+    let (producers, consumers) = pair.stream_ids(side);
+    match op {
+        8 => {
+            let target = mine.caps.get(usize::from(byte(input)) % mine.caps.len().max(1)).cloned();
+            let flags = byte(input);
+            let Some(target) = target else { return true };
+            let (call, stream) =
+                pair.call_with_stream(side, &target, u16::from(flags & 3), flags & 4 == 0, window(flags));
+            mine.calls.push(call);
+            mine.streams.push(stream);
+        }
+        9 => {
+            let (id, item) = (pick(&producers, input), byte(input));
+            if let Some(id) = id {
+                let _ = pair.write(side, id, u32::from(item));
+            }
+        }
+        10 => {
+            if let Some(id) = pick(&consumers, input) {
+                mine.items_read += pair.read_available(side, id).0.len();
+            }
+        }
+        11 => match (pick(&producers, input), byte(input) % 3) {
+            (Some(id), 0) => pair.close_stream(side, id, None),
+            (Some(id), 1) => pair.close_stream(side, id, Some(RpcError::aborted("the script failed it"))),
+            (Some(id), _) => pair.abort_stream(side, id),
+            (None, _) => {}
+        },
+        12 => {
+            if let Some(id) = pick(&consumers, input) {
+                pair.cancel_stream(side, id, Some("the script cancelled it".into()));
+            }
+        }
+        13 => {
+            let at = usize::from(byte(input));
+            if !mine.streams.is_empty() {
+                drop(mine.streams.swap_remove(at % mine.streams.len()));
+                pair.settle();
+            }
+        }
+        _ => {
+            let (id, window) = (pick(&consumers, input), window(byte(input)));
+            if let Some(id) = id {
+                pair.side_mut(side).proto.consumer_set_window(id, window);
+                pair.settle();
+            }
+        }
+    }
+    true
 }
 
 fn check(pair: &Pair, when: &str) {
@@ -206,6 +269,7 @@ fn finish(mut pair: Pair, logs: &[Arc<ObjectLog>; 2], held: [Held; 2]) -> Script
         calls: calls.clone().count(),
         succeeded: calls.filter(|c| c.is_done() && c.error().is_none()).count(),
         violations: [Side::A, Side::B].iter().filter(|&&s| pair.side(s).violation.is_some()).count(),
+        items_read: held.iter().map(|h| h.items_read).sum(),
     };
     for side in [Side::A, Side::B] {
         pair.close(side, RpcError::disconnected("the script ended"));
@@ -245,6 +309,8 @@ pub(crate) fn seed_scripts() -> Vec<(&'static str, Vec<u8>)> {
         script.extend([side | 7, 0]);
         script
     };
+    // Six writes to A's first producer.
+    let writes: Vec<u8> = (1..=6).flat_map(|item| [9, 0, item]).collect();
     vec![
         // A pipelined chain of three NewObject calls, then quiet.
         ("pipelined_chain", vec![2, 0, 1, 0, 3, 0, 0, 2, 1, 1, 2, 3, 1, 0, 2, 2, 1, 4, 7, 0]),
@@ -286,5 +352,14 @@ pub(crate) fn seed_scripts() -> Vec<(&'static str, Vec<u8>)> {
             "pings_and_streams",
             hostile(0, &[Message::Ping(1), Message::Pong(2), Message::StreamEnd { stream: 3, error: None }]),
         ),
+        // A stream A produces, B keeps: a window of 4 in batches of 2; reads, a close.
+        (
+            "stream_window",
+            [&[8, 0, 0x13, 7, 0], &writes[..], &[7, 0, B | 10, 0, 7, 0, 11, 0, 0, 7, 0, B | 10, 0, 7, 0]].concat(),
+        ),
+        // A writer end sent to B: B writes, A reads, B aborts.
+        ("stream_writer", vec![8, 0, 0x17, 7, 0, B | 9, 0, 5, B | 9, 0, 6, 7, 0, 10, 0, B | 11, 0, 2, 7, 0, 10, 0]),
+        // B cancels a stream A produces; A writes again, then lets go of it.
+        ("stream_cancel", vec![8, 0, 0x13, 7, 0, 9, 0, 1, 7, 0, B | 12, 0, 7, 0, 9, 0, 2, 13, 0, 7, 0]),
     ]
 }

@@ -8,11 +8,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::de::DeserializeOwned;
 
+use super::streams::StreamHandle;
 use super::Side;
 use crate::cap::{Canceller, Client, ClientHook, OutgoingCall, PeerRef, Reply, ReplySink};
 use crate::payload::CapEntry;
 use crate::proto::Shell;
-use crate::stream::{RemoteConsumer, RemoteProducer, Window};
+use crate::proto::Signals;
+use crate::stream::{RemoteConsumer, RemoteProducer};
 use crate::RpcError;
 
 /// Work a handle asks of its side's protocol; the harness applies it.
@@ -57,6 +59,8 @@ pub(crate) struct TestShell {
     serials: Cell<u64>,
     /// The question id of the last question canceller minted.
     pub(super) last_question: Cell<Option<u32>>,
+    /// The stream handles minted, by stream id (see `streams.rs`).
+    pub(super) streams: RefCell<HashMap<u32, StreamHandle>>,
 }
 
 impl TestShell {
@@ -70,6 +74,7 @@ impl TestShell {
             addresses: RefCell::default(),
             serials: Cell::new(0),
             last_question: Cell::new(None),
+            streams: RefCell::default(),
         }
     }
 
@@ -126,12 +131,12 @@ impl Shell for TestShell {
         self.minted.borrow().get(&client.identity()).map(|m| m.peer_ref)
     }
 
-    fn producer(&self, _id: u32, _window: Window, _bytes: bool) -> Arc<RemoteProducer> {
-        unreachable!("streams: next step")
+    fn producer(&self, id: u32, bytes: bool, signals: Arc<Signals>) -> Arc<RemoteProducer> {
+        self.mint_producer(id, RemoteProducer::detached(id, bytes, signals))
     }
 
-    fn consumer(&self, _id: u32, _window: Window, _bytes: bool, _max_depth: u32) -> Arc<RemoteConsumer> {
-        unreachable!("streams: next step")
+    fn consumer(&self, id: u32, bytes: bool, max_depth: u32, signals: Arc<Signals>) -> Arc<RemoteConsumer> {
+        self.mint_consumer(id, RemoteConsumer::detached(id, bytes, max_depth, signals))
     }
 }
 

@@ -1,0 +1,221 @@
+//! The handle of a stream the peer produces and we consume: the connection
+//! and the stream's id. Its state lives in the protocol (`proto/consume.rs`);
+//! a read takes an item (or a whole batch, into the reader's cache) under the
+//! lock and decodes it after releasing it, so user `Deserialize` code and
+//! the capabilities an item holds never run with the connection locked.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use super::ConnShared;
+use crate::payload::{self, CapEntry};
+use crate::proto::{Protocol, RawBatch, RawItem, Signals};
+use crate::stream::Window;
+use crate::RpcError;
+
+/// Our consumer side of a stream the peer produces.
+pub(crate) struct RemoteConsumer {
+    /// `None` for a handle bound to no connection (the protocol's test harness).
+    conn: Option<Arc<ConnShared>>,
+    id: u32,
+    bytes: bool,
+    max_depth: u32,
+    /// Decoded-size budget of one item (`Limits::max_decoded_size`).
+    max_decoded: u64,
+    signals: Arc<Signals>,
+}
+
+/// Items a reader took from its consumer in one go, so it can decode them
+/// without taking the connection's lock per item.
+#[derive(Default)]
+pub(crate) struct ReadCache {
+    batch: Option<RawBatch>,
+    /// Items read from the cache and not yet counted as read by the consumer.
+    uncounted: u64,
+}
+
+impl RemoteConsumer {
+    pub(crate) fn new(
+        conn: &Arc<ConnShared>,
+        id: u32,
+        bytes: bool,
+        max_depth: u32,
+        signals: Arc<Signals>,
+    ) -> Arc<Self> {
+        let max_decoded = conn.config.limits.max_decoded_size;
+        Arc::new(RemoteConsumer { conn: Some(conn.clone()), id, bytes, max_depth, max_decoded, signals })
+    }
+
+    /// A handle for stream `id` of no connection: every read fails.
+    #[cfg(any(test, feature = "fuzzing"))]
+    #[allow(dead_code)] // for the protocol's test harness (proto/pair.rs)
+    pub(crate) fn detached(id: u32, bytes: bool, max_depth: u32, signals: Arc<Signals>) -> Arc<Self> {
+        let max_decoded = crate::Limits::default().max_decoded_size;
+        Arc::new(RemoteConsumer { conn: None, id, bytes, max_depth, max_decoded, signals })
+    }
+
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub(crate) fn is_bytes(&self) -> bool {
+        self.bytes
+    }
+
+    /// The window as last set (no lock taken).
+    pub(crate) fn window(&self) -> Window {
+        self.signals.window()
+    }
+
+    /// Runs `f` on the locked protocol (never call with it locked already).
+    fn with<R>(&self, f: impl FnOnce(&mut Protocol) -> R) -> Result<R, RpcError> {
+        let conn = self.conn.as_ref().ok_or_else(|| RpcError::disconnected("the stream has no connection"))?;
+        Ok(f(&mut conn.lock()))
+    }
+
+    /// Runs `work` on the locked protocol: now, or, if this thread holds the
+    /// lock (a handle ended from a drop under it), once it is released.
+    fn later(&self, work: impl FnOnce(&mut Protocol) + 'static) {
+        if let Some(conn) = &self.conn {
+            conn.with_state(move |state| work(state));
+        }
+    }
+
+    /// The next item, decoded.
+    pub(crate) fn poll_read<T: DeserializeOwned>(&self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, RpcError>> {
+        let (bytes, caps) = match self.poll_read_raw(cx) {
+            Poll::Ready(Ok(Some(item))) => item,
+            Poll::Ready(Ok(None)) => return Poll::Ready(Ok(None)),
+            Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+            Poll::Pending => return Poll::Pending,
+        };
+        Poll::Ready(self.decode(&bytes, caps).map(Some))
+    }
+
+    /// The next item still encoded, with its capabilities: for a relay that
+    /// passes a stream on without knowing its item type.
+    pub(crate) fn poll_read_raw(&self, cx: &mut Context<'_>) -> Poll<Result<Option<RawItem>, RpcError>> {
+        self.with(|proto| proto.consumer_poll_item(self.id, cx.waker())).unwrap_or_else(|e| Poll::Ready(Err(e)))
+    }
+
+    /// Decodes one item; an undecodable one cancels the stream.
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8], caps: Vec<CapEntry>) -> Result<T, RpcError> {
+        let len = bytes.len();
+        let decoded =
+            payload::decode_from::<T>(bytes, caps, self.max_depth, self.max_decoded).and_then(|(item, used)| {
+                if used == len {
+                    Ok(item)
+                } else {
+                    Err(RpcError::serialization(format!("an item of {len} bytes decoded from only {used} of them")))
+                }
+            });
+        if let Err(err) = &decoded {
+            self.cancel(Some(format!("undecodable item: {}", err.message())));
+        }
+        decoded
+    }
+
+    /// Reads the next item through `cache`: a whole batch is taken under the
+    /// lock, then decoded item by item without it; reads are counted every
+    /// half window and when a batch is used up.
+    pub(crate) fn poll_read_cached<T: DeserializeOwned>(
+        &self,
+        cache: &mut ReadCache,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<T>, RpcError>> {
+        loop {
+            if self.signals.discarded.load(Ordering::Acquire) {
+                cache.batch = None;
+                return self.poll_read(cx);
+            }
+            if let Some(batch) = cache.batch.as_mut().filter(|b| b.remaining > 0) {
+                let (bytes, caps) = batch.take_next();
+                let used_up = batch.remaining == 0;
+                let decoded = self.decode_quietly(&bytes, caps);
+                return Poll::Ready(self.after_cached_read(cache, decoded, used_up));
+            }
+            cache.batch = None;
+            let polled = self.with(|proto| proto.consumer_poll_batch(self.id, cx.waker()));
+            match polled {
+                Ok(Poll::Ready(Ok(batch))) => cache.batch = Some(batch),
+                Ok(Poll::Ready(Err(ending))) => return Poll::Ready(ending.for_reader()),
+                Ok(Poll::Pending) => return Poll::Pending,
+                Err(err) => return Poll::Ready(Err(err)),
+            }
+        }
+    }
+
+    fn decode_quietly<T: DeserializeOwned>(&self, bytes: &[u8], caps: Vec<CapEntry>) -> Result<T, RpcError> {
+        let len = bytes.len();
+        let (item, used) = payload::decode_from::<T>(bytes, caps, self.max_depth, self.max_decoded)?;
+        if used != len {
+            return Err(RpcError::serialization(format!("an item of {len} bytes decoded from only {used} of them")));
+        }
+        Ok(item)
+    }
+
+    fn after_cached_read<T>(
+        &self,
+        cache: &mut ReadCache,
+        decoded: Result<T, RpcError>,
+        used_up: bool,
+    ) -> Result<Option<T>, RpcError> {
+        let item = match decoded {
+            Ok(item) => item,
+            Err(err) => {
+                cache.batch = None;
+                self.cancel(Some(format!("undecodable item: {}", err.message())));
+                return Err(err);
+            }
+        };
+        if used_up {
+            cache.batch = None;
+        }
+        cache.uncounted += 1;
+        if used_up || cache.uncounted >= self.signals.half_window.load(Ordering::Relaxed) {
+            let n = std::mem::take(&mut cache.uncounted);
+            let _ = self.with(|proto| proto.consumer_count_read(self.id, n));
+        }
+        Ok(Some(item))
+    }
+
+    /// A reader's end is sent on: what it took into its cache and did not
+    /// read goes back to the front of the queue, and its reads are counted.
+    pub(crate) fn restore_cache(&self, cache: &mut ReadCache) {
+        let batch = cache.batch.take().filter(|b| b.remaining > 0);
+        let uncounted = std::mem::take(&mut cache.uncounted);
+        // What the stream no longer wants may hold capabilities: dropped unlocked.
+        let discarded = self.with(|proto| proto.consumer_restore(self.id, batch, uncounted)).unwrap_or_default();
+        drop(discarded);
+    }
+
+    /// Reads up to `max` bytes of a byte stream.
+    pub(crate) fn poll_read_bytes(&self, cx: &mut Context<'_>, max: usize) -> Poll<Result<Option<Bytes>, RpcError>> {
+        self.with(|proto| proto.consumer_poll_bytes(self.id, cx.waker(), max)).unwrap_or_else(|e| Poll::Ready(Err(e)))
+    }
+
+    /// Sets the window (told to the producer at once).
+    pub(crate) fn set_window(&self, window: Window) {
+        let id = self.id;
+        self.later(move |proto| proto.consumer_set_window(id, window));
+    }
+
+    /// Stops reading: unread data goes and the producer is told.
+    pub(crate) fn cancel(&self, reason: Option<String>) {
+        let id = self.id;
+        self.later(move |proto| proto.consumer_cancel(id, reason));
+    }
+}
+
+impl Drop for RemoteConsumer {
+    fn drop(&mut self) {
+        if let Some(conn) = &self.conn {
+            let id = self.id;
+            conn.with_state(move |state| state.stream_handle_dropped(id));
+        }
+    }
+}

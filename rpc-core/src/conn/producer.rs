@@ -1,0 +1,130 @@
+//! The handle of a stream we produce and the peer consumes: the connection
+//! and the stream's id. Its state lives in the protocol (`proto/produce.rs`);
+//! every method locks the connection once, and none is called with it locked.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+
+use super::ConnShared;
+use crate::payload::{self, CapEntry};
+use crate::proto::{Protocol, Signals};
+use crate::stream::Window;
+use crate::RpcError;
+
+/// Our producer side of a stream the peer consumes.
+pub(crate) struct RemoteProducer {
+    /// `None` for a handle bound to no connection (the protocol's test harness).
+    conn: Option<Arc<ConnShared>>,
+    id: u32,
+    bytes: bool,
+    signals: Arc<Signals>,
+}
+
+thread_local! {
+    /// Where a write encodes its item before taking the lock (so user
+    /// `Serialize` code never runs with the connection locked).
+    static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+impl RemoteProducer {
+    pub(crate) fn new(conn: &Arc<ConnShared>, id: u32, bytes: bool, signals: Arc<Signals>) -> Arc<Self> {
+        Arc::new(RemoteProducer { conn: Some(conn.clone()), id, bytes, signals })
+    }
+
+    /// A handle for stream `id` of no connection: every command fails.
+    #[cfg(any(test, feature = "fuzzing"))]
+    #[allow(dead_code)] // for the protocol's test harness (proto/pair.rs)
+    pub(crate) fn detached(id: u32, bytes: bool, signals: Arc<Signals>) -> Arc<Self> {
+        Arc::new(RemoteProducer { conn: None, id, bytes, signals })
+    }
+
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub(crate) fn is_bytes(&self) -> bool {
+        self.bytes
+    }
+
+    /// The consumer's window as last heard (no lock taken).
+    pub(crate) fn window(&self) -> Window {
+        self.signals.window()
+    }
+
+    /// Runs `f` on the locked protocol (never call with it locked already).
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Protocol) -> R) -> Result<R, RpcError> {
+        let conn = self.conn.as_ref().ok_or_else(|| RpcError::disconnected("the stream has no connection"))?;
+        Ok(f(&mut conn.lock()))
+    }
+
+    /// Runs `work` on the locked protocol: now, or, if this thread holds the
+    /// lock (a handle ended from a drop under it), once it is released.
+    fn later(&self, work: impl FnOnce(&mut Protocol) + 'static) {
+        if let Some(conn) = &self.conn {
+            conn.with_state(move |state| work(state));
+        }
+    }
+
+    /// Encodes `item` and queues it for the peer; never waits.
+    pub(crate) fn write<T: Serialize>(&self, item: &T) -> Result<(), RpcError> {
+        let (encoded, caps) = SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            let caps = payload::encode_into(scratch, item)?;
+            Ok::<_, RpcError>((scratch.split().freeze(), caps))
+        })?;
+        self.write_raw(&encoded, caps)
+    }
+
+    /// Queues one item already encoded elsewhere (a relay passing items on
+    /// without knowing their type), with the capabilities it refers to.
+    pub(crate) fn write_raw(&self, item: &[u8], caps: Vec<CapEntry>) -> Result<(), RpcError> {
+        self.with(|proto| proto.producer_push_item(self.id, item, caps))?
+    }
+
+    /// Queues a chunk of a byte stream (kept as is: no copy until it is framed).
+    pub(crate) fn write_bytes(&self, chunk: Bytes) -> Result<(), RpcError> {
+        self.with(|proto| proto.producer_push_chunk(self.id, chunk))?
+    }
+
+    /// Room left in the window (in bytes, for a byte stream); pending while none.
+    pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Result<usize, RpcError>> {
+        self.with(|proto| proto.producer_poll_room(self.id, cx.waker())).unwrap_or_else(|e| Poll::Ready(Err(e)))
+    }
+
+    pub(crate) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
+        self.with(|proto| proto.producer_poll_flush(self.id, cx.waker())).unwrap_or_else(|e| Poll::Ready(Err(e)))
+    }
+
+    /// Ends the stream after what was written (with `error`, if any).
+    pub(crate) fn close(&self, error: Option<RpcError>) {
+        let id = self.id;
+        self.later(move |proto| proto.producer_close(id, error));
+    }
+
+    /// Ready once the end was sent (or the stream ended otherwise).
+    pub(crate) fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
+        self.with(|proto| proto.producer_poll_closed(self.id, cx.waker())).unwrap_or_else(|e| Poll::Ready(Err(e)))
+    }
+
+    pub(crate) async fn closed(&self) -> Result<(), RpcError> {
+        std::future::poll_fn(|cx| self.poll_closed(cx)).await
+    }
+
+    /// Ends the stream at once: what was not sent is dropped.
+    pub(crate) fn abort(&self) {
+        let id = self.id;
+        self.later(move |proto| proto.producer_abort(id));
+    }
+}
+
+impl Drop for RemoteProducer {
+    fn drop(&mut self) {
+        if let Some(conn) = &self.conn {
+            let id = self.id;
+            conn.with_state(move |state| state.stream_handle_dropped(id));
+        }
+    }
+}
