@@ -17,6 +17,16 @@
 //!
 //! Local test objects ([`ObjectLog::object`]) record the calls they get and
 //! answer them by a [`Rule`].
+//!
+//! Streams (`pair/streams.rs`): the shell mints stream handles bound to no
+//! connection and keeps a clone of each; once its clone is the last, the
+//! harness tells the protocol the handle is gone. Tests drive streams by id
+//! ([`Pair::write`], [`Pair::read`], ...). The harness relays no stream
+//! ends (that needs a pump task): an end in a payload being sent on is
+//! dropped. The fuzz script (`pair/script.rs`) drives all of this.
+//!
+//! The harness's own records use `std::sync::Mutex` (handles must be
+//! `Send + Sync`); the protocol it drives uses none.
 
 #![cfg_attr(not(test), allow(dead_code))]
 
@@ -253,7 +263,8 @@ impl Pair {
     /// [`Self::drive`]; false instead of a panic on a livelock.
     pub(crate) fn try_drive(&mut self) -> bool {
         self.run_until(|| false);
-        self.in_flight.is_empty()
+        let idle = |end: &Endpoint| end.proto.effects.is_empty() && end.proto.ready.is_empty();
+        self.in_flight.is_empty() && self.sides.iter().all(idle)
     }
 
     /// Runs until `done()` holds after a step (true), or until quiescent
@@ -293,15 +304,28 @@ impl Pair {
         }
     }
 
-    /// Moves both sides' output onto the wire.
+    /// Moves both sides' output onto the wire (streams' data included).
+    ///
+    /// # Panics
+    ///
+    /// If a side wrote a frame over its peer's frame limit.
     fn flush(&mut self) {
         for side in [Side::A, Side::B] {
             let at = self.elapsed + self.latency;
+            let max_frame = self.side(side.other()).proto.limits.max_frame_size as usize;
             let end = self.side_mut(side);
             end.proto.emit_streams(&end.shell);
+            // Emitting exports the capabilities items hold: their effects run now.
+            end.apply_commands();
+            end.run_effects();
             end.proto.owed = 0;
             let mut out = end.proto.out.split();
             while let Some(frame) = frame::decode(&mut out, u32::MAX).expect("our own output is framed") {
+                assert!(
+                    frame.len() <= max_frame,
+                    "{side:?} wrote a frame of {} bytes, over its peer's limit",
+                    frame.len()
+                );
                 if self.record {
                     self.sent.push((side, decode_message(&frame).expect("our own frames decode").0));
                 }
