@@ -117,6 +117,8 @@ pub(crate) struct Pair {
     pub(crate) record: bool,
     /// Frames delivered so far.
     pub(crate) delivered: usize,
+    /// Whether a message was injected (the sides may disagree since).
+    pub(crate) injected: bool,
 }
 
 impl Pair {
@@ -152,6 +154,7 @@ impl Pair {
             sent: Vec::new(),
             record: true,
             delivered: 0,
+            injected: false,
         }
     }
 
@@ -241,6 +244,7 @@ impl Pair {
         let mut out = BytesMut::new();
         frame::encode(&mut out, &message, trailer).expect("an injected message encodes");
         let frame = frame::decode(&mut out, u32::MAX).expect("framed").expect("a whole frame");
+        self.injected = true;
         self.deliver(side, frame);
         self.settle();
         match &self.side(side).violation {
@@ -366,8 +370,10 @@ impl Pair {
         end.run_effects();
     }
 
-    /// Checks that what each side imports matches what the other exports
-    /// (only meaningful when quiescent and both sides open).
+    /// Checks that the sides agree: what each imports is what the other
+    /// exports (with the same counts), each awaits as many Returns as the
+    /// other runs calls, and no embargo is left. Only meaningful when quiet,
+    /// with both sides open and no message injected.
     pub(crate) fn check_consistent(&self) -> Result<(), String> {
         for side in [Side::A, Side::B] {
             self.side(side).proto.check_invariants()?;
@@ -376,6 +382,15 @@ impl Pair {
             let imported = importer.imports.iter().filter(|(_, i)| i.count > 0).count();
             if exported != imported {
                 return Err(format!("{side:?} imports {imported} objects but its peer exports {exported}"));
+            }
+            if importer.awaiting_returns != exporter.running_answers {
+                return Err(format!(
+                    "{side:?} awaits {} Returns but its peer runs {} calls",
+                    importer.awaiting_returns, exporter.running_answers
+                ));
+            }
+            if importer.embargoes.len() > 0 {
+                return Err(format!("{side:?} holds {} embargoes when quiet", importer.embargoes.len()));
             }
             for (&id, import) in importer.imports.iter().filter(|(_, i)| i.count > 0) {
                 let refs = exporter.exports.get(id).map(|e| e.refs);

@@ -179,7 +179,10 @@ fn step(
         _ => {
             log.drop_kept();
             match byte(input) {
-                0 => assert!(pair.try_drive(), "livelock: the pair never became quiet"),
+                0 => {
+                    assert!(pair.try_drive(), "livelock: the pair never became quiet");
+                    check_agreement(pair);
+                }
                 ms => pair.advance(Duration::from_millis(u64::from(ms))),
             }
         }
@@ -251,6 +254,16 @@ fn stream_step(pair: &mut Pair, mine: &mut Held, side: Side, op: u8, input: &mut
     true
 }
 
+/// When quiet, with both sides open and nothing injected, the sides must agree.
+fn check_agreement(pair: &Pair) {
+    let open = [Side::A, Side::B].iter().all(|&side| pair.side(side).proto.is_closed().is_none());
+    if open && !pair.injected {
+        if let Err(disagreement) = pair.check_consistent() {
+            panic!("quiet, but {disagreement}");
+        }
+    }
+}
+
 fn check(pair: &Pair, when: &str) {
     for side in [Side::A, Side::B] {
         if let Err(broken) = pair.side(side).proto.check_invariants() {
@@ -263,6 +276,7 @@ fn check(pair: &Pair, when: &str) {
 fn finish(mut pair: Pair, logs: &[Arc<ObjectLog>; 2], held: [Held; 2]) -> ScriptRun {
     assert!(pair.try_drive(), "livelock: the pair never became quiet");
     check(&pair, "when quiet");
+    check_agreement(&pair);
     let calls = held.iter().flat_map(|h| &h.calls);
     let mut run = ScriptRun {
         delivered: pair.delivered,
