@@ -372,7 +372,8 @@ impl Pair {
 
     /// Checks that the sides agree: what each imports is what the other
     /// exports (with the same counts), each awaits as many Returns as the
-    /// other runs calls, and no embargo is left. Only meaningful when quiet,
+    /// other runs calls, the streams each produces are those the other
+    /// consumes, and no embargo is left. Only meaningful when quiet,
     /// with both sides open and no message injected.
     pub(crate) fn check_consistent(&self) -> Result<(), String> {
         for side in [Side::A, Side::B] {
@@ -392,6 +393,10 @@ impl Pair {
             if importer.embargoes.len() > 0 {
                 return Err(format!("{side:?} holds {} embargoes when quiet", importer.embargoes.len()));
             }
+            let (produced, consumed) = (live_streams(importer, true), live_streams(exporter, false));
+            if produced != consumed {
+                return Err(format!("{side:?} produces streams {produced:?}, its peer consumes {consumed:?}"));
+            }
             for (&id, import) in importer.imports.iter().filter(|(_, i)| i.count > 0) {
                 let refs = exporter.exports.get(id).map(|e| e.refs);
                 if refs != Some(import.count) {
@@ -404,6 +409,18 @@ impl Pair {
         }
         Ok(())
     }
+}
+
+/// The ids of `proto`'s live producers (or consumers), in order.
+fn live_streams(proto: &Protocol, producers: bool) -> Vec<u32> {
+    let mut ids: Vec<u32> = proto
+        .streams
+        .iter()
+        .filter(|(_, entry)| entry.live && matches!(entry.half, super::streams::StreamHalf::Producer(_)) == producers)
+        .map(|(&id, _)| id)
+        .collect();
+    ids.sort_unstable();
+    ids
 }
 
 /// Decodes a frame's header as a [`Message`]; returns it and the trailer.
