@@ -1,4 +1,6 @@
 //! Local test objects: they record the calls they get and answer by a rule.
+//! Every object keeps the stream ends a call brings (in its log) rather
+//! than answering with them: sending one on needs a pump task.
 
 use std::sync::{Arc, Mutex};
 
@@ -9,7 +11,7 @@ use crate::payload::{CapEntry, Payload};
 /// How a test object answers the calls it receives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Rule {
-    /// Returns the call's payload as it came, capabilities included.
+    /// Returns the call's payload as it came, object capabilities included.
     Echo,
     /// Returns a new object (same rule, same log) as capability 0.
     NewObject,
@@ -42,7 +44,7 @@ pub(crate) struct Received {
     pub(crate) method: u16,
     /// The `u32` the arguments start with, if they do.
     pub(crate) arg: Option<u32>,
-    /// Capabilities the call carried.
+    /// Object capabilities the call carried (stream ends not counted).
     pub(crate) caps: usize,
 }
 
