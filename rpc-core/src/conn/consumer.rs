@@ -133,9 +133,8 @@ impl RemoteConsumer {
                 return self.poll_read(cx);
             }
             if let Some(batch) = cache.batch.as_mut().filter(|b| b.remaining > 0) {
-                let (bytes, caps) = batch.take_next();
+                let decoded = decode_next::<T>(batch, self.max_depth, self.max_decoded);
                 let used_up = batch.remaining == 0;
-                let decoded = self.decode_quietly(&bytes, caps);
                 return Poll::Ready(self.after_cached_read(cache, decoded, used_up));
             }
             cache.batch = None;
@@ -149,15 +148,7 @@ impl RemoteConsumer {
         }
     }
 
-    fn decode_quietly<T: DeserializeOwned>(&self, bytes: &[u8], caps: Vec<CapEntry>) -> Result<T, RpcError> {
-        let len = bytes.len();
-        let (item, used) = payload::decode_from::<T>(bytes, caps, self.max_depth, self.max_decoded)?;
-        if used != len {
-            return Err(RpcError::serialization(format!("an item of {len} bytes decoded from only {used} of them")));
-        }
-        Ok(item)
-    }
-
+    #[inline]
     fn after_cached_read<T>(
         &self,
         cache: &mut ReadCache,
@@ -218,4 +209,22 @@ impl Drop for RemoteConsumer {
             conn.with_state(move |state| state.stream_handle_dropped(id));
         }
     }
+}
+
+/// Decodes the next item of `batch` in place and advances past it (no
+/// `Bytes` split per item: a cached reader decodes a batch straight through).
+fn decode_next<T: DeserializeOwned>(batch: &mut RawBatch, max_depth: u32, max_decoded: u64) -> Result<T, RpcError> {
+    let cap_count = batch.item_caps.pop_front().unwrap_or(0) as usize;
+    let caps: Vec<CapEntry> =
+        if cap_count == 0 { Vec::new() } else { batch.caps.drain(..cap_count.min(batch.caps.len())).collect() };
+    batch.remaining -= 1;
+    // The protocol checked that the lengths cover the bytes exactly.
+    let len = (batch.lens.pop_front().unwrap_or(0) as usize).min(batch.bytes.len());
+    let decoded = payload::decode_from::<T>(&batch.bytes[..len], caps, max_depth, max_decoded);
+    bytes::Buf::advance(&mut batch.bytes, len);
+    let (item, used) = decoded?;
+    if used != len {
+        return Err(RpcError::serialization(format!("an item of {len} bytes decoded from only {used} of them")));
+    }
+    Ok(item)
 }

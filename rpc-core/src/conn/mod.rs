@@ -71,21 +71,24 @@ pub(crate) struct ConnShared {
 
 /// The locked state; deferred work runs when the guard goes.
 pub(crate) struct StateGuard<'a> {
-    guard: Option<MutexGuard<'a, Protocol>>,
+    /// Taken only in `drop`.
+    guard: std::mem::ManuallyDrop<MutexGuard<'a, Protocol>>,
     shared: &'a ConnShared,
     was_empty: bool,
 }
 
 impl std::ops::Deref for StateGuard<'_> {
     type Target = Protocol;
+    #[inline]
     fn deref(&self) -> &Protocol {
-        self.guard.as_ref().expect("guard is present until drop")
+        &self.guard
     }
 }
 
 impl std::ops::DerefMut for StateGuard<'_> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut Protocol {
-        self.guard.as_mut().expect("guard is present until drop")
+        &mut self.guard
     }
 }
 
@@ -95,7 +98,7 @@ thread_local! {
     static SPARE_DEFERRED: std::cell::Cell<Vec<Effect>> = const { std::cell::Cell::new(Vec::new()) };
     /// Which connections this thread has locked right now, and work asked of
     /// them meanwhile.
-    static HELD: Held = const { Held { first: Cell::new(0), more: RefCell::new(Vec::new()), late: RefCell::new(Vec::new()), has_late: Cell::new(false) } };
+    static HELD: Held = const { Held { first: Cell::new(0), more: RefCell::new(Vec::new()), has_more: Cell::new(false), late: RefCell::new(Vec::new()), has_late: Cell::new(false) } };
 }
 
 type LateWork = Box<dyn FnOnce()>;
@@ -106,6 +109,8 @@ type LateWork = Box<dyn FnOnce()>;
 struct Held {
     first: Cell<usize>,
     more: RefCell<Vec<usize>>,
+    /// `more` is not empty.
+    has_more: Cell<bool>,
     /// Work that asked for a connection's state while this thread held it
     /// (a handle dropped under the lock): runs once no state is held.
     late: RefCell<Vec<LateWork>>,
@@ -122,40 +127,46 @@ impl Held {
             self.first.set(key);
         } else {
             self.more.borrow_mut().push(key);
+            self.has_more.set(true);
         }
     }
 
     /// Forgets `key`; returns whether nothing is held any more.
     fn remove(&self, key: usize) -> bool {
+        if self.first.get() == key && !self.has_more.get() {
+            // The common case: one connection locked, now released.
+            self.first.set(0);
+            return true;
+        }
         let mut more = self.more.borrow_mut();
         if let Some(at) = more.iter().rposition(|&k| k == key) {
             more.remove(at);
         } else if self.first.get() == key {
             self.first.set(more.pop().unwrap_or(0));
         }
+        self.has_more.set(!more.is_empty());
         self.first.get() == 0
     }
 }
 
 impl Drop for StateGuard<'_> {
     fn drop(&mut self) {
-        let Some(mut guard) = self.guard.take() else { return };
-        let mut deferred = if guard.effects.is_empty() {
-            Vec::new()
-        } else {
-            std::mem::replace(&mut guard.effects, SPARE_DEFERRED.take())
-        };
+        // SAFETY: taken once, here; `self.guard` is not used again.
+        let mut guard = unsafe { std::mem::ManuallyDrop::take(&mut self.guard) };
+        let effects = (!guard.effects.is_empty()).then(|| std::mem::replace(&mut guard.effects, SPARE_DEFERRED.take()));
         let wake = self.was_empty && !(guard.out.is_empty() && guard.ready.is_empty());
         drop(guard);
         let nothing_held = HELD.with(|held| held.remove(self.shared.key()) && held.has_late.get());
         if wake {
             self.shared.wake_writer.notify_one();
         }
-        for work in deferred.drain(..) {
-            work.run();
-        }
-        if deferred.capacity() > 0 && deferred.capacity() <= 64 {
-            SPARE_DEFERRED.set(deferred);
+        if let Some(mut effects) = effects {
+            for work in effects.drain(..) {
+                work.run();
+            }
+            if effects.capacity() <= 64 {
+                SPARE_DEFERRED.set(effects);
+            }
         }
         if nothing_held {
             // Something was asked of a connection while it was locked.
@@ -185,6 +196,7 @@ impl ConnShared {
     /// Locks the state. Must not be called while this thread holds the same
     /// connection's state: handles that may be dropped anywhere use
     /// [`ConnShared::with_state`] instead.
+    #[inline]
     pub(crate) fn lock(&self) -> StateGuard<'_> {
         let me = self.key();
         HELD.with(|held| {
@@ -195,7 +207,7 @@ impl ConnShared {
         });
         let guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let was_empty = guard.out.is_empty() && guard.ready.is_empty();
-        StateGuard { guard: Some(guard), shared: self, was_empty }
+        StateGuard { guard: std::mem::ManuallyDrop::new(guard), shared: self, was_empty }
     }
 
     /// Runs `work` on the locked state: now, or, if this thread holds the

@@ -26,7 +26,7 @@ pub(crate) struct RemoteProducer {
 thread_local! {
     /// Where a write encodes its item before taking the lock (so user
     /// `Serialize` code never runs with the connection locked).
-    static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+    static SCRATCH: std::cell::Cell<BytesMut> = std::cell::Cell::new(BytesMut::new());
 }
 
 impl RemoteProducer {
@@ -55,6 +55,7 @@ impl RemoteProducer {
     }
 
     /// Runs `f` on the locked protocol (never call with it locked already).
+    #[inline]
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Protocol) -> R) -> Result<R, RpcError> {
         let conn = self.conn.as_ref().ok_or_else(|| RpcError::disconnected("the stream has no connection"))?;
         Ok(f(&mut conn.lock()))
@@ -70,18 +71,30 @@ impl RemoteProducer {
 
     /// Encodes `item` and queues it for the peer; never waits.
     pub(crate) fn write<T: Serialize>(&self, item: &T) -> Result<(), RpcError> {
-        let (encoded, caps) = SCRATCH.with_borrow_mut(|scratch| {
-            scratch.clear();
-            let caps = payload::encode_into(scratch, item)?;
-            Ok::<_, RpcError>((scratch.split().freeze(), caps))
-        })?;
-        self.write_raw(&encoded, caps)
+        // Taken out while in use: the lock's effects may write to another stream.
+        let mut scratch = SCRATCH.take();
+        scratch.clear();
+        let written = match payload::encode_into(&mut scratch, item) {
+            Ok(caps) => self.write_raw(&scratch, caps),
+            Err(err) => Err(err),
+        };
+        if scratch.capacity() <= 64 << 10 {
+            SCRATCH.set(scratch);
+        }
+        written
     }
 
     /// Queues one item already encoded elsewhere (a relay passing items on
     /// without knowing their type), with the capabilities it refers to.
+    #[inline]
     pub(crate) fn write_raw(&self, item: &[u8], caps: Vec<CapEntry>) -> Result<(), RpcError> {
         self.with(|proto| proto.producer_push_item(self.id, item, caps))?
+    }
+
+    /// Queues a copy of `data` on a byte stream (small writes are gathered
+    /// into one buffer there: no allocation per write).
+    pub(crate) fn write_slice(&self, data: &[u8]) -> Result<(), RpcError> {
+        self.with(|proto| proto.producer_push_slice(self.id, data))?
     }
 
     /// Queues a chunk of a byte stream (kept as is: no copy until it is framed).
@@ -91,10 +104,19 @@ impl RemoteProducer {
 
     /// Room left in the window (in bytes, for a byte stream); pending while none.
     pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Result<usize, RpcError>> {
+        match self.signals.room.load(std::sync::atomic::Ordering::Acquire) {
+            0 => {}
+            room => return Poll::Ready(Ok(room as usize)),
+        }
         self.with(|proto| proto.producer_poll_room(self.id, cx.waker())).unwrap_or_else(|e| Poll::Ready(Err(e)))
     }
 
+    #[inline]
     pub(crate) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
+        // The common case needs no lock: the protocol publishes when there is room.
+        if self.signals.room.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            return Poll::Ready(Ok(()));
+        }
         self.with(|proto| proto.producer_poll_flush(self.id, cx.waker())).unwrap_or_else(|e| Poll::Ready(Err(e)))
     }
 

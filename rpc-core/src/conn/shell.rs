@@ -9,11 +9,13 @@ use super::import::ImportClient;
 use super::{ConnShared, QuestionRef};
 use super::{RemoteConsumer, RemoteProducer};
 use crate::cap::{Canceller, Client, ClientHook, PeerRef, ReplySink};
-use crate::proto::{Shell, Signals};
+use crate::proto::{ImportSlot, Shell, Signals};
 
 impl Shell for Arc<ConnShared> {
-    fn import_hook(&self, id: u32) -> Arc<dyn ClientHook> {
-        Arc::new(ImportClient::new(self.user_ref(), id))
+    fn import_hook(&self, id: u32) -> (Arc<dyn ClientHook>, Box<dyn ImportSlot>) {
+        let hook = Arc::new(ImportClient::new(self.user_ref(), id));
+        let slot = Box::new(Arc::downgrade(&hook));
+        (hook, slot)
     }
 
     fn answer_sink(&self, id: u32, interface: u64, method: u16) -> Arc<dyn ReplySink> {
@@ -34,5 +36,16 @@ impl Shell for Arc<ConnShared> {
 
     fn consumer(&self, id: u32, bytes: bool, max_depth: u32, signals: Arc<Signals>) -> Arc<RemoteConsumer> {
         RemoteConsumer::new(self, id, bytes, max_depth, signals)
+    }
+}
+
+/// The connection keeps a weak reference to each import's hook.
+impl ImportSlot for std::sync::Weak<ImportClient> {
+    fn upgrade(&self) -> Option<Arc<dyn ClientHook>> {
+        std::sync::Weak::upgrade(self).map(|hook| hook as Arc<dyn ClientHook>)
+    }
+
+    fn addr(&self) -> usize {
+        self.as_ptr() as usize
     }
 }

@@ -1,8 +1,6 @@
 //! Capabilities in payloads: exporting what we send, importing what we get,
 //! and the peer's references to our exports.
 
-use std::sync::Arc;
-
 use super::{calls::cap_at, Export, Import, Protocol, Shell, Violation};
 use crate::cap::{Client, PeerRef};
 use crate::payload::CapEntry;
@@ -117,7 +115,7 @@ impl Protocol {
 
     pub(crate) fn import_counted(&mut self, shell: &dyn Shell, id: u32, count: u32) -> Result<Client, Violation> {
         if let Some(entry) = self.imports.get_mut(&id) {
-            if let Some(hook) = entry.hook.upgrade() {
+            if let Some(hook) = entry.slot.upgrade() {
                 entry.count = entry.count.saturating_add(count);
                 return Ok(Client { hook });
             }
@@ -132,8 +130,8 @@ impl Protocol {
         if self.imports.len() >= max {
             return Err(RpcError::limit(format!("the peer exported more than {max} capabilities to us")));
         }
-        let hook = shell.import_hook(id);
-        self.imports.insert(id, Import { hook: Arc::downgrade(&hook), count });
+        let (hook, slot) = shell.import_hook(id);
+        self.imports.insert(id, Import { slot, count });
         Ok(Client { hook })
     }
 
@@ -142,7 +140,7 @@ impl Protocol {
     /// id (made while the old one was dropping) is not released by the old one.
     pub(crate) fn drop_import(&mut self, id: u32, hook: usize) {
         let Some(entry) = self.imports.get(&id) else { return };
-        if entry.hook.as_ptr() as *const () as usize != hook {
+        if entry.slot.addr() != hook {
             return;
         }
         let count = entry.count;

@@ -37,7 +37,8 @@ impl RawBatch {
     /// The next item, still encoded, with its capabilities.
     pub(crate) fn take_next(&mut self) -> RawItem {
         let cap_count = self.item_caps.pop_front().unwrap_or(0) as usize;
-        let caps: Vec<CapEntry> = self.caps.drain(..cap_count.min(self.caps.len())).collect();
+        let caps: Vec<CapEntry> =
+            if cap_count == 0 { Vec::new() } else { self.caps.drain(..cap_count.min(self.caps.len())).collect() };
         self.remaining -= 1;
         // `on_data` checked that the lengths cover the bytes exactly.
         let len = self.lens.pop_front().unwrap_or(0) as usize;
@@ -56,6 +57,11 @@ pub(crate) struct Signals {
     pub(crate) half_window: AtomicU64,
     /// The current window, packed (`capacity << 32 | batch`).
     window: AtomicU64,
+    /// A producer's room: how many more units (items, or bytes) its writer
+    /// may queue now; 0 when the window or byte bound is full or the stream
+    /// ended. `flush` and `poll_room` return at once when it is not 0,
+    /// without taking the connection's lock.
+    pub(crate) room: AtomicU64,
 }
 
 impl Signals {

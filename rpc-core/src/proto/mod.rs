@@ -21,7 +21,7 @@
 //! connection's shared state out of this module.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -52,14 +52,23 @@ pub(crate) use effects::{Effect, MayReenter};
 pub(crate) use produce::MAX_BYTES_PER_MESSAGE;
 use tables::IdTable;
 
+/// How the shell finds an import's hook again without keeping it alive.
+pub(crate) trait ImportSlot: Send {
+    /// The hook, if some handle still holds it.
+    fn upgrade(&self) -> Option<Arc<dyn ClientHook>>;
+    /// The hook's address, as [`Protocol::drop_import`] is told it.
+    fn addr(&self) -> usize;
+}
+
 /// What a [`Protocol`] asks of its owner: handles for the ids it names.
 ///
 /// `conn/` implements it with handles that lock the connection; the test
 /// harness implements it with handles that record what is asked of them.
 pub(crate) trait Shell {
-    /// The hook for the peer's export `id`. Its last drop must reach
+    /// The hook for the peer's export `id`, and a slot that finds it again
+    /// while it lives (without keeping it alive). Its last drop must reach
     /// [`Protocol::drop_import`] with the hook's address.
-    fn import_hook(&self, id: u32) -> Arc<dyn ClientHook>;
+    fn import_hook(&self, id: u32) -> (Arc<dyn ClientHook>, Box<dyn ImportSlot>);
     /// Where the outcome of the peer's call `id` goes.
     fn answer_sink(&self, id: u32, interface: u64, method: u16) -> Arc<dyn ReplySink>;
     /// The caller's hold on our question `id`: cancelling it must reach
@@ -116,7 +125,9 @@ struct Export {
 }
 
 struct Import {
-    hook: Weak<dyn ClientHook>,
+    /// The shell's weak hold on the hook: several descriptors for one id
+    /// become one capability while it lives.
+    slot: Box<dyn ImportSlot>,
     /// Descriptors received for this id: what we release when we drop it.
     count: u32,
 }
@@ -156,7 +167,7 @@ pub(crate) struct Protocol {
     export_ids: HashMap<usize, u32>,
     imports: HashMap<u32, Import>,
     embargoes: IdTable<Embargo>,
-    streams: HashMap<u32, streams::StreamEntry>,
+    streams: tables::IdMap<streams::StreamEntry>,
     /// Streams the protocol is not done with (what the limits count).
     live_streams: usize,
     /// Bytes of received stream data held unread, over all streams, and
@@ -214,7 +225,7 @@ impl Protocol {
             export_ids: HashMap::new(),
             imports: HashMap::new(),
             embargoes: IdTable::default(),
-            streams: HashMap::new(),
+            streams: tables::IdMap::default(),
             live_streams: 0,
             stream_buffered: 0,
             stream_buffer_budget,

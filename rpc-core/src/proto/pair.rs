@@ -11,7 +11,7 @@
 //!
 //! Handles are minted by a [`TestShell`] per side. They never borrow the
 //! protocol: what they ask of it (a call on an import, an answer's reply,
-//! a released question, a dropped import) is queued as a [`Command`], which
+//! a released question) is queued as a [`Command`], which
 //! the harness applies in its loop, right after the effect that queued it
 //! (depth first, as a connection's nested locking would).
 //!
@@ -25,8 +25,10 @@
 //! ends (that needs a pump task): an end in a payload being sent on is
 //! dropped. The fuzz script (`pair/script.rs`) drives all of this.
 //!
-//! The harness's own records use `std::sync::Mutex` (handles must be
-//! `Send + Sync`); the protocol it drives uses none.
+//! Like the protocol, the harness takes no lock and names no weak
+//! reference: handles reach it over channels, and it notices handles let
+//! go of by polling reference counts (pipelined capabilities, imports,
+//! stream halves, the test's calls) at every step.
 
 #![cfg_attr(not(test), allow(dead_code))]
 
@@ -44,15 +46,18 @@ use crate::payload::{CapEntry, Payload};
 use crate::wire::{depth, frame, Message};
 use crate::{Limits, RpcError};
 
+mod calls;
 mod objects;
 mod script;
 mod shell;
 mod streams;
 
+pub(crate) use calls::TestCall;
+use calls::Tracked;
 pub(crate) use objects::{ObjectLog, Rule};
 pub(crate) use script::{run_script, seed_scripts};
-use shell::{CallRecord, Command, Hold, TestPipeline};
-pub(crate) use shell::{TestCall, TestShell};
+pub(crate) use shell::TestShell;
+use shell::{Command, TestPipeline};
 pub(crate) use streams::TestStream;
 
 /// The interface id the harness's calls carry (test objects ignore it).
@@ -96,6 +101,8 @@ pub(crate) struct Endpoint {
     /// Why this side closed, if a message from the peer closed it.
     pub(crate) violation: Option<RpcError>,
     pings: PingPolicy,
+    /// The calls the test made from this side, watched for being given up.
+    calls: Vec<Tracked>,
 }
 
 /// A frame on its way.
@@ -143,6 +150,7 @@ impl Pair {
                 commands: queue,
                 violation: None,
                 pings: PingPolicy { min_interval: Duration::ZERO, max_strikes: 0 },
+                calls: Vec::new(),
             }
         };
         Pair {
@@ -196,23 +204,21 @@ impl Pair {
 
     /// [`Self::call`] with a ready payload.
     pub(crate) fn call_payload(&mut self, side: Side, target: &Client, method: u16, payload: Payload) -> TestCall {
-        let record = Arc::new(CallRecord::default());
-        let hold = Arc::new(Hold { record: record.clone() });
-        let call = OutgoingCall { interface: TEST_INTERFACE, method, payload, reply: record };
         let end = self.side_mut(side);
+        let peer_ref = end.shell.peer_ref(target);
+        let parent = end.shell.hold_of(target);
+        let (record, mut test_call, tracked) = calls::new_call(side, parent);
+        end.calls.push(tracked);
+        let call = OutgoingCall { interface: TEST_INTERFACE, method, payload, reply: record };
         end.shell.last_question.set(None);
-        let mut parent = None;
-        match end.shell.peer_ref(target) {
+        match peer_ref {
             Some(PeerRef::Export(id)) => end.proto.send_call(&end.shell, PeerRef::Export(id), call),
-            Some(PeerRef::Answer { question, cap }) => {
-                parent = end.shell.hold_of(target);
-                end.proto.pipeline_call(&end.shell, question, cap, call);
-            }
+            Some(PeerRef::Answer { question, cap }) => end.proto.pipeline_call(&end.shell, question, cap, call),
             None => target.hook.call(call),
         }
-        let question = end.shell.last_question.take();
+        test_call.question = end.shell.last_question.take();
         self.settle();
-        TestCall { hold, question, side, _parent: parent }
+        test_call
     }
 
     /// Capability `cap` of `call`'s result, pipelined: usable before it returns.
@@ -436,12 +442,16 @@ impl Endpoint {
     /// Applies the queued commands, each followed by its effects.
     fn apply_commands(&mut self) {
         loop {
-            // A dropped pipelined capability may hold a question's last hold.
+            // Handles the test or the effects let go of since the last look:
+            // pipelined capabilities (which hold their question), imports,
+            // stream halves, calls.
             self.shell.forget_dropped();
+            self.drop_unheld_imports();
             for id in self.shell.dropped_streams() {
                 self.proto.stream_handle_dropped(id);
                 self.run_effects();
             }
+            self.give_up_calls();
             let Ok(command) = self.commands.try_recv() else { return };
             self.apply(command);
             self.run_effects();
@@ -459,6 +469,27 @@ impl Endpoint {
         }
     }
 
+    /// Imports no handle holds any more are dropped (their references
+    /// released), as a connection's last handle of an import does.
+    fn drop_unheld_imports(&mut self) {
+        let unheld: Vec<(u32, usize)> = (self.proto.imports.iter())
+            .filter(|(_, import)| import.slot.upgrade().is_none())
+            .map(|(&id, import)| (id, import.slot.addr()))
+            .collect();
+        for (id, address) in unheld {
+            self.proto.drop_import(id, address);
+        }
+    }
+
+    /// Runs the cancellers of the calls the test gave up.
+    fn give_up_calls(&mut self) {
+        let mut cancel = Vec::new();
+        self.calls.retain_mut(|call| !call.poll(&mut cancel));
+        for canceller in cancel {
+            canceller.cancel();
+        }
+    }
+
     fn apply(&mut self, command: Command) {
         let (proto, shell) = (&mut self.proto, &self.shell);
         match command {
@@ -470,7 +501,6 @@ impl Endpoint {
                 drop_stream_ends(&mut call.payload);
                 proto.pipeline_call(shell, question, cap, call);
             }
-            Command::DropImport(id, address) => proto.drop_import(id, address),
             Command::ReleaseQuestion(id) => proto.release_question(id),
             Command::AnswerCanceller(id, canceller) => proto.set_answer_canceller(id, canceller),
             Command::Answer(id, mut reply) => {

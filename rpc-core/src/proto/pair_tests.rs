@@ -1,7 +1,6 @@
 //! The protocol's semantics on a [`Pair`]: two protocols, simulated time,
 //! no I/O. Every test fails if the semantics it names broke.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::pair::{ObjectLog, Pair, Rule, Side, TestCall};
@@ -13,7 +12,7 @@ pub(super) const LATENCY: Duration = Duration::from_millis(10);
 const ROUND_TRIP: Duration = Duration::from_millis(20);
 
 /// A pair whose B serves an object answering by `rule`, recording in the log.
-pub(super) fn serving(rule: Rule) -> (Pair, Arc<ObjectLog>) {
+pub(super) fn serving(rule: Rule) -> (Pair, ObjectLog) {
     let log = ObjectLog::new();
     let pair = Pair::new(LATENCY, None, Some(log.object(rule)));
     (pair, log)
@@ -114,7 +113,7 @@ fn embargoed_calls_arrive_after_the_calls_sent_through_the_peer() {
 
 /// B keeps what A sends it; A sends its object `times` times. Returns the
 /// pair, B's log and the object's export id on A.
-fn sent_times(times: u32) -> (Pair, Arc<ObjectLog>, u32, crate::Client) {
+fn sent_times(times: u32) -> (Pair, ObjectLog, u32, crate::Client) {
     let (mut pair, kept) = serving(Rule::Keep);
     let local = ObjectLog::new().object(Rule::Echo);
     let boot = pair.bootstrap(Side::A);

@@ -23,14 +23,19 @@ use crate::{Limits, RpcError};
 /// The largest byte-stream message, whatever the consumer's batch size.
 pub(crate) const MAX_BYTES_PER_MESSAGE: u64 = 64 << 10;
 
+/// The block small byte-stream writes are gathered into (then queued as one chunk).
+const TAIL_BLOCK: usize = 4 << 10;
+
 /// Our producer half of one stream.
 pub(crate) struct Producing {
     /// Encoded items not yet sent, back to back.
     pending: BytesMut,
     /// Per pending item: its encoded length and how many capabilities it holds.
     items: VecDeque<(u32, u32)>,
-    /// Byte streams: unsent chunks as written (no copy), and their total length.
+    /// Byte streams: unsent chunks as written (no copy), then small writes
+    /// copied together into `tail`; `chunk_bytes` counts both.
     chunks: VecDeque<Bytes>,
+    tail: BytesMut,
     chunk_bytes: u64,
     /// A byte stream: windows and counts are in bytes, not items.
     pub(crate) bytes_mode: bool,
@@ -68,11 +73,14 @@ pub(crate) struct Producing {
 impl Producing {
     pub(crate) fn new(window: Window, bytes_mode: bool, limits: &Limits, peer_limits: &Limits) -> Self {
         let window = window.capped(limits, bytes_mode);
+        let signals = Signals::new(window);
+        signals.room.store(u64::from(window.capacity), std::sync::atomic::Ordering::Relaxed);
         Producing {
-            signals: Signals::new(window),
+            signals,
             pending: BytesMut::new(),
             items: VecDeque::new(),
             chunks: VecDeque::new(),
+            tail: BytesMut::new(),
             chunk_bytes: 0,
             bytes_mode,
             caps: VecDeque::new(),
@@ -95,6 +103,7 @@ impl Producing {
     }
 
     /// Items (or bytes) written and not yet sent.
+    #[inline]
     fn pending_units(&self) -> u64 {
         if self.bytes_mode {
             self.chunk_bytes
@@ -103,34 +112,40 @@ impl Producing {
         }
     }
 
+    #[inline]
     fn unread(&self) -> u64 {
         self.pending_units() + (self.sent - self.acked)
     }
 
+    #[inline]
     fn credit(&self) -> u64 {
         (self.window.capacity as u64).saturating_sub(self.sent - self.acked)
     }
 
     /// Whether an item of `len` bytes may be sent after `extra` more bytes
     /// of this round: within the peer's byte window, or alone.
+    #[inline]
     fn byte_room(&self, extra: u64, len: u64) -> bool {
         let unacked = self.inflight_bytes + extra;
         self.bytes_mode || unacked == 0 || unacked + len <= self.peer_bytes
     }
 
     /// The whole length of the first pending item (parts already sent included).
+    #[inline]
     fn first_len(&self) -> u64 {
         self.items.front().map_or(0, |(len, _)| u64::from(*len) + u64::from(self.part_sent))
     }
 
     /// Whether `flush` must wait: the window is full, or (sequences) the
     /// items queued and in flight hold more bytes than we keep for a peer.
+    #[inline]
     fn full(&self) -> bool {
         self.unread() >= self.window.capacity as u64
             || (!self.bytes_mode && self.pending.len() as u64 + self.inflight_bytes >= self.local_bytes)
     }
 
     /// Whether emitting has something to do now.
+    #[inline]
     pub(crate) fn wants_emit(&self) -> bool {
         if self.end_sent {
             return false;
@@ -149,12 +164,20 @@ impl Producing {
         self.closing.is_some()
     }
 
+    /// Publishes whether a flush may return at once (see [`Signals::room`]).
+    #[inline]
+    fn refresh(&self) {
+        let room = if self.ending.is_none() && !self.full() { self.window.capacity as u64 - self.unread() } else { 0 };
+        self.signals.room.store(room, std::sync::atomic::Ordering::Release);
+    }
+
     fn wake(&mut self, effects: &mut Vec<Effect>) {
         for waker in [self.flusher.take(), self.closer.take()].into_iter().flatten() {
             effects.push(Effect::Wake(waker));
         }
     }
 
+    #[inline]
     fn writable(&self) -> Result<(), RpcError> {
         if let Some(ending) = &self.ending {
             return Err(ending.for_writer());
@@ -166,11 +189,15 @@ impl Producing {
     }
 
     /// Queues one encoded item with the capabilities it refers to.
+    #[inline]
     pub(crate) fn push_item(&mut self, item: &[u8], caps: Vec<CapEntry>) -> Result<(), RpcError> {
         self.writable()?;
         self.pending.extend_from_slice(item);
         self.items.push_back((item.len() as u32, caps.len() as u32));
-        self.caps.extend(caps);
+        if !caps.is_empty() {
+            self.caps.extend(caps);
+        }
+        self.refresh();
         Ok(())
     }
 
@@ -189,6 +216,7 @@ impl Producing {
         let len = (self.pending.len() - before) as u32;
         self.items.push_back((len, caps.len() as u32));
         self.caps.extend(caps);
+        self.refresh();
         Ok(())
     }
 
@@ -196,10 +224,35 @@ impl Producing {
     pub(crate) fn push_chunk(&mut self, chunk: Bytes) -> Result<(), RpcError> {
         self.writable()?;
         if !chunk.is_empty() {
+            self.seal_tail();
             self.chunk_bytes += chunk.len() as u64;
             self.chunks.push_back(chunk);
         }
+        self.refresh();
         Ok(())
+    }
+
+    /// Queues a copy of `data` (a small write through `AsyncWrite`): appended
+    /// to the tail, so a run of small writes costs no allocation each.
+    pub(crate) fn push_slice(&mut self, data: &[u8]) -> Result<(), RpcError> {
+        self.writable()?;
+        if self.tail.capacity() - self.tail.len() < data.len() {
+            // Full: queue it as it is and start another (growing it instead
+            // would copy what it holds).
+            self.seal_tail();
+            self.tail.reserve(data.len().max(TAIL_BLOCK));
+        }
+        self.tail.extend_from_slice(data);
+        self.chunk_bytes += data.len() as u64;
+        self.refresh();
+        Ok(())
+    }
+
+    /// Moves the small writes gathered in `tail` behind the chunks.
+    fn seal_tail(&mut self) {
+        if !self.tail.is_empty() {
+            self.chunks.push_back(self.tail.split().freeze());
+        }
     }
 
     /// Room left in the window (in bytes, for a byte stream); pending while none.
@@ -253,12 +306,15 @@ impl Producing {
         }
         self.ending = Some(Ending::Aborted);
         self.wake(effects);
-        Some(self.take_buffers())
+        let dropped = self.take_buffers();
+        self.refresh();
+        Some(dropped)
     }
 
     fn take_buffers(&mut self) -> Box<dyn Send> {
         self.items.clear();
         self.chunk_bytes = 0;
+        self.tail.clear();
         Box::new((std::mem::take(&mut self.pending), std::mem::take(&mut self.caps), std::mem::take(&mut self.chunks)))
     }
 
@@ -283,6 +339,7 @@ impl Producing {
         self.acked = read;
         self.window = window.capped(&self.limits, self.bytes_mode);
         self.signals.set_window(self.window);
+        self.refresh();
         self.wake(effects);
         Ok(())
     }
@@ -294,7 +351,9 @@ impl Producing {
             self.ending = Some(ending);
         }
         self.wake(effects);
-        self.take_buffers()
+        let dropped = self.take_buffers();
+        self.refresh();
+        dropped
     }
 }
 
@@ -371,6 +430,7 @@ impl Protocol {
                 self.send_message(&Message::StreamEnd { stream: id, error: Some(err.clone()) });
                 p.ending = Some(Ending::Failed(err));
                 p.end_sent = true;
+                p.refresh();
                 p.wake(&mut self.effects);
             }
         }
@@ -401,6 +461,7 @@ impl Protocol {
     /// messages let other streams' and calls' frames interleave with a bulk
     /// transfer instead of queueing behind it.
     fn emit_bytes(&mut self, id: u32, p: &mut Producing, budget: u64) -> u64 {
+        p.seal_tail();
         let mut spent = 0;
         while p.ending.is_none() && p.chunk_bytes > 0 && p.credit() > 0 && spent < budget {
             let limit = (p.window.batch as u64).min(MAX_BYTES_PER_MESSAGE);
@@ -437,11 +498,12 @@ impl Protocol {
 impl Protocol {
     /// The producer half `id`, if it still exists.
     fn producer_mut(&mut self, id: u32) -> Result<&mut Producing, RpcError> {
-        let gone = if self.streams.contains_key(&id) { None } else { Some(self.stream_gone(id)) };
-        match self.streams.get_mut(&id).map(|entry| &mut entry.half) {
+        // Two fields borrowed apart, so the miss can say why without a second lookup.
+        let Protocol { streams, closed, .. } = self;
+        match streams.get_mut(&id).map(|entry| &mut entry.half) {
             Some(StreamHalf::Producer(p)) => Ok(p),
             Some(StreamHalf::Consumer(_)) => Err(RpcError::protocol(format!("stream {id} is not one we produce"))),
-            None => Err(gone.unwrap_or_else(|| RpcError::disconnected("stream gone"))),
+            None => Err(super::streams::gone(closed, id)),
         }
     }
 
@@ -455,22 +517,38 @@ impl Protocol {
         }
     }
 
-    /// Queues one encoded item on producer `id`.
+    /// Queues one encoded item on producer `id`: one table lookup, since
+    /// every item of a stream comes through here.
+    #[inline]
     pub(crate) fn producer_push_item(&mut self, id: u32, item: &[u8], caps: Vec<CapEntry>) -> Result<(), RpcError> {
-        match self.producer_mut(id) {
-            Ok(p) => p.push_item(item, caps)?,
-            Err(err) => {
+        let Protocol { streams, closed, ready, .. } = self;
+        match streams.get_mut(&id) {
+            Some(StreamEntry { half: StreamHalf::Producer(p), live, .. }) => {
+                p.push_item(item, caps)?;
+                if *live && !p.scheduled && p.wants_emit() {
+                    p.scheduled = true;
+                    ready.push(id);
+                }
+                Ok(())
+            }
+            _ => {
+                let err = super::streams::gone(closed, id);
                 self.defer_drop(caps);
-                return Err(err);
+                Err(err)
             }
         }
-        self.schedule_if_wanted(id);
-        Ok(())
     }
 
     /// Encodes `item` into producer `id` (see [`Producing::encode_item`]).
     pub(crate) fn producer_encode_item<T: serde::Serialize>(&mut self, id: u32, item: &T) -> Result<(), RpcError> {
         self.producer_mut(id)?.encode_item(item)?;
+        self.schedule_if_wanted(id);
+        Ok(())
+    }
+
+    /// Queues a copy of `data` on byte stream `id`.
+    pub(crate) fn producer_push_slice(&mut self, id: u32, data: &[u8]) -> Result<(), RpcError> {
+        self.producer_mut(id)?.push_slice(data)?;
         self.schedule_if_wanted(id);
         Ok(())
     }

@@ -36,7 +36,7 @@ pub(crate) struct StreamEntry {
     /// The protocol is not done with it: messages for it are expected.
     pub(super) live: bool,
     /// Its handle (`RemoteProducer`/`RemoteConsumer`) still exists.
-    handle: bool,
+    pub(super) handle: bool,
 }
 
 impl Protocol {
@@ -264,7 +264,7 @@ impl Protocol {
 
     /// Why a handle finds no state: the connection closed (and dropped it).
     pub(super) fn stream_gone(&self, id: u32) -> RpcError {
-        self.closed.clone().unwrap_or_else(|| RpcError::disconnected(format!("stream {id} is no longer open")))
+        gone(&self.closed, id)
     }
 
     /// Writes `message` with a trailer of `len` bytes appended by `fill`.
@@ -430,4 +430,9 @@ impl Protocol {
             _ => self.unknown_stream(stream, "cancel"),
         }
     }
+}
+
+/// Why a handle finds no state for stream `id`: the connection closed.
+pub(super) fn gone(closed: &Option<RpcError>, id: u32) -> RpcError {
+    closed.clone().unwrap_or_else(|| RpcError::disconnected(format!("stream {id} is no longer open")))
 }

@@ -413,7 +413,12 @@ impl AsyncWrite for BytesWriter {
         };
         // Take what the window has room for: a write may be delivered in parts.
         let n = room.min(data.len());
-        match this.write(bytes::Bytes::copy_from_slice(&data[..n])) {
+        let written = match this.backend() {
+            Ok(WriterBackend::Remote(producer)) => producer.write_slice(&data[..n]),
+            Ok(_) => this.write(bytes::Bytes::copy_from_slice(&data[..n])),
+            Err(err) => Err(err),
+        };
+        match written {
             Ok(()) => Poll::Ready(Ok(n)),
             Err(err) => Poll::Ready(Err(io::Error::other(err))),
         }

@@ -26,7 +26,6 @@
 //! (no livelock), and once both sides close, every question must have its
 //! outcome and every table must be empty.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::{ObjectLog, Pair, Rule, Side, TestCall, TestStream};
@@ -121,14 +120,7 @@ fn index(side: Side) -> usize {
 }
 
 /// One step; false when the input ran out inside it.
-fn step(
-    pair: &mut Pair,
-    logs: &[Arc<ObjectLog>; 2],
-    held: &mut [Held; 2],
-    side: Side,
-    op: u8,
-    input: &mut &[u8],
-) -> bool {
+fn step(pair: &mut Pair, logs: &[ObjectLog; 2], held: &mut [Held; 2], side: Side, op: u8, input: &mut &[u8]) -> bool {
     let mine = &mut held[index(side)];
     let log = &logs[index(side)];
     match op {
@@ -169,10 +161,9 @@ fn step(
         }
         6 => {
             let fail = byte(input) == 0;
-            let log2 = log.clone();
             log.answer_held(|| match fail {
                 true => Err(RpcError::aborted("the script failed it")),
-                false => Payload::encode(&(log2.object(Rule::ByMethod),)),
+                false => Payload::encode(&(log.object(Rule::ByMethod),)),
             });
             pair.settle();
         }
@@ -273,7 +264,7 @@ fn check(pair: &Pair, when: &str) {
 }
 
 /// Lets the pair become quiet, closes both sides and checks what is left.
-fn finish(mut pair: Pair, logs: &[Arc<ObjectLog>; 2], held: [Held; 2]) -> ScriptRun {
+fn finish(mut pair: Pair, logs: &[ObjectLog; 2], held: [Held; 2]) -> ScriptRun {
     assert!(pair.try_drive(), "livelock: the pair never became quiet");
     check(&pair, "when quiet");
     check_agreement(&pair);

@@ -1,21 +1,15 @@
-//! The test shell: handles that queue commands for the harness, and the
-//! caller's side of the calls a test makes.
+//! The test shell: handles that queue commands for the harness.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
-use serde::de::DeserializeOwned;
-
+use super::calls::Hold;
 use super::streams::StreamHandle;
-use super::Side;
 use crate::cap::{Canceller, Client, ClientHook, OutgoingCall, PeerRef, Reply, ReplySink};
-use crate::payload::CapEntry;
-use crate::proto::Shell;
-use crate::proto::Signals;
+use crate::proto::{ImportSlot, Shell, Signals};
 use crate::stream::{RemoteConsumer, RemoteProducer};
-use crate::RpcError;
 
 /// Work a handle asks of its side's protocol; the harness applies it.
 pub(super) enum Command {
@@ -27,16 +21,10 @@ pub(super) enum Command {
         cap: u32,
         call: OutgoingCall,
     },
-    /// The import `id` whose hook was at this address was dropped.
-    DropImport(u32, usize),
     ReleaseQuestion(u32),
     /// The outcome of the peer's call `id`.
     Answer(u32, Reply),
     AnswerCanceller(u32, Canceller),
-}
-
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 // ----- the shell ---------------------------------------------------------
@@ -112,8 +100,14 @@ impl TestShell {
 }
 
 impl Shell for TestShell {
-    fn import_hook(&self, id: u32) -> Arc<dyn ClientHook> {
-        self.mint(PeerRef::Export(id), None, |handle| Arc::new(TestImport { id, handle })).hook
+    fn import_hook(&self, id: u32) -> (Arc<dyn ClientHook>, Box<dyn ImportSlot>) {
+        let mut slot = None;
+        let client = self.mint(PeerRef::Export(id), None, |handle| {
+            let hook = Arc::new(TestImport { id, handle });
+            slot = Some(TestImportSlot(hook.clone()));
+            hook
+        });
+        (client.hook, Box::new(slot.expect("minted")))
     }
 
     fn answer_sink(&self, id: u32, _interface: u64, _method: u16) -> Arc<dyn ReplySink> {
@@ -176,9 +170,27 @@ impl ClientHook for TestImport {
     }
 }
 
-impl Drop for TestImport {
-    fn drop(&mut self) {
-        self.handle.send(Command::DropImport(self.id, self as *const TestImport as usize));
+/// The protocol's hold on an import's hook. It keeps the hook (the
+/// harness names no weak reference) but gives it out only while some
+/// handle besides itself holds it; the harness polls for hooks nobody else
+/// holds and drops those imports (`Endpoint::drop_unheld_imports`), as a
+/// connection's import does when its last handle goes.
+pub(super) struct TestImportSlot(Arc<TestImport>);
+
+impl TestImportSlot {
+    /// Whether a handle besides this slot holds the hook.
+    pub(super) fn is_held(&self) -> bool {
+        Arc::strong_count(&self.0) > 1
+    }
+}
+
+impl ImportSlot for TestImportSlot {
+    fn upgrade(&self) -> Option<Arc<dyn ClientHook>> {
+        self.is_held().then(|| self.0.clone() as Arc<dyn ClientHook>)
+    }
+
+    fn addr(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
     }
 }
 
@@ -226,111 +238,5 @@ struct ReleaseOnDrop {
 impl Drop for ReleaseOnDrop {
     fn drop(&mut self) {
         let _ = self.commands.send(Command::ReleaseQuestion(self.id));
-    }
-}
-
-// ----- the caller's side of a call -----------------------------------------
-
-#[derive(Default)]
-struct RecordState {
-    outcome: Option<Reply>,
-    canceller: Option<Canceller>,
-    given_up: bool,
-}
-
-/// Where a call the test made delivers its outcome.
-#[derive(Default)]
-pub(super) struct CallRecord {
-    state: Mutex<RecordState>,
-}
-
-impl ReplySink for CallRecord {
-    fn complete(&self, reply: Reply) {
-        let mut state = lock(&self.state);
-        if state.outcome.is_none() {
-            state.outcome = Some(reply);
-        }
-    }
-
-    fn set_canceller(&self, canceller: Canceller) {
-        let mut state = lock(&self.state);
-        if state.given_up {
-            drop(state);
-            return canceller.cancel();
-        }
-        let previous = state.canceller.replace(canceller);
-        drop(state);
-        drop(previous);
-    }
-
-    fn is_cancelled(&self) -> bool {
-        lock(&self.state).given_up
-    }
-}
-
-/// The caller's hold on a call: its last drop gives the call up.
-pub(super) struct Hold {
-    pub(super) record: Arc<CallRecord>,
-}
-
-impl Drop for Hold {
-    fn drop(&mut self) {
-        let canceller = {
-            let mut state = lock(&self.record.state);
-            state.given_up = true;
-            state.canceller.take()
-        };
-        if let Some(canceller) = canceller {
-            canceller.cancel();
-        }
-    }
-}
-
-/// A call the test made. Dropping it (and every capability pipelined on
-/// it) gives it up, as dropping a promise does.
-pub(crate) struct TestCall {
-    pub(super) hold: Arc<Hold>,
-    pub(super) question: Option<u32>,
-    pub(super) side: Side,
-    /// The question this call was pipelined on, kept until this one is dropped.
-    pub(super) _parent: Option<Arc<Hold>>,
-}
-
-impl TestCall {
-    /// The question id it went out as, if it went to the peer as a question.
-    pub(crate) fn question(&self) -> Option<u32> {
-        self.question
-    }
-
-    /// Whether its outcome has arrived.
-    pub(crate) fn is_done(&self) -> bool {
-        lock(&self.hold.record.state).outcome.is_some()
-    }
-
-    /// Its error, if it failed.
-    pub(crate) fn error(&self) -> Option<RpcError> {
-        match &lock(&self.hold.record.state).outcome {
-            Some(Err(err)) => Some(err.clone()),
-            _ => None,
-        }
-    }
-
-    /// Its result decoded as a `T`, once it arrived.
-    pub(crate) fn value<T: DeserializeOwned>(&self) -> Option<Result<T, RpcError>> {
-        lock(&self.hold.record.state).outcome.as_ref().map(|outcome| match outcome {
-            Ok(payload) => payload.decode(),
-            Err(err) => Err(err.clone()),
-        })
-    }
-
-    /// Capability `index` of its result, once it arrived.
-    pub(crate) fn cap(&self, index: usize) -> Option<Client> {
-        match &lock(&self.hold.record.state).outcome {
-            Some(Ok(payload)) => match payload.caps.get(index) {
-                Some(CapEntry::Object(client)) => Some(client.clone()),
-                _ => None,
-            },
-            _ => None,
-        }
     }
 }

@@ -7,10 +7,10 @@
 //! ([`Protocol::stream_handle_dropped`]), as a connection's handle would.
 
 use std::any::Any;
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 
-use super::shell::lock;
 use super::{Pair, Side, TestCall, TestShell};
 use crate::cap::Client;
 use crate::payload::{self, CapEntry, Payload};
@@ -86,7 +86,8 @@ struct TestEnd {
     /// The peer gets the reader (we produce), or the writer (we consume).
     reader: bool,
     window: Window,
-    bound: Arc<Mutex<Option<StreamHandle>>>,
+    /// Where the handle of the half it opened goes.
+    bound: Sender<StreamHandle>,
 }
 
 impl StreamEnd for TestEnd {
@@ -101,7 +102,8 @@ impl StreamEnd for TestEnd {
             let stream = consumer.id();
             (StreamHandle::Consumer(consumer), CapDescriptor::SequenceWriter { stream, window })
         };
-        *lock(&self.bound) = Some(handle);
+        // The test's TestStream takes it (or, gone, lets it drop).
+        let _ = self.bound.send(handle);
         Ok(descriptor)
     }
 
@@ -136,12 +138,12 @@ impl Pair {
         reader: bool,
         window: Window,
     ) -> (TestCall, TestStream) {
-        let bound = Arc::new(Mutex::new(None));
-        let end = TestEnd { reader, window, bound: bound.clone() };
+        let (bound, handles) = channel();
+        let end = TestEnd { reader, window, bound };
         let mut payload = Payload::encode(&0u32).expect("an index encodes");
         payload.caps.push(CapEntry::Stream(StreamSlot::new(Box::new(end))));
         let call = self.call_payload(side, target, method, payload);
-        let handle = lock(&bound).take();
+        let handle = handles.try_recv().ok();
         (call, TestStream { handle })
     }
 

@@ -30,7 +30,7 @@ fn acknowledged(pair: &Pair, producer: Side, id: u32) -> u64 {
 
 /// A pair whose B keeps what it gets, and a stream A produces (`reader`:
 /// B got the reader) or consumes; returns the stream's id.
-fn with_stream(reader: bool) -> (Pair, std::sync::Arc<crate::proto::pair::ObjectLog>, TestStream, u32, Client) {
+fn with_stream(reader: bool) -> (Pair, crate::proto::pair::ObjectLog, TestStream, u32, Client) {
     let (mut pair, log) = serving(Rule::Keep);
     let boot = pair.bootstrap(Side::A);
     let (call, stream) = pair.call_with_stream(Side::A, &boot, 0, reader, WINDOW);
