@@ -6,8 +6,12 @@
 #   scripts/fuzz.sh --regressions   build the targets, replay every input in
 #                                   fuzz/regressions/ through every target once
 #
-# Fails on any crash (panic), hang (libFuzzer -timeout, or the connection
-# harness's own bounded-virtual-time check) or OOM (-rss_limit_mb,
+# Targets (fuzz/fuzz_targets/): frame, payload, connection, protocol (the
+# sans-I/O Protocol on a simulated two-endpoint pair, rpc-core/src/proto/pair/).
+#
+# Fails on any crash (panic), hang (libFuzzer -timeout, the connection
+# harness's own bounded-virtual-time check, or the protocol harness's
+# livelock check) or OOM (-rss_limit_mb,
 # -malloc_limit_mb). Crashing inputs are kept in $FUZZ_OUT/artifacts/<target>/,
 # logs in $FUZZ_OUT/<target>.log (default FUZZ_OUT: fuzz/out/, git-ignored).
 # The committed corpus is never written to: new inputs go to a scratch

@@ -139,3 +139,26 @@ pub fn round_trip<T: Serialize + DeserializeOwned>(value: &T, max_depth: u32) ->
 pub fn payload_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>, RpcError> {
     Ok(Payload::encode(value)?.bytes.to_vec())
 }
+
+/// Runs `input` on two protocol state machines wired to each other in
+/// simulated time (the `proto::pair` harness, no I/O): a script of hostile
+/// messages (postcard `Message`s with arbitrary ids and trailers, handed to
+/// either side as if its peer sent them) and local actions (calls,
+/// pipelining, dropping calls and capabilities, answering held calls,
+/// letting time pass). The format is in `rpc-core/src/proto/pair/script.rs`.
+///
+/// # Panics
+///
+/// If a protocol panics, a table invariant breaks after a step, the pair
+/// never becomes quiet, or a question has no outcome once both sides closed.
+#[doc(hidden)]
+pub fn protocol_messages(input: &[u8]) {
+    crate::proto::pair::run_script(input);
+}
+
+/// Named seed inputs for [`protocol_messages`]: a pipelined chain, a
+/// cancelled call, reference counting, an embargo, hostile messages.
+#[doc(hidden)]
+pub fn protocol_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    crate::proto::pair::seed_scripts()
+}

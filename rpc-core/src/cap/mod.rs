@@ -278,6 +278,10 @@ pub(crate) enum Canceller {
     Abort(futures::future::AbortHandle),
     /// A question on a connection: tell the connection the caller is gone.
     Question(crate::conn::QuestionRef),
+    /// A test harness's hook (`proto::pair`): `cancel` calls it; dropping
+    /// it drops what it captured.
+    #[cfg(any(test, feature = "fuzzing"))]
+    Callback(Box<dyn FnOnce() + Send + Sync>),
 }
 
 impl Canceller {
@@ -285,6 +289,8 @@ impl Canceller {
         match self {
             Canceller::Abort(handle) => handle.abort(),
             Canceller::Question(question) => drop(question),
+            #[cfg(any(test, feature = "fuzzing"))]
+            Canceller::Callback(callback) => callback(),
         }
     }
 }

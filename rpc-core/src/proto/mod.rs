@@ -39,6 +39,10 @@ mod dispatch;
 mod effects;
 mod ending;
 mod keepalive;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod pair;
+#[cfg(test)]
+mod pair_tests;
 mod produce;
 mod streams;
 mod tables;
