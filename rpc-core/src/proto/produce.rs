@@ -261,6 +261,10 @@ impl Producing {
         if let Some(ending) = &self.ending {
             return Poll::Ready(Err(ending.for_writer()));
         }
+        if self.end_sent {
+            // Closed and its end sent: no acknowledgement will come any more.
+            return Poll::Ready(Err(Ending::Closed.for_writer()));
+        }
         let capacity = self.window.capacity as u64;
         if self.unread() < capacity {
             return Poll::Ready(Ok((capacity - self.unread()) as usize));
@@ -273,7 +277,9 @@ impl Producing {
         if let Some(ending) = &self.ending {
             return Poll::Ready(Err(ending.for_writer()));
         }
-        if !self.full() {
+        // Closed and its end sent: everything went out, and no
+        // acknowledgement will come any more.
+        if !self.full() || self.end_sent {
             return Poll::Ready(Ok(()));
         }
         self.flusher = Some(waker.clone());
