@@ -190,3 +190,20 @@ fn messages_for_an_ended_stream_are_harmless_but_unknown_streams_are_not() {
     assert_eq!(err.kind(), ErrorKind::Protocol);
     assert!(err.message().contains("does not exist"), "{err}");
 }
+
+#[test]
+fn a_closed_producer_whose_last_window_is_read_after_its_end_does_not_wait_in_flush() {
+    let (mut pair, _log, _stream, id, _boot) = with_stream(true);
+    for i in 0..4 {
+        pair.write(Side::A, id, i).unwrap();
+    }
+    pair.close_stream(Side::A, id, None);
+    pair.drive();
+    assert_eq!(items_sent(&pair, Side::A, id), 4, "a whole window, then the end");
+    // The consumer reads after the end arrived: it reports no window any more.
+    let (read, end) = pair.read_available(Side::B, id);
+    assert_eq!(read, [0, 1, 2, 3]);
+    assert!(matches!(end, Some(Ok(()))), "{end:?}");
+    pair.drive();
+    assert!(pair.poll_flush(Side::A, id).is_ready(), "flush after the end was sent returns at once");
+}
