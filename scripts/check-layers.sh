@@ -4,7 +4,8 @@
 #   type (doc links aside);
 # - the protocol core (proto/) is plain data: it names no runtime, no lock
 #   and no handle of the connection — nothing of tokio, no Mutex, no
-#   ConnShared, no Weak<…> (comments aside).
+#   ConnShared, no Weak<…> (comments aside);
+# - above the wire, imports go one way: proto <- conn <- stream.
 # Fails, naming the lines, when either rule is broken.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,4 +32,11 @@ if [ -n "$proto" ]; then
   echo "$proto" >&2
   exit 1
 fi
-echo "layers ok: wire/ imports only the error type; proto/ names no runtime, lock or connection handle"
+# Above the wire: proto <- conn <- stream, never back (no cycle among the four).
+upward=$( (code_lines rpc-core/src/proto/ 'crate::(conn|stream)\b'; code_lines rpc-core/src/conn/ 'crate::stream\b') )
+if [ -n "$upward" ]; then
+  echo "proto/ must not import conn/ or stream/, and conn/ must not import stream/:" >&2
+  echo "$upward" >&2
+  exit 1
+fi
+echo "layers ok: wire/ imports only the error type; proto/ names no runtime, lock or connection handle; wire <- proto <- conn <- stream"

@@ -7,16 +7,17 @@
 //! around each encode and decode, which is why [`crate::Client`] can implement
 //! `Serialize` without knowing which connection it is being sent on.
 
+use std::any::Any;
 use std::cell::RefCell;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::cap::Client;
-use crate::stream::StreamSlot;
-use crate::wire::depth;
+use crate::proto::{Protocol, Shell};
+use crate::wire::{depth, CapDescriptor};
 use crate::RpcError;
 
 /// Default nesting limit for payloads decoded without a connection's limit.
@@ -32,6 +33,52 @@ pub(crate) enum CapEntry {
     Object(Client),
     /// A sequence end (taken out once, when decoded or sent).
     Stream(Arc<StreamSlot>),
+}
+
+/// A stream end on its way somewhere.
+pub(crate) trait StreamEnd: Send + 'static {
+    /// Binds the end to `conn` (called with its state locked); returns how
+    /// the peer names it.
+    fn bind(self: Box<Self>, state: &mut Protocol, conn: &dyn Shell) -> Result<CapDescriptor, RpcError>;
+    /// For taking the typed end back out.
+    fn into_any(self: Box<Self>) -> Box<dyn Any>;
+    /// The call carrying this end failed with `err`: end the stream with it
+    /// (a writer closes with the error, so its reader reads `err`). By
+    /// default the end is dropped: a reader cancels, a writer aborts.
+    fn fail(self: Box<Self>, err: &RpcError) {
+        let _ = err;
+    }
+}
+
+/// The call carrying `caps` failed with `err`: every stream end among them
+/// ends with that error rather than a bare abort. Not with a connection locked.
+pub(crate) fn fail_streams(caps: Vec<CapEntry>, err: &RpcError) {
+    for entry in caps {
+        if let CapEntry::Stream(slot) = entry {
+            if let Some(end) = slot.take() {
+                end.fail(err);
+            }
+        }
+    }
+}
+
+/// A capability-table entry holding a stream end, taken at most once.
+pub(crate) struct StreamSlot(Mutex<Option<Box<dyn StreamEnd>>>);
+
+impl StreamSlot {
+    pub(crate) fn new(end: Box<dyn StreamEnd>) -> Arc<StreamSlot> {
+        Arc::new(StreamSlot(Mutex::new(Some(end))))
+    }
+
+    pub(crate) fn take(&self) -> Option<Box<dyn StreamEnd>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl std::fmt::Debug for StreamSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamSlot")
+    }
 }
 
 /// A serialized value together with its capability table.

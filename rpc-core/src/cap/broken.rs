@@ -20,7 +20,7 @@ impl ClientHook for BrokenClient {
         call.reply.complete(Err(self.error.clone()));
         // A stream the call carried (the writer of a returned sequence) ends
         // with the call's error, not as if its producer had aborted.
-        crate::stream::fail_streams(call.payload.caps, &self.error);
+        crate::payload::fail_streams(call.payload.caps, &self.error);
     }
 
     fn when_broken(&self) -> futures::future::BoxFuture<'static, RpcError> {

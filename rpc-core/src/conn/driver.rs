@@ -79,8 +79,9 @@ where
         config.stream_buffer_budget,
         span.clone(),
     );
-    let shared = Arc::new(ConnShared {
+    let shared = Arc::new_cyclic(|me| ConnShared {
         state: Mutex::new(state),
+        me: me.clone(),
         wake_writer: Notify::new(),
         owed_in_flight: AtomicUsize::new(0),
         output_drained: Notify::new(),

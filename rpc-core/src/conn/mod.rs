@@ -14,13 +14,12 @@
 
 mod answer;
 mod config;
-mod consumer;
 mod driver;
 mod import;
 mod metrics;
 mod pipeline;
-mod producer;
 mod public;
+mod received;
 mod shell;
 
 use std::cell::{Cell, RefCell};
@@ -34,14 +33,15 @@ use crate::RpcError;
 use crate::proto::Effect;
 pub(crate) use crate::proto::Protocol;
 pub use config::{Config, Limits};
-pub(crate) use consumer::{ReadCache, RemoteConsumer};
 pub use metrics::ConnectionMetrics;
-pub(crate) use producer::RemoteProducer;
 pub use public::{connect, serve, serve_with, Connection, ConnectionBuilder};
+pub(crate) use received::{ReceivedReader, ReceivedWriter};
 
 /// What a connection's tasks and handles share.
 pub(crate) struct ConnShared {
     state: Mutex<Protocol>,
+    /// This very value, for work deferred until its lock is released.
+    me: std::sync::Weak<ConnShared>,
     /// Wakes the writer when the outgoing buffer becomes non-empty.
     wake_writer: Notify,
     /// Output we owe the peer (see `Protocol::owed`) in the write under way,
@@ -214,10 +214,11 @@ impl ConnShared {
     /// state already (a handle dropped under the lock), once it is released.
     /// Drop implementations that talk to the connection go through here, so
     /// no path can drop a handle into a self-deadlock.
-    pub(crate) fn with_state(self: &Arc<Self>, work: impl FnOnce(&mut StateGuard<'_>) + 'static) {
+    pub(crate) fn with_state(&self, work: impl FnOnce(&mut StateGuard<'_>) + 'static) {
         let me = self.key();
         if HELD.with(|held| held.contains(me)) {
-            let shared = self.clone();
+            // The connection is gone if nothing holds it: nothing to do then.
+            let Some(shared) = self.me.upgrade() else { return };
             HELD.with(|held| {
                 held.late.borrow_mut().push(Box::new(move || work(&mut shared.lock())));
                 held.has_late.set(true);

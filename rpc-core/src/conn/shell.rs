@@ -7,9 +7,11 @@ use std::sync::Arc;
 use super::answer::RemoteAnswer;
 use super::import::ImportClient;
 use super::{ConnShared, QuestionRef};
-use super::{RemoteConsumer, RemoteProducer};
+use super::{ReceivedReader, ReceivedWriter};
 use crate::cap::{Canceller, Client, ClientHook, PeerRef, ReplySink};
-use crate::proto::{ImportSlot, Shell, Signals};
+use crate::payload::{CapEntry, StreamEnd};
+use crate::proto::{Host, ImportSlot, Protocol, RemoteConsumer, RemoteProducer, Shell, Signals};
+use crate::RpcError;
 
 impl Shell for Arc<ConnShared> {
     fn import_hook(&self, id: u32) -> (Arc<dyn ClientHook>, Box<dyn ImportSlot>) {
@@ -31,11 +33,47 @@ impl Shell for Arc<ConnShared> {
     }
 
     fn producer(&self, id: u32, bytes: bool, signals: Arc<Signals>) -> Arc<RemoteProducer> {
-        RemoteProducer::new(self, id, bytes, signals)
+        RemoteProducer::new(self.clone(), id, bytes, signals)
     }
 
     fn consumer(&self, id: u32, bytes: bool, max_depth: u32, signals: Arc<Signals>) -> Arc<RemoteConsumer> {
-        RemoteConsumer::new(self, id, bytes, max_depth, signals)
+        RemoteConsumer::new(self.clone(), id, bytes, max_depth, signals)
+    }
+
+    fn received_reader(&self, consumer: Arc<RemoteConsumer>) -> Box<dyn StreamEnd> {
+        Box::new(ReceivedReader(Some(consumer)))
+    }
+
+    fn received_writer(&self, producer: Arc<RemoteProducer>) -> Box<dyn StreamEnd> {
+        Box::new(ReceivedWriter(Some(producer)))
+    }
+}
+
+/// Stream handles lock the connection through this.
+impl Host for ConnShared {
+    #[inline]
+    fn with_protocol(&self, work: &mut dyn FnMut(&mut Protocol)) {
+        work(&mut self.lock());
+    }
+
+    fn later(&self, work: Box<dyn FnOnce(&mut Protocol) + Send>) {
+        self.with_state(move |state| work(state));
+    }
+
+    fn handle_dropped(&self, id: u32) {
+        self.with_state(move |state| state.stream_handle_dropped(id));
+    }
+
+    fn max_decoded(&self) -> u64 {
+        self.config.limits.max_decoded_size
+    }
+
+    fn push_item(&self, id: u32, item: &[u8], caps: Vec<CapEntry>) -> Result<(), RpcError> {
+        self.lock().producer_push_item(id, item, caps)
+    }
+
+    fn push_slice(&self, id: u32, data: &[u8]) -> Result<(), RpcError> {
+        self.lock().producer_push_slice(id, data)
     }
 }
 

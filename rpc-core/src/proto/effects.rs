@@ -35,7 +35,7 @@ impl Effect {
             Effect::Cancel(canceller) => canceller.cancel(),
             Effect::Resolve(queued, target) => queued.resolve(target),
             Effect::Drop(value) => drop(value),
-            Effect::FailStreams(caps, err) => crate::stream::fail_streams(caps, &err),
+            Effect::FailStreams(caps, err) => crate::payload::fail_streams(caps, &err),
             Effect::Wake(waker) => waker.wake(),
         }
     }

@@ -27,14 +27,14 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use crate::cap::{Canceller, Client, ClientHook, OutgoingCall, PeerRef, QueuedClient, ReplySink};
-use crate::payload::CapEntry;
-use crate::stream::{RemoteConsumer, RemoteProducer};
+use crate::payload::{CapEntry, StreamEnd};
 use crate::wire::{frame, Message};
 use crate::{Limits, RpcError};
 
 mod calls;
 mod caps;
 mod consume;
+mod consumer;
 mod dispatch;
 mod effects;
 mod ending;
@@ -44,15 +44,47 @@ pub(crate) mod pair;
 #[cfg(test)]
 mod pair_tests;
 mod produce;
+mod producer;
 mod streams;
 mod tables;
 
 pub(crate) use consume::{RawBatch, RawItem, Signals};
+pub(crate) use consumer::{ReadCache, RemoteConsumer};
 pub(crate) use dispatch::PingPolicy;
 pub(crate) use effects::{Effect, MayReenter};
 pub(crate) use ending::Ending;
 pub(crate) use produce::MAX_BYTES_PER_MESSAGE;
+pub(crate) use producer::RemoteProducer;
+pub(crate) use streams::stream_descriptor;
 use tables::IdTable;
+
+/// The connection as stream handles see it: where they take the lock.
+///
+/// `conn/` implements it for its shared state; a handle of the test
+/// harness has none (its commands fail).
+pub(crate) trait Host: Send + Sync {
+    /// Runs `work` on the locked protocol, then runs the effects it left.
+    /// Never called by a thread that holds this protocol already.
+    fn with_protocol(&self, work: &mut dyn FnMut(&mut Protocol));
+    /// Runs `work` on the locked protocol now, or, if this thread holds it
+    /// (a handle ended from a drop under the lock), once it is released.
+    fn later(&self, work: Box<dyn FnOnce(&mut Protocol) + Send>);
+    /// The handle of stream `id` is gone ([`Protocol::stream_handle_dropped`],
+    /// as `later` would run it, without a box).
+    fn handle_dropped(&self, id: u32);
+    /// Our decoded-size limit for one item (`Limits::max_decoded_size`).
+    fn max_decoded(&self) -> u64;
+    /// [`Protocol::producer_push_item`] under the lock: the one command
+    /// every item of a sequence takes, so it gets no closure.
+    fn push_item(&self, id: u32, item: &[u8], caps: Vec<CapEntry>) -> Result<(), RpcError>;
+    /// [`Protocol::producer_push_slice`] under the lock (every small byte write).
+    fn push_slice(&self, id: u32, data: &[u8]) -> Result<(), RpcError>;
+}
+
+/// What a handle bound to no connection answers.
+fn no_connection() -> RpcError {
+    RpcError::disconnected("the stream has no connection")
+}
 
 /// How the shell finds an import's hook again without keeping it alive.
 pub(crate) trait ImportSlot: Send {
@@ -84,6 +116,10 @@ pub(crate) trait Shell {
     /// The handle of our consumer half of stream `id`, sharing `signals`
     /// with its state; its last drop must reach [`Protocol::stream_handle_dropped`].
     fn consumer(&self, id: u32, bytes: bool, max_depth: u32, signals: Arc<Signals>) -> Arc<RemoteConsumer>;
+    /// A consumer end the peer sent us (it produces), before anyone decodes it.
+    fn received_reader(&self, consumer: Arc<RemoteConsumer>) -> Box<dyn StreamEnd>;
+    /// A producer end the peer sent us (it consumes), before anyone decodes it.
+    fn received_writer(&self, producer: Arc<RemoteProducer>) -> Box<dyn StreamEnd>;
 }
 
 /// A call we made, awaiting or holding its answer.

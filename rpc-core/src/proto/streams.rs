@@ -16,8 +16,7 @@ use super::consume::Consuming;
 use super::produce::Producing;
 use super::Ending;
 use super::{Effect, Protocol, Shell, Violation};
-use crate::payload::CapEntry;
-use crate::stream::{ReceivedReader, ReceivedWriter, StreamSlot};
+use crate::payload::{CapEntry, StreamEnd, StreamSlot};
 use crate::wire::Window;
 use crate::wire::{frame, CapDescriptor, Message};
 use crate::RpcError;
@@ -72,7 +71,7 @@ impl Protocol {
         shell: &dyn Shell,
         window: Window,
         bytes: bool,
-    ) -> Result<Arc<crate::stream::RemoteProducer>, RpcError> {
+    ) -> Result<Arc<super::RemoteProducer>, RpcError> {
         let id = self.open_stream_id()?;
         let producing = Producing::new(window, bytes, &self.limits, &self.peer_limits);
         let handle = shell.producer(id, bytes, producing.signals.clone());
@@ -86,7 +85,7 @@ impl Protocol {
         shell: &dyn Shell,
         window: Window,
         bytes: bool,
-    ) -> Result<Arc<crate::stream::RemoteConsumer>, RpcError> {
+    ) -> Result<Arc<super::RemoteConsumer>, RpcError> {
         let id = self.open_stream_id()?;
         let consuming = Consuming::new(window, bytes, &self.limits);
         let handle = shell.consumer(id, bytes, self.limits.max_depth, consuming.signals.clone());
@@ -109,16 +108,16 @@ impl Protocol {
         };
         self.accept_peer_stream(stream)?;
         // The peer sent the reader: it produces and we consume (and the other way round).
-        let end: Box<dyn crate::stream::StreamEnd> = if reader {
+        let end: Box<dyn StreamEnd> = if reader {
             let consuming = Consuming::new(window, bytes, &self.limits);
             let handle = shell.consumer(stream, bytes, self.limits.max_depth, consuming.signals.clone());
             self.insert_stream(stream, StreamHalf::Consumer(Box::new(consuming)));
-            Box::new(ReceivedReader(Some(handle)))
+            shell.received_reader(handle)
         } else {
             let producing = Producing::new(window, bytes, &self.limits, &self.peer_limits);
             let handle = shell.producer(stream, bytes, producing.signals.clone());
             self.insert_stream(stream, StreamHalf::Producer(Box::new(producing)));
-            Box::new(ReceivedWriter(Some(handle)))
+            shell.received_writer(handle)
         };
         Ok(CapEntry::Stream(StreamSlot::new(end)))
     }
@@ -437,4 +436,15 @@ impl Protocol {
 /// Why a handle finds no state for stream `id`: the connection closed.
 pub(super) fn gone(closed: &Option<RpcError>, id: u32) -> RpcError {
     closed.clone().unwrap_or_else(|| RpcError::disconnected(format!("stream {id} is no longer open")))
+}
+
+/// How the peer names a stream end we bind: a consumer end (`reader`) or a
+/// producer end, of a byte stream or a sequence.
+pub(crate) fn stream_descriptor(reader: bool, bytes: bool, stream: u32, window: Window) -> CapDescriptor {
+    match (reader, bytes) {
+        (true, true) => CapDescriptor::BytesReader { stream, window },
+        (true, false) => CapDescriptor::SequenceReader { stream, window },
+        (false, true) => CapDescriptor::BytesWriter { stream, window },
+        (false, false) => CapDescriptor::SequenceWriter { stream, window },
+    }
 }

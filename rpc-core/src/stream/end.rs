@@ -10,65 +10,18 @@
 
 use std::any::Any;
 use std::future::poll_fn;
-use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Deserializer, Serializer};
 
 use super::backend::{ReaderBackend, WriterBackend};
 use super::kind::{Consume, Kind, Produce};
 use super::ReadCache;
-use super::Window;
-use super::{RemoteConsumer, RemoteProducer};
-use crate::payload::{self, CapEntry};
-use crate::proto::{Protocol, Shell};
+use crate::conn::{ReceivedReader, ReceivedWriter};
+use crate::payload;
+use crate::payload::{CapEntry, StreamEnd, StreamSlot};
+use crate::proto::{stream_descriptor as descriptor, Protocol, Shell};
 use crate::wire::CapDescriptor;
 use crate::RpcError;
-
-/// A stream end on its way somewhere.
-pub(crate) trait StreamEnd: Send + 'static {
-    /// Binds the end to `conn` (called with its state locked); returns how
-    /// the peer names it.
-    fn bind(self: Box<Self>, state: &mut Protocol, conn: &dyn Shell) -> Result<CapDescriptor, RpcError>;
-    /// For taking the typed end back out.
-    fn into_any(self: Box<Self>) -> Box<dyn Any>;
-    /// The call carrying this end failed with `err`: end the stream with it
-    /// (a writer closes with the error, so its reader reads `err`). By
-    /// default the end is dropped: a reader cancels, a writer aborts.
-    fn fail(self: Box<Self>, err: &RpcError) {
-        let _ = err;
-    }
-}
-
-/// The call carrying `caps` failed with `err`: every stream end among them
-/// ends with that error rather than a bare abort. Not with a connection locked.
-pub(crate) fn fail_streams(caps: Vec<CapEntry>, err: &RpcError) {
-    for entry in caps {
-        if let CapEntry::Stream(slot) = entry {
-            if let Some(end) = slot.take() {
-                end.fail(err);
-            }
-        }
-    }
-}
-
-/// A capability-table entry holding a stream end, taken at most once.
-pub(crate) struct StreamSlot(Mutex<Option<Box<dyn StreamEnd>>>);
-
-impl StreamSlot {
-    pub(crate) fn new(end: Box<dyn StreamEnd>) -> Arc<StreamSlot> {
-        Arc::new(StreamSlot(Mutex::new(Some(end))))
-    }
-
-    pub(crate) fn take(&self) -> Option<Box<dyn StreamEnd>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-}
-
-impl std::fmt::Debug for StreamSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StreamSlot")
-    }
-}
 
 /// What a stream keeps alive while it lives (the call that fills it).
 pub(crate) type Keep = Box<dyn Send + Sync>;
@@ -85,10 +38,6 @@ pub(crate) struct ReaderEnd<K: Kind> {
 }
 /// A typed producer end.
 pub(crate) struct WriterEnd<K: Kind>(pub(crate) Option<WriterBackend<K>>);
-/// A consumer end that arrived over a connection and was not decoded yet.
-pub(crate) struct ReceivedReader(pub(crate) Option<Arc<RemoteConsumer>>);
-/// A producer end that arrived over a connection and was not decoded yet.
-pub(crate) struct ReceivedWriter(pub(crate) Option<Arc<RemoteProducer>>);
 
 // An end dropped on its way (a payload never delivered) ends its stream the
 // way dropping the handle would: a reader cancels, a writer aborts.
@@ -104,36 +53,6 @@ impl<K: Kind> Drop for WriterEnd<K> {
     fn drop(&mut self) {
         if let Some(backend) = self.0.take() {
             backend.abort();
-        }
-    }
-}
-
-impl ReceivedReader {
-    /// The consumer, if it is of a stream of kind `K`.
-    fn take<K: Kind>(&mut self) -> Option<Arc<RemoteConsumer>> {
-        self.0.take_if(|consumer| consumer.is_bytes() == K::BYTES)
-    }
-}
-
-impl ReceivedWriter {
-    /// The producer, if it is of a stream of kind `K`.
-    fn take<K: Kind>(&mut self) -> Option<Arc<RemoteProducer>> {
-        self.0.take_if(|producer| producer.is_bytes() == K::BYTES)
-    }
-}
-
-impl Drop for ReceivedReader {
-    fn drop(&mut self) {
-        if let Some(consumer) = self.0.take() {
-            consumer.cancel(None);
-        }
-    }
-}
-
-impl Drop for ReceivedWriter {
-    fn drop(&mut self) {
-        if let Some(producer) = self.0.take() {
-            producer.abort();
         }
     }
 }
@@ -161,7 +80,7 @@ pub(crate) fn deserialize_reader<'de, K: Kind + 'static, D: Deserializer<'de>>(
     let taken = match end.downcast::<ReaderEnd<K>>() {
         Ok(mut typed) => typed.backend.take().map(|backend| (backend, typed.keep.take())),
         Err(end) => match end.downcast::<ReceivedReader>() {
-            Ok(mut received) => received.take::<K>().map(|consumer| (ReaderBackend::Remote(consumer), None)),
+            Ok(mut received) => received.take(K::BYTES).map(|consumer| (ReaderBackend::Remote(consumer), None)),
             Err(_) => return Err(serde::de::Error::custom(format_args!("expected a {} of this type", K::NAME))),
         },
     };
@@ -176,7 +95,7 @@ pub(crate) fn deserialize_writer<'de, K: Kind + 'static, D: Deserializer<'de>>(
     let taken = match end.downcast::<WriterEnd<K>>() {
         Ok(mut typed) => typed.0.take(),
         Err(end) => match end.downcast::<ReceivedWriter>() {
-            Ok(mut received) => received.take::<K>().map(WriterBackend::Remote),
+            Ok(mut received) => received.take(K::BYTES).map(WriterBackend::Remote),
             Err(_) => return Err(serde::de::Error::custom(format_args!("expected a {} writer of this type", K::NAME))),
         },
     };
@@ -285,50 +204,6 @@ where
     }
 }
 
-/// How the peer names a stream end we bind: a consumer end (`reader`) or a
-/// producer end, of a byte stream or a sequence.
-fn descriptor(reader: bool, bytes: bool, stream: u32, window: Window) -> CapDescriptor {
-    match (reader, bytes) {
-        (true, true) => CapDescriptor::BytesReader { stream, window },
-        (true, false) => CapDescriptor::SequenceReader { stream, window },
-        (false, true) => CapDescriptor::BytesWriter { stream, window },
-        (false, false) => CapDescriptor::SequenceWriter { stream, window },
-    }
-}
-
-// An end received on one connection and sent on over another without being
-// decoded (a call forwarded through this process): relayed item by item,
-// still encoded, with flow control and endings passed on both ways.
-impl StreamEnd for ReceivedReader {
-    fn bind(mut self: Box<Self>, state: &mut Protocol, conn: &dyn Shell) -> Result<CapDescriptor, RpcError> {
-        let consumer = self.0.take().ok_or_else(taken)?;
-        let (window, bytes) = (consumer.window(), consumer.is_bytes());
-        let producer = state.open_producer(conn, window, bytes)?;
-        let stream = producer.id();
-        tokio::spawn(pump_raw(consumer, producer));
-        Ok(descriptor(true, bytes, stream, window))
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
-    }
-}
-
-impl StreamEnd for ReceivedWriter {
-    fn bind(mut self: Box<Self>, state: &mut Protocol, conn: &dyn Shell) -> Result<CapDescriptor, RpcError> {
-        let producer = self.0.take().ok_or_else(taken)?;
-        let (window, bytes) = (producer.window(), producer.is_bytes());
-        let consumer = state.open_consumer(conn, window, bytes)?;
-        let stream = consumer.id();
-        tokio::spawn(pump_raw(consumer, producer));
-        Ok(descriptor(false, bytes, stream, window))
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
-    }
-}
-
 fn taken() -> RpcError {
     RpcError::serialization("stream end already taken")
 }
@@ -368,40 +243,5 @@ where
     };
     if let Some(reader) = from.backend.take() {
         reader.cancel(Some(failed.message().to_string()));
-    }
-}
-
-/// Relays a stream between two connections without decoding its items.
-async fn pump_raw(from: Arc<RemoteConsumer>, to: Arc<RemoteProducer>) {
-    let bytes = from.is_bytes();
-    loop {
-        let next = tokio::select! {
-            next = std::future::poll_fn(|cx| {
-                if bytes {
-                    let read = from.poll_read_bytes(cx, crate::proto::MAX_BYTES_PER_MESSAGE as usize);
-                    read.map(|r| r.map(|chunk| chunk.map(|chunk| (chunk, Vec::new()))))
-                } else {
-                    from.poll_read_raw(cx)
-                }
-            }) => next,
-            // The far consumer cancelled: stop reading too.
-            Err(err) = std::future::poll_fn(|cx| to.poll_flush(cx)) => {
-                return from.cancel(Some(err.message().to_string()));
-            }
-        };
-        match next {
-            Ok(Some((data, caps))) => {
-                let written = if bytes { to.write_bytes(data) } else { to.write_raw(&data, caps) };
-                let sent = match written {
-                    Ok(()) => std::future::poll_fn(|cx| to.poll_flush(cx)).await,
-                    Err(err) => Err(err),
-                };
-                if let Err(err) = sent {
-                    return from.cancel(Some(err.message().to_string()));
-                }
-            }
-            Ok(None) => return to.close(None),
-            Err(err) => return to.close(Some(err)),
-        }
     }
 }

@@ -51,10 +51,9 @@ pub use byte_stream::{bytes_result, splice_bytes, Bytes, BytesWriter, DEFAULT_BY
 pub use sequence::Sequence;
 pub use writer::SequenceWriter;
 
-pub(crate) use crate::conn::RemoteProducer;
-pub(crate) use crate::conn::{ReadCache, RemoteConsumer};
+pub(crate) use crate::proto::RemoteProducer;
+pub(crate) use crate::proto::{ReadCache, RemoteConsumer};
 pub(crate) use crate::wire::Window;
-pub(crate) use end::{fail_streams, ReceivedReader, ReceivedWriter, StreamEnd, StreamSlot};
 
 use serde::Serialize;
 

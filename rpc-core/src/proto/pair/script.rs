@@ -31,7 +31,7 @@ use std::time::Duration;
 use super::{ObjectLog, Pair, Rule, Side, TestCall, TestStream};
 use crate::cap::Client;
 use crate::payload::Payload;
-use crate::stream::Window;
+use crate::wire::Window;
 use crate::wire::{depth, CapDescriptor, Message};
 use crate::{Limits, RpcError};
 

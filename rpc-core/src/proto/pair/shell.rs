@@ -8,8 +8,10 @@ use std::sync::Arc;
 use super::calls::Hold;
 use super::streams::StreamHandle;
 use crate::cap::{Canceller, Client, ClientHook, OutgoingCall, PeerRef, Reply, ReplySink};
-use crate::proto::{ImportSlot, Shell, Signals};
-use crate::stream::{RemoteConsumer, RemoteProducer};
+use crate::payload::StreamEnd;
+use crate::proto::{ImportSlot, Protocol, RemoteConsumer, RemoteProducer, Shell, Signals};
+use crate::wire::CapDescriptor;
+use crate::RpcError;
 
 /// Work a handle asks of its side's protocol; the harness applies it.
 pub(super) enum Command {
@@ -131,6 +133,30 @@ impl Shell for TestShell {
 
     fn consumer(&self, id: u32, bytes: bool, max_depth: u32, signals: Arc<Signals>) -> Arc<RemoteConsumer> {
         self.mint_consumer(id, RemoteConsumer::detached(id, bytes, max_depth, signals))
+    }
+
+    fn received_reader(&self, consumer: Arc<RemoteConsumer>) -> Box<dyn StreamEnd> {
+        Box::new(ReceivedEnd(Box::new(consumer)))
+    }
+
+    fn received_writer(&self, producer: Arc<RemoteProducer>) -> Box<dyn StreamEnd> {
+        Box::new(ReceivedEnd(Box::new(producer)))
+    }
+}
+
+/// A stream end received from the peer, held (never decoded: a test object
+/// keeps what it gets). Passing it on needs a pump task, which the harness
+/// has not: it is refused. Dropping it drops the handle, which the harness
+/// notices (the consumer cancels, the producer aborts).
+struct ReceivedEnd(#[allow(dead_code)] Box<dyn std::any::Any + Send>);
+
+impl StreamEnd for ReceivedEnd {
+    fn bind(self: Box<Self>, _state: &mut Protocol, _shell: &dyn Shell) -> Result<CapDescriptor, RpcError> {
+        Err(RpcError::unimplemented("the test harness relays no stream end"))
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
     }
 }
 

@@ -14,9 +14,11 @@ use std::task::{Poll, Waker};
 use super::{Pair, Side, TestCall, TestShell};
 use crate::cap::Client;
 use crate::payload::{self, CapEntry, Payload};
+use crate::payload::{StreamEnd, StreamSlot};
 use crate::proto::{Protocol, Shell};
-use crate::stream::{RemoteConsumer, RemoteProducer, StreamEnd, StreamSlot, Window};
+use crate::proto::{RemoteConsumer, RemoteProducer};
 use crate::wire::CapDescriptor;
+use crate::wire::Window;
 use crate::RpcError;
 
 /// A stream half's handle, as the shell minted it.

@@ -4,8 +4,8 @@ use std::task::Poll;
 
 use super::{sent_by, serving, LATENCY};
 use crate::proto::pair::{Pair, Rule, Side, TestStream};
-use crate::stream::Window;
 use crate::wire::Message;
+use crate::wire::Window;
 use crate::{Client, ErrorKind, RpcError};
 
 const WINDOW: Window = Window { capacity: 4, batch: 2 };

@@ -1,6 +1,7 @@
 //! The handle of a stream we produce and the peer consumes: the connection
-//! and the stream's id. Its state lives in the protocol (`proto/produce.rs`);
-//! every method locks the connection once, and none is called with it locked.
+//! (as a [`Host`]) and the stream's id. Its state lives in the protocol
+//! (`produce.rs`); every method locks the connection once, and none is
+//! called with it locked.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -8,16 +9,15 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 
-use super::ConnShared;
+use super::{no_connection, Host, Protocol, Signals};
 use crate::payload::{self, CapEntry};
-use crate::proto::{Protocol, Signals};
 use crate::wire::Window;
 use crate::RpcError;
 
 /// Our producer side of a stream the peer consumes.
 pub(crate) struct RemoteProducer {
     /// `None` for a handle bound to no connection (the protocol's test harness).
-    conn: Option<Arc<ConnShared>>,
+    host: Option<Arc<dyn Host>>,
     id: u32,
     bytes: bool,
     signals: Arc<Signals>,
@@ -30,15 +30,15 @@ thread_local! {
 }
 
 impl RemoteProducer {
-    pub(crate) fn new(conn: &Arc<ConnShared>, id: u32, bytes: bool, signals: Arc<Signals>) -> Arc<Self> {
-        Arc::new(RemoteProducer { conn: Some(conn.clone()), id, bytes, signals })
+    pub(crate) fn new(host: Arc<dyn Host>, id: u32, bytes: bool, signals: Arc<Signals>) -> Arc<Self> {
+        Arc::new(RemoteProducer { host: Some(host), id, bytes, signals })
     }
 
     /// A handle for stream `id` of no connection: every command fails.
     #[cfg(any(test, feature = "fuzzing"))]
     #[allow(dead_code)] // for the protocol's test harness (proto/pair.rs)
     pub(crate) fn detached(id: u32, bytes: bool, signals: Arc<Signals>) -> Arc<Self> {
-        Arc::new(RemoteProducer { conn: None, id, bytes, signals })
+        Arc::new(RemoteProducer { host: None, id, bytes, signals })
     }
 
     pub(crate) fn id(&self) -> u32 {
@@ -57,15 +57,17 @@ impl RemoteProducer {
     /// Runs `f` on the locked protocol (never call with it locked already).
     #[inline]
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Protocol) -> R) -> Result<R, RpcError> {
-        let conn = self.conn.as_ref().ok_or_else(|| RpcError::disconnected("the stream has no connection"))?;
-        Ok(f(&mut conn.lock()))
+        let host = self.host.as_ref().ok_or_else(no_connection)?;
+        let (mut f, mut out) = (Some(f), None);
+        host.with_protocol(&mut |proto| out = f.take().map(|f| f(proto)));
+        out.ok_or_else(no_connection)
     }
 
     /// Runs `work` on the locked protocol: now, or, if this thread holds the
     /// lock (a handle ended from a drop under it), once it is released.
-    fn later(&self, work: impl FnOnce(&mut Protocol) + 'static) {
-        if let Some(conn) = &self.conn {
-            conn.with_state(move |state| work(state));
+    fn later(&self, work: impl FnOnce(&mut Protocol) + Send + 'static) {
+        if let Some(host) = &self.host {
+            host.later(Box::new(work));
         }
     }
 
@@ -88,13 +90,13 @@ impl RemoteProducer {
     /// without knowing their type), with the capabilities it refers to.
     #[inline]
     pub(crate) fn write_raw(&self, item: &[u8], caps: Vec<CapEntry>) -> Result<(), RpcError> {
-        self.with(|proto| proto.producer_push_item(self.id, item, caps))?
+        self.host.as_ref().ok_or_else(no_connection)?.push_item(self.id, item, caps)
     }
 
     /// Queues a copy of `data` on a byte stream (small writes are gathered
     /// into one buffer there: no allocation per write).
     pub(crate) fn write_slice(&self, data: &[u8]) -> Result<(), RpcError> {
-        self.with(|proto| proto.producer_push_slice(self.id, data))?
+        self.host.as_ref().ok_or_else(no_connection)?.push_slice(self.id, data)
     }
 
     /// Queues a chunk of a byte stream (kept as is: no copy until it is framed).
@@ -144,9 +146,8 @@ impl RemoteProducer {
 
 impl Drop for RemoteProducer {
     fn drop(&mut self) {
-        if let Some(conn) = &self.conn {
-            let id = self.id;
-            conn.with_state(move |state| state.stream_handle_dropped(id));
+        if let Some(host) = &self.host {
+            host.handle_dropped(self.id);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The handle of a stream the peer produces and we consume: the connection
-//! and the stream's id. Its state lives in the protocol (`proto/consume.rs`);
+//! (as a [`Host`]) and the stream's id. Its state lives in the protocol
+//! (`consume.rs`);
 //! a read takes an item (or a whole batch, into the reader's cache) under the
 //! lock and decodes it after releasing it, so user `Deserialize` code and
 //! the capabilities an item holds never run with the connection locked.
@@ -11,16 +12,15 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use super::ConnShared;
+use super::{no_connection, Host, Protocol, RawBatch, RawItem, Signals};
 use crate::payload::{self, CapEntry};
-use crate::proto::{Protocol, RawBatch, RawItem, Signals};
 use crate::wire::Window;
 use crate::RpcError;
 
 /// Our consumer side of a stream the peer produces.
 pub(crate) struct RemoteConsumer {
     /// `None` for a handle bound to no connection (the protocol's test harness).
-    conn: Option<Arc<ConnShared>>,
+    host: Option<Arc<dyn Host>>,
     id: u32,
     bytes: bool,
     max_depth: u32,
@@ -39,15 +39,9 @@ pub(crate) struct ReadCache {
 }
 
 impl RemoteConsumer {
-    pub(crate) fn new(
-        conn: &Arc<ConnShared>,
-        id: u32,
-        bytes: bool,
-        max_depth: u32,
-        signals: Arc<Signals>,
-    ) -> Arc<Self> {
-        let max_decoded = conn.config.limits.max_decoded_size;
-        Arc::new(RemoteConsumer { conn: Some(conn.clone()), id, bytes, max_depth, max_decoded, signals })
+    pub(crate) fn new(host: Arc<dyn Host>, id: u32, bytes: bool, max_depth: u32, signals: Arc<Signals>) -> Arc<Self> {
+        let max_decoded = host.max_decoded();
+        Arc::new(RemoteConsumer { host: Some(host), id, bytes, max_depth, max_decoded, signals })
     }
 
     /// A handle for stream `id` of no connection: every read fails.
@@ -55,7 +49,7 @@ impl RemoteConsumer {
     #[allow(dead_code)] // for the protocol's test harness (proto/pair.rs)
     pub(crate) fn detached(id: u32, bytes: bool, max_depth: u32, signals: Arc<Signals>) -> Arc<Self> {
         let max_decoded = crate::Limits::default().max_decoded_size;
-        Arc::new(RemoteConsumer { conn: None, id, bytes, max_depth, max_decoded, signals })
+        Arc::new(RemoteConsumer { host: None, id, bytes, max_depth, max_decoded, signals })
     }
 
     pub(crate) fn id(&self) -> u32 {
@@ -73,15 +67,17 @@ impl RemoteConsumer {
 
     /// Runs `f` on the locked protocol (never call with it locked already).
     fn with<R>(&self, f: impl FnOnce(&mut Protocol) -> R) -> Result<R, RpcError> {
-        let conn = self.conn.as_ref().ok_or_else(|| RpcError::disconnected("the stream has no connection"))?;
-        Ok(f(&mut conn.lock()))
+        let host = self.host.as_ref().ok_or_else(no_connection)?;
+        let (mut f, mut out) = (Some(f), None);
+        host.with_protocol(&mut |proto| out = f.take().map(|f| f(proto)));
+        out.ok_or_else(no_connection)
     }
 
     /// Runs `work` on the locked protocol: now, or, if this thread holds the
     /// lock (a handle ended from a drop under it), once it is released.
-    fn later(&self, work: impl FnOnce(&mut Protocol) + 'static) {
-        if let Some(conn) = &self.conn {
-            conn.with_state(move |state| work(state));
+    fn later(&self, work: impl FnOnce(&mut Protocol) + Send + 'static) {
+        if let Some(host) = &self.host {
+            host.later(Box::new(work));
         }
     }
 
@@ -204,9 +200,8 @@ impl RemoteConsumer {
 
 impl Drop for RemoteConsumer {
     fn drop(&mut self) {
-        if let Some(conn) = &self.conn {
-            let id = self.id;
-            conn.with_state(move |state| state.stream_handle_dropped(id));
+        if let Some(host) = &self.host {
+            host.handle_dropped(self.id);
         }
     }
 }
