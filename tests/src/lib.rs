@@ -268,3 +268,9 @@ pub mod trace_capture;
 
 /// Resumption test support: Redis on a free port, child guards, a cutting relay.
 pub mod resume_support;
+
+/// Stream test support: bounded waits and the routes a writer/reader pair can take.
+pub mod stream_support;
+
+/// The `Lab` interface and pairs of sequence ends, for the `sequence_*` tests.
+pub mod sequence_lab;
