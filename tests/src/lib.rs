@@ -274,3 +274,6 @@ pub mod stream_support;
 
 /// The `Lab` interface and pairs of sequence ends, for the `sequence_*` tests.
 pub mod sequence_lab;
+
+/// The `Depot` interface, the byte pattern and pairs of byte-stream ends, for the `bytes_*` tests.
+pub mod bytes_lab;
