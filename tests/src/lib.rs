@@ -277,3 +277,6 @@ pub mod sequence_lab;
 
 /// The `Depot` interface, the byte pattern and pairs of byte-stream ends, for the `bytes_*` tests.
 pub mod bytes_lab;
+
+/// The server, interfaces and raw client of the `hostile_*` raw-frame tests.
+pub mod hostile_server;
