@@ -280,3 +280,6 @@ pub mod bytes_lab;
 
 /// The server, interfaces and raw client of the `hostile_*` raw-frame tests.
 pub mod hostile_server;
+
+/// The interfaces and implementations of the `cap_*` capability-passing tests.
+pub mod cap_lab;
