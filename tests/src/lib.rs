@@ -268,3 +268,18 @@ pub mod trace_capture;
 
 /// Resumption test support: Redis on a free port, child guards, a cutting relay.
 pub mod resume_support;
+
+/// Stream test support: bounded waits and the routes a writer/reader pair can take.
+pub mod stream_support;
+
+/// The `Lab` interface and pairs of sequence ends, for the `sequence_*` tests.
+pub mod sequence_lab;
+
+/// The `Depot` interface, the byte pattern and pairs of byte-stream ends, for the `bytes_*` tests.
+pub mod bytes_lab;
+
+/// The server, interfaces and raw client of the `hostile_*` raw-frame tests.
+pub mod hostile_server;
+
+/// The interfaces and implementations of the `cap_*` capability-passing tests.
+pub mod cap_lab;
