@@ -3,7 +3,7 @@
 //! about them.
 //!
 //! The mirror types, the raw client and the loopback server are shared with
-//! `hostile_frames.rs` (`rpc_tests::wire_mirror`, `rpc_tests::raw_peer`). The
+//! `hostile_framing.rs (server in rpc_tests::hostile_server)` (`rpc_tests::wire_mirror`, `rpc_tests::raw_peer`). The
 //! raw client says nonce `0x5eed` in its Hello, so the server (whose random
 //! nonce is all but surely larger) numbers its streams odd and we use even ids. Each test ends by checking that a
 //! normal framework client can still use the same server. Every read is
