@@ -86,6 +86,22 @@ fn no_connection() -> RpcError {
     RpcError::disconnected("the stream has no connection")
 }
 
+/// Runs `f` on the protocol `host` locks (a stream handle's commands).
+#[inline]
+fn on_host<R>(host: &Option<Arc<dyn Host>>, f: impl FnOnce(&mut Protocol) -> R) -> Result<R, RpcError> {
+    let host = host.as_ref().ok_or_else(no_connection)?;
+    let (mut f, mut out) = (Some(f), None);
+    host.with_protocol(&mut |proto| out = f.take().map(|f| f(proto)));
+    out.ok_or_else(no_connection)
+}
+
+/// [`Host::later`] for a handle's ending commands (nothing without a host).
+fn later_on(host: &Option<Arc<dyn Host>>, work: impl FnOnce(&mut Protocol) + Send + 'static) {
+    if let Some(host) = host {
+        host.later(Box::new(work));
+    }
+}
+
 /// How the shell finds an import's hook again without keeping it alive.
 pub(crate) trait ImportSlot: Send {
     /// The hook, if some handle still holds it.

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 
-use super::{no_connection, Host, Protocol, Signals};
+use super::{later_on, no_connection, on_host, Host, Protocol, Signals};
 use crate::payload::{self, CapEntry};
 use crate::wire::Window;
 use crate::RpcError;
@@ -57,18 +57,13 @@ impl RemoteProducer {
     /// Runs `f` on the locked protocol (never call with it locked already).
     #[inline]
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Protocol) -> R) -> Result<R, RpcError> {
-        let host = self.host.as_ref().ok_or_else(no_connection)?;
-        let (mut f, mut out) = (Some(f), None);
-        host.with_protocol(&mut |proto| out = f.take().map(|f| f(proto)));
-        out.ok_or_else(no_connection)
+        on_host(&self.host, f)
     }
 
     /// Runs `work` on the locked protocol: now, or, if this thread holds the
     /// lock (a handle ended from a drop under it), once it is released.
     fn later(&self, work: impl FnOnce(&mut Protocol) + Send + 'static) {
-        if let Some(host) = &self.host {
-            host.later(Box::new(work));
-        }
+        later_on(&self.host, work);
     }
 
     /// Encodes `item` and queues it for the peer; never waits.
