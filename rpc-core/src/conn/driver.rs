@@ -295,6 +295,20 @@ async fn read_frames<R: AsyncRead>(shared: &Arc<ConnShared>, reader: &mut ReadHa
     let mut charge = PartialCharge::default();
     // When the incomplete frame at the front of `buf` began to arrive.
     let mut frame_started: Option<Instant> = None;
+    // Timers live across reads: registering a timer per read (and removing
+    // it when the read wins) cost more than the rest of a small call. The
+    // silence timer is moved only when it fires before the real deadline;
+    // the frame timer only when a new incomplete frame begins.
+    let keepalive = shared.config.keepalive_timeout;
+    let mut waiting_since = Instant::now();
+    let silence = sleep_until(waiting_since + keepalive);
+    tokio::pin!(silence);
+    let frame_timer = sleep_until(waiting_since + frame_timeout);
+    tokio::pin!(frame_timer);
+    let mut frame_timer_at = None;
+    let mut closed_rx = shared.closed.subscribe();
+    let closed_wait = closed_rx.wait_for(Option::is_some);
+    tokio::pin!(closed_wait);
     loop {
         let mut completed = false;
         loop {
@@ -339,27 +353,41 @@ async fn read_frames<R: AsyncRead>(shared: &Arc<ConnShared>, reader: &mut ReadHa
                 }
             }
         }
-        let keepalive = Instant::now() + shared.config.keepalive_timeout;
+        // Silence is measured from here: time spent handling frames (or
+        // waiting for the peer to read our output) is not the peer's.
+        waiting_since = Instant::now();
         let frame_deadline = frame_started.map(|started| started + frame_timeout);
-        let deadline = frame_deadline.map_or(keepalive, |d| d.min(keepalive));
-        tokio::select! {
-            read = reader.read_buf(buf) => match read {
-                Ok(0) => return RpcError::disconnected("the peer closed the connection"),
-                Ok(n) => {
-                    shared.io.read(n);
-                    chunk = next_chunk(&mut large_reads, n);
+        if let Some(deadline) = frame_deadline.filter(|d| frame_timer_at != Some(*d)) {
+            frame_timer.as_mut().reset(deadline);
+            frame_timer_at = Some(deadline);
+        }
+        // One read (the silence timer may fire early, armed for an earlier
+        // wait: it is moved to this wait's deadline and the read goes on).
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut frame_timer, if frame_deadline.is_some() => return frame_timeout_reason(buf, frame_timeout),
+                read = reader.read_buf(buf) => match read {
+                    Ok(0) => return RpcError::disconnected("the peer closed the connection"),
+                    Ok(n) => {
+                        shared.io.read(n);
+                        chunk = next_chunk(&mut large_reads, n);
+                        break;
+                    }
+                    Err(err) => return RpcError::disconnected(format!("I/O error: {err}")),
+                },
+                () = &mut silence => {
+                    let deadline = waiting_since + keepalive;
+                    if Instant::now() >= deadline {
+                        return RpcError::disconnected(format!(
+                            "no sign of life from the peer for {keepalive:?} (keepalive)"
+                        ));
+                    }
+                    silence.as_mut().reset(deadline);
                 }
-                Err(err) => return RpcError::disconnected(format!("I/O error: {err}")),
-            },
-            _ = sleep_until(deadline) => {
-                if frame_deadline == Some(deadline) {
-                    return frame_timeout_reason(buf, frame_timeout);
+                _ = &mut closed_wait => {
+                    return shared.closed_reason().unwrap_or_else(|| RpcError::disconnected("closed"));
                 }
-                let timeout = shared.config.keepalive_timeout;
-                return RpcError::disconnected(format!("no sign of life from the peer for {timeout:?} (keepalive)"));
-            }
-            _ = closed.wait_for(Option::is_some) => {
-                return shared.closed_reason().unwrap_or_else(|| RpcError::disconnected("closed"));
             }
         }
     }
@@ -448,8 +476,11 @@ async fn write_batch<W: AsyncWrite>(
         if shared.abandon_output.load(Ordering::Acquire) {
             break Written::Abandoned;
         }
-        let until = linger.unwrap_or_else(|| Instant::now() + shared.config.write_stall_timeout);
+        // The socket usually takes the batch at once: try it first, and
+        // make no timer unless the connection is lingering.
+        let until = linger.unwrap_or_else(Instant::now);
         tokio::select! {
+            biased;
             result = writer.write(&batch[written..]) => match result {
                 Ok(0) => break Written::Failed(std::io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
@@ -474,7 +505,11 @@ async fn write_batch<W: AsyncWrite>(
 async fn write_loop<W: AsyncWrite>(shared: Arc<ConnShared>, mut writer: WriteHalf<W>) {
     let mut spare = BytesMut::with_capacity(8 << 10);
     let interval = shared.config.keepalive_interval;
-    let mut next_ping = Instant::now() + interval;
+    // Pings go out after `interval` without a write. The timer is armed once
+    // per interval, not per batch: when it fires early it moves to the real time.
+    let mut last_write = Instant::now();
+    let ping_timer = sleep_until(last_write + interval);
+    tokio::pin!(ping_timer);
     let mut nonce = 0u64;
     let mut closed = shared.closed.subscribe();
     // Set once the connection is closed: the last moment to finish writing.
@@ -484,10 +519,17 @@ async fn write_loop<W: AsyncWrite>(shared: Arc<ConnShared>, mut writer: WriteHal
     loop {
         if !more {
             tokio::select! {
+                biased;
                 _ = shared.wake_writer.notified() => {}
-                _ = sleep_until(next_ping) => {
-                    nonce += 1;
-                    shared.lock().send_ping(nonce, Instant::now().into_std());
+                () = &mut ping_timer => {
+                    let due = last_write + interval;
+                    let now = Instant::now();
+                    if now >= due {
+                        nonce += 1;
+                        shared.lock().send_ping(nonce, now.into_std());
+                        last_write = now;
+                    }
+                    ping_timer.as_mut().reset(last_write + interval);
                 }
             }
         }
@@ -510,7 +552,7 @@ async fn write_loop<W: AsyncWrite>(shared: Arc<ConnShared>, mut writer: WriteHal
             (std::mem::take(&mut spare), owed, state.is_closed().is_some() || idle)
         };
         if !batch.is_empty() {
-            next_ping = Instant::now() + interval;
+            last_write = Instant::now();
             match write_batch(&shared, &mut writer, &batch, owed, &mut closed, &mut linger).await {
                 Written::All => {}
                 Written::Abandoned => break,
