@@ -455,11 +455,18 @@ impl Protocol {
     }
 }
 
-/// Takes up to `max` bytes off the front of `batches`.
+/// A received chunk at least this large is read on its own, without a copy,
+/// rather than gathered with the next ones: bulk data arrives in 64 KiB
+/// messages, and copying them together into one large read cost more than
+/// the extra reads.
+const ZERO_COPY_READ: usize = 16 << 10;
+
+/// Takes up to `max` bytes off the front of `batches`: a slice of the front
+/// chunk when it holds enough or is large, else small chunks gathered.
 fn take_bytes(batches: &mut VecDeque<RawBatch>, max: usize) -> Bytes {
     let single = batches.len() == 1;
     let front = &mut batches.front_mut().expect("checked non-empty").bytes;
-    if front.len() >= max || single {
+    if front.len() >= max || single || front.len() >= ZERO_COPY_READ {
         let take = max.min(front.len());
         let data = front.split_to(take);
         if front.is_empty() {
