@@ -195,8 +195,20 @@ impl postcard::ser_flavors::Flavor for Appender<'_> {
         Ok(())
     }
 
+    #[inline]
     fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(bytes);
+        // Mostly varints of a few bytes: copied in a loop, not a memcpy call.
+        let spare = self.0.spare_capacity_mut();
+        if bytes.len() <= 16 && bytes.len() <= spare.len() {
+            for (slot, &byte) in spare.iter_mut().zip(bytes) {
+                slot.write(byte);
+            }
+            // SAFETY: the bytes up to the new length were just initialized, within capacity.
+            unsafe { self.0.set_len(self.0.len() + bytes.len()) };
+        } else {
+            self.0.reserve(bytes.len().max(64));
+            self.0.extend_from_slice(bytes);
+        }
         Ok(())
     }
 
