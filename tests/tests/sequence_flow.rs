@@ -332,3 +332,49 @@ async fn forward_to_pumps_a_sequence_into_any_sink() {
         assert!(all.iter().enumerate().all(|(i, t)| t.n == i as u64), "{via:?}");
     }
 }
+
+struct Backlog;
+
+impl Trickle for Backlog {
+    fn trickle(&self, count: u32) -> Sequence<u32> {
+        let (mut writer, reader) = Sequence::channel();
+        tokio::spawn(async move {
+            for n in 0..count {
+                writer.write(n)?;
+                writer.flush().await?;
+            }
+            writer.close(None).await
+        });
+        reader
+    }
+}
+
+/// A consumer draining a backlog on a busy thread must not hold its window
+/// report until it has read everything: its read yields once after a report
+/// goes out, so the connection's writer (on this same thread) sends it while
+/// the reader goes on. Without that, the producer stalls for the whole backlog.
+#[tokio::test(start_paused = true)]
+async fn a_window_report_leaves_while_the_reader_drains_a_backlog() {
+    let (a, b) = rpc_tests::latency_pipe(Duration::from_millis(1));
+    let client_writes = b.write_counter();
+    let config = rpc_core::Config::default();
+    let (_server, _client, trickle) = rpc_tests::connect_pair(a, b, TrickleProxy::new(Backlog), config).await.unwrap();
+    let items = trickle.trickle(10_000);
+    items.set_capacity(1024);
+    items.set_batch_size(128);
+    // Let the producer fill the window: 1024 items wait here, unread.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let before = client_writes.load(std::sync::atomic::Ordering::SeqCst);
+    let mut items = items;
+    let mut read = 0u32;
+    let mut writes_while_draining = 0;
+    while read < 1024 {
+        let n = bounded("read", items.read()).await.unwrap().expect("an item");
+        assert_eq!(n, read);
+        read += 1;
+        if read < 1024 {
+            writes_while_draining = client_writes.load(std::sync::atomic::Ordering::SeqCst) - before;
+        }
+    }
+    assert!(writes_while_draining > 0, "no window report left the client while it drained the 1024 buffered items");
+}

@@ -261,12 +261,16 @@ impl Protocol {
     }
 
     /// `n` more items of consumer `id` were read from a reader's cache.
-    pub(crate) fn consumer_count_read(&mut self, id: u32, n: u64) {
-        let _ = self.with_consumer(id, |proto, c| {
+    /// Returns whether a window report went out (the reader then lets the
+    /// connection's writer run before it reads on).
+    pub(crate) fn consumer_count_read(&mut self, id: u32, n: u64) -> bool {
+        let reported = self.with_consumer(id, |proto, c| {
             c.read += n;
             let report = c.due_report();
             proto.report(id, report);
+            report.is_some()
         });
+        reported.unwrap_or(false)
     }
 
     /// A reader's end is sent on: the batch it took and did not finish goes

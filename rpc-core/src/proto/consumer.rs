@@ -36,6 +36,10 @@ pub(crate) struct ReadCache {
     batch: Option<RawBatch>,
     /// Items read from the cache and not yet counted as read by the consumer.
     uncounted: u64,
+    /// A window report just went out: the next read yields once, so the
+    /// connection's writer (on this thread, perhaps) sends it before this
+    /// reader drains the rest of its batches.
+    yield_next: bool,
 }
 
 impl RemoteConsumer {
@@ -119,6 +123,10 @@ impl RemoteConsumer {
         cache: &mut ReadCache,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<T>, RpcError>> {
+        if std::mem::take(&mut cache.yield_next) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         loop {
             if self.signals.discarded.load(Ordering::Acquire) {
                 cache.batch = None;
@@ -161,7 +169,7 @@ impl RemoteConsumer {
         cache.uncounted += 1;
         if used_up || cache.uncounted >= self.signals.half_window.load(Ordering::Relaxed) {
             let n = std::mem::take(&mut cache.uncounted);
-            let _ = self.with(|proto| proto.consumer_count_read(self.id, n));
+            cache.yield_next = self.with(|proto| proto.consumer_count_read(self.id, n)).unwrap_or(false);
         }
         Ok(Some(item))
     }
