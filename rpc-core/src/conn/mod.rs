@@ -1,16 +1,16 @@
-//! Connections: one peer, one socket, four tables.
+//! Connections: the shell around the protocol, and its one lock.
 //!
-//! A [`Connection`] runs the protocol over any `AsyncRead + AsyncWrite`. Its
-//! state ([`state::Protocol`]) holds the four capability tables (questions we
-//! asked, answers we owe, objects we export, objects we import) and the
-//! outgoing byte buffer; it does no I/O. Two tasks in `driver.rs` move bytes:
-//! the reader decodes frames and feeds them to the state, the writer drains
-//! the buffer in as few socket writes as possible.
+//! A [`Connection`] runs the protocol over any `AsyncRead + AsyncWrite`. The
+//! protocol itself ([`crate::proto::Protocol`]: the tables, calls, streams)
+//! is plain data and does no I/O; here it sits behind one mutex in
+//! [`ConnShared`], and two tasks in `driver.rs` move bytes: the reader
+//! decodes frames and feeds them to the protocol, the writer drains its
+//! output in as few socket writes as possible.
 //!
-//! Locking discipline: the state sits behind one mutex. Anything that could
-//! re-enter a connection (calling a capability, completing a promise, dropping
-//! a capability) is pushed onto the guard's deferred list and runs after the
-//! lock is released.
+//! Locking discipline: the connection, then nothing. Anything that could
+//! re-enter a connection (calling a capability, completing a promise,
+//! dropping a capability, waking a task) is an effect the protocol returns;
+//! the guard runs the effects after the lock is released.
 
 mod answer;
 mod config;

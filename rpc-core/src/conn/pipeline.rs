@@ -4,7 +4,7 @@
 //! chain of dependent calls costs one round trip. Once the answer is known the
 //! connection routes calls to the real target; if that target is on our side
 //! and calls already went through the peer, it holds new calls until the
-//! earlier ones have come back (see `ConnState::redirect_locally`).
+//! earlier ones have come back (see `Protocol::redirect_locally`).
 
 use crate::cap::{ClientHook, OutgoingCall, PeerRef};
 use crate::promise::CallHandle;

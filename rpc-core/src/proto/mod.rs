@@ -15,7 +15,9 @@
 //!
 //! Handles the protocol hands out (imports, answers' reply sinks, question
 //! cancellers, stream halves) are minted by the owner through [`Shell`]:
-//! the protocol names things by id, the shell turns ids into handles.
+//! the protocol names things by id, the shell turns ids into handles. The
+//! stream halves' handles are defined here (`producer.rs`, `consumer.rs`)
+//! and reach their connection only through [`Host`].
 //! Nothing here may lock, wake, call a capability or complete a promise; a CI
 //! check (`scripts/check-layers.sh`) keeps tokio, `Mutex`, `Weak<` and the
 //! connection's shared state out of this module.
