@@ -179,9 +179,16 @@ impl RemoteConsumer {
     pub(crate) fn restore_cache(&self, cache: &mut ReadCache) {
         let batch = cache.batch.take().filter(|b| b.remaining > 0);
         let uncounted = std::mem::take(&mut cache.uncounted);
-        // What the stream no longer wants may hold capabilities: dropped unlocked.
-        let discarded = self.with(|proto| proto.consumer_restore(self.id, batch, uncounted)).unwrap_or_default();
-        drop(discarded);
+        let id = self.id;
+        // Maybe called with this connection locked (an end inside an item
+        // encoded while an in-process pair is bound to it): `later` waits for
+        // the lock to be free. Whatever the stream no longer wants may hold
+        // capabilities: it drops as an effect, unlocked.
+        self.later(move |proto| {
+            if let Some(discarded) = proto.consumer_restore(id, batch, uncounted) {
+                proto.defer_boxed(Box::new(discarded));
+            }
+        });
     }
 
     /// Reads up to `max` bytes of a byte stream.
