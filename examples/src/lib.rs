@@ -7,3 +7,4 @@
 
 pub mod feed;
 pub mod game;
+pub mod small;

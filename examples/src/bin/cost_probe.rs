@@ -14,21 +14,10 @@
 use futures::future::join_all;
 use futures::StreamExt;
 use rpc_core::{eventual, Bytes, Sequence};
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 
-/// The stream item: a small struct, as in `sequence_throughput`.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Small {
-    pub id: u64,
-    pub x: u32,
-    pub flags: u16,
-}
-
-fn item(i: u64) -> Small {
-    Small { id: i, x: i as u32 ^ 0x5a5a, flags: (i % 7) as u16 }
-}
+use rpc_examples::small::{item, Small};
 
 #[eventual]
 pub trait Probe {

@@ -6,21 +6,10 @@
 use std::time::{Duration, Instant};
 
 use rpc_core::{eventual, Sequence};
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 
-/// The item: a small struct, 14 bytes of fields.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Small {
-    pub id: u64,
-    pub x: u32,
-    pub flags: u16,
-}
-
-fn item(i: u64) -> Small {
-    Small { id: i, x: i as u32 ^ 0x5a5a, flags: (i % 7) as u16 }
-}
+use rpc_examples::small::{item, Small};
 
 #[eventual]
 pub trait Source {

@@ -179,7 +179,7 @@ impl Producing {
     }
 
     #[inline]
-    fn writable(&self) -> Result<(), RpcError> {
+    pub(super) fn writable(&self) -> Result<(), RpcError> {
         if let Some(ending) = &self.ending {
             return Err(ending.for_writer());
         }
@@ -191,15 +191,15 @@ impl Producing {
 
     /// Queues one encoded item with the capabilities it refers to.
     #[inline]
-    pub(crate) fn push_item(&mut self, item: &[u8], caps: Vec<CapEntry>) -> Result<(), RpcError> {
-        self.writable()?;
+    /// The caller checked [`Self::writable`] (so a refused item's
+    /// capabilities drop as an effect, not under the lock).
+    pub(crate) fn push_item(&mut self, item: &[u8], caps: Vec<CapEntry>) {
         self.pending.extend_from_slice(item);
         self.items.push_back((item.len() as u32, caps.len() as u32));
         if !caps.is_empty() {
             self.caps.extend(caps);
         }
         self.refresh();
-        Ok(())
     }
 
     /// Encodes `item` straight into the pending buffer (an in-process pair's
@@ -529,21 +529,23 @@ impl Protocol {
     #[inline]
     pub(crate) fn producer_push_item(&mut self, id: u32, item: &[u8], caps: Vec<CapEntry>) -> Result<(), RpcError> {
         let Protocol { streams, closed, ready, .. } = self;
-        match streams.get_mut(&id) {
-            Some(StreamEntry { half: StreamHalf::Producer(p), live, .. }) => {
-                p.push_item(item, caps)?;
-                if *live && !p.scheduled && p.wants_emit() {
-                    p.scheduled = true;
-                    ready.push(id);
+        let refused = match streams.get_mut(&id) {
+            Some(StreamEntry { half: StreamHalf::Producer(p), live, .. }) => match p.writable() {
+                Ok(()) => {
+                    p.push_item(item, caps);
+                    if *live && !p.scheduled && p.wants_emit() {
+                        p.scheduled = true;
+                        ready.push(id);
+                    }
+                    return Ok(());
                 }
-                Ok(())
-            }
-            _ => {
-                let err = super::streams::gone(closed, id);
-                self.defer_drop(caps);
-                Err(err)
-            }
-        }
+                Err(err) => err,
+            },
+            _ => super::streams::gone(closed, id),
+        };
+        // The item's capabilities may lock a connection when they drop.
+        self.defer_drop(caps);
+        Err(refused)
     }
 
     /// Encodes `item` into producer `id` (see [`Producing::encode_item`]).
