@@ -273,26 +273,6 @@ impl Protocol {
         reported.unwrap_or(false)
     }
 
-    /// A reader's end is sent on: the batch it took and did not finish goes
-    /// back to the front of the queue (unless the stream discarded its data:
-    /// then it is returned, to drop unlocked), and its reads are counted.
-    pub(crate) fn consumer_restore(&mut self, id: u32, batch: Option<RawBatch>, uncounted: u64) -> Option<RawBatch> {
-        let mut batch = batch;
-        let _ = self.with_consumer(id, |proto, c| {
-            if let Some(b) = batch.take_if(|_| !c.ending.as_ref().is_some_and(Ending::discards)) {
-                // Counted again: it is queued here once more.
-                let len = b.bytes.len() as u64;
-                c.unread_bytes += len;
-                proto.stream_buffered += len;
-                c.batches.push_front(b);
-            }
-            c.read += uncounted;
-            let report = c.due_report();
-            proto.report(id, report);
-        });
-        batch
-    }
-
     /// Reads up to `max` bytes of byte stream `id`: from one chunk without
     /// copying when it holds enough, else gathered across chunks.
     pub(crate) fn consumer_poll_bytes(

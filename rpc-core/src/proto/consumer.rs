@@ -174,23 +174,6 @@ impl RemoteConsumer {
         Ok(Some(item))
     }
 
-    /// A reader's end is sent on: what it took into its cache and did not
-    /// read goes back to the front of the queue, and its reads are counted.
-    pub(crate) fn restore_cache(&self, cache: &mut ReadCache) {
-        let batch = cache.batch.take().filter(|b| b.remaining > 0);
-        let uncounted = std::mem::take(&mut cache.uncounted);
-        let id = self.id;
-        // Maybe called with this connection locked (an end inside an item
-        // encoded while an in-process pair is bound to it): `later` waits for
-        // the lock to be free. Whatever the stream no longer wants may hold
-        // capabilities: it drops as an effect, unlocked.
-        self.later(move |proto| {
-            if let Some(discarded) = proto.consumer_restore(id, batch, uncounted) {
-                proto.defer_boxed(Box::new(discarded));
-            }
-        });
-    }
-
     /// Reads up to `max` bytes of a byte stream.
     pub(crate) fn poll_read_bytes(&self, cx: &mut Context<'_>, max: usize) -> Poll<Result<Option<Bytes>, RpcError>> {
         self.with(|proto| proto.consumer_poll_bytes(self.id, cx.waker(), max)).unwrap_or_else(|e| Poll::Ready(Err(e)))

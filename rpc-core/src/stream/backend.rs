@@ -20,8 +20,10 @@ use crate::RpcError;
 pub(crate) enum ReaderBackend<K: Kind> {
     /// A pair made in this process (perhaps with its producer sent away since).
     Local(Arc<Shared<K>>),
-    /// A consumer end received over a connection.
-    Remote(Arc<RemoteConsumer>),
+    /// A consumer end received over a connection, with the batch it is
+    /// reading: the cache goes wherever the end goes, so items taken from
+    /// the connection and not yet read are never left behind.
+    Remote(Arc<RemoteConsumer>, ReadCache),
 }
 
 /// Where a producer end writes to.
@@ -37,7 +39,7 @@ impl<K: Kind> ReaderBackend<K> {
     pub(crate) fn window(&self) -> Window {
         match self {
             ReaderBackend::Local(shared) => shared.lock().window,
-            ReaderBackend::Remote(consumer) => consumer.window(),
+            ReaderBackend::Remote(consumer, _) => consumer.window(),
         }
     }
 
@@ -45,31 +47,30 @@ impl<K: Kind> ReaderBackend<K> {
     pub(crate) fn effective_window(&self) -> Window {
         match self {
             ReaderBackend::Local(shared) => shared.window(),
-            ReaderBackend::Remote(consumer) => consumer.window(),
+            ReaderBackend::Remote(consumer, _) => consumer.window(),
         }
     }
 
     pub(crate) fn set_window(&self, window: Window) {
         match self {
             ReaderBackend::Local(shared) => shared.set_window(window),
-            ReaderBackend::Remote(consumer) => consumer.set_window(window),
+            ReaderBackend::Remote(consumer, _) => consumer.set_window(window),
         }
     }
 
-    /// The next unit (at most `max` of weight), read through `cache` from
-    /// a connection.
-    pub(crate) fn poll_read(
-        &self,
-        cache: &mut ReadCache,
-        cx: &mut Context<'_>,
-        max: usize,
-    ) -> Poll<Result<Option<K::Unit>, RpcError>>
+    /// A consumer end received over a connection, nothing read yet.
+    pub(crate) fn remote(consumer: Arc<RemoteConsumer>) -> Self {
+        ReaderBackend::Remote(consumer, ReadCache::default())
+    }
+
+    /// The next unit (at most `max` of weight).
+    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<Result<Option<K::Unit>, RpcError>>
     where
         K: Consume,
     {
         match self {
             ReaderBackend::Local(shared) => shared.poll_read(cx, max),
-            ReaderBackend::Remote(consumer) => K::poll_read_cached(consumer, cache, cx, max),
+            ReaderBackend::Remote(consumer, cache) => K::poll_read_cached(consumer, cache, cx, max),
         }
     }
 
@@ -77,7 +78,7 @@ impl<K: Kind> ReaderBackend<K> {
     pub(crate) fn cancel(self, reason: Option<String>) {
         match self {
             ReaderBackend::Local(shared) => shared.cancel(reason),
-            ReaderBackend::Remote(consumer) => consumer.cancel(reason),
+            ReaderBackend::Remote(consumer, _) => consumer.cancel(reason),
         }
     }
 
@@ -87,7 +88,7 @@ impl<K: Kind> ReaderBackend<K> {
     pub(crate) fn follow_source(&mut self) {
         if let ReaderBackend::Local(shared) = self {
             if let Some(source) = shared.drained_source() {
-                *self = ReaderBackend::Remote(source);
+                *self = ReaderBackend::remote(source);
             }
         }
     }

@@ -224,7 +224,7 @@ impl Bytes {
         }
         match backend {
             Some(ByteReader::Local(core)) => core.poll_read(cx, max),
-            Some(ByteReader::Remote(consumer)) => consumer.poll_read_bytes(cx, max),
+            Some(ByteReader::Remote(consumer, _)) => consumer.poll_read_bytes(cx, max),
             None => Poll::Ready(Err(RpcError::cancelled("this byte stream end was sent away"))),
         }
     }

@@ -15,7 +15,6 @@ use serde::{Deserialize, Deserializer, Serializer};
 
 use super::backend::{ReaderBackend, WriterBackend};
 use super::kind::{Consume, Kind, Produce};
-use super::ReadCache;
 use crate::conn::{ReceivedReader, ReceivedWriter};
 use crate::payload;
 use crate::payload::{CapEntry, StreamEnd, StreamSlot};
@@ -80,7 +79,7 @@ pub(crate) fn deserialize_reader<'de, K: Kind + 'static, D: Deserializer<'de>>(
     let taken = match end.downcast::<ReaderEnd<K>>() {
         Ok(mut typed) => typed.backend.take().map(|backend| (backend, typed.keep.take())),
         Err(end) => match end.downcast::<ReceivedReader>() {
-            Ok(mut received) => received.take(K::BYTES).map(|consumer| (ReaderBackend::Remote(consumer), None)),
+            Ok(mut received) => received.take(K::BYTES).map(|consumer| (ReaderBackend::remote(consumer), None)),
             Err(_) => return Err(serde::de::Error::custom(format_args!("expected a {} of this type", K::NAME))),
         },
     };
@@ -153,7 +152,7 @@ where
                 let window = backend.window();
                 let consumer = state.open_consumer(conn, window, K::BYTES)?;
                 let stream = consumer.id();
-                tokio::spawn(pump(ReaderBackend::Remote(consumer), None, backend));
+                tokio::spawn(pump(ReaderBackend::remote(consumer), None, backend));
                 Ok(descriptor(false, K::BYTES, stream, window))
             }
         }
@@ -218,13 +217,12 @@ where
     let mut from = ReaderEnd { backend: Some(from), keep };
     let mut to = WriterEnd(Some(to));
     let (Some(reader), Some(writer)) = (&mut from.backend, &mut to.0) else { return };
-    let mut cache = ReadCache::default();
     let failed = loop {
         reader.follow_source();
         writer.follow_redirect();
         let max = if K::BYTES { reader.window().batch as usize } else { 1 };
         let next = tokio::select! {
-            next = poll_fn(|cx| reader.poll_read(&mut cache, cx, max)) => next,
+            next = poll_fn(|cx| reader.poll_read(cx, max)) => next,
             // The far consumer cancelled: stop reading too.
             Err(err) = poll_fn(|cx| writer.poll_flush(cx)) => break err,
         };

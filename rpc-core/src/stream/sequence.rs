@@ -17,7 +17,6 @@ use super::core::Shared;
 use super::end::{self, Keep, ReaderEnd};
 use super::kind::Items;
 use super::writer::SequenceWriter;
-use super::ReadCache;
 use super::Window;
 use crate::RpcError;
 
@@ -83,9 +82,6 @@ pub struct Sequence<T> {
     /// Ends the sequence when no item arrives for this long (set through
     /// `&self`, so behind a lock that `poll_read` reaches with `get_mut`).
     idle: Mutex<Option<IdleTimeout>>,
-    /// Received items taken from a remote consumer, decoded without its lock;
-    /// handed back to the consumer when the end is sent on.
-    cache: Mutex<ReadCache>,
 }
 
 impl<T> Sequence<T> {
@@ -99,12 +95,7 @@ impl<T> Sequence<T> {
     }
 
     pub(crate) fn from_backend(backend: ReaderBackend<Items<T>>) -> Self {
-        Sequence {
-            backend: Mutex::new(Some(backend)),
-            keep: Mutex::new(None),
-            idle: Mutex::new(None),
-            cache: Mutex::new(ReadCache::default()),
-        }
+        Sequence { backend: Mutex::new(Some(backend)), keep: Mutex::new(None), idle: Mutex::new(None) }
     }
 
     pub(crate) fn keep_alive(&mut self, keep: Keep) {
@@ -112,12 +103,9 @@ impl<T> Sequence<T> {
     }
 
     /// Takes the end out to send it on: its backend with every unread item
-    /// (a partly read cache goes back to the consumer) and what it keeps alive.
+    /// (a partly read batch travels in it) and what it keeps alive.
     pub(crate) fn take_end(&self) -> Option<ReaderEnd<Items<T>>> {
         let backend = self.take_backend()?;
-        if let ReaderBackend::Remote(consumer) = &backend {
-            consumer.restore_cache(&mut self.cache.lock().unwrap_or_else(|e| e.into_inner()));
-        }
         let keep = self.keep.lock().unwrap_or_else(|e| e.into_inner()).take();
         Some(ReaderEnd { backend: Some(backend), keep })
     }
@@ -225,9 +213,7 @@ impl<T: DeserializeOwned> Sequence<T> {
         }
         let polled = match backend {
             Some(ReaderBackend::Local(shared)) => shared.poll_read(cx, 1),
-            Some(ReaderBackend::Remote(consumer)) => {
-                consumer.poll_read_cached(self.cache.get_mut().unwrap_or_else(|e| e.into_inner()), cx)
-            }
+            Some(ReaderBackend::Remote(consumer, cache)) => consumer.poll_read_cached(cache, cx),
             None => Poll::Ready(Err(RpcError::cancelled("this sequence end was sent away"))),
         };
         let idle = self.idle.get_mut().unwrap_or_else(|e| e.into_inner());
