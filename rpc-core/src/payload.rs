@@ -8,16 +8,16 @@
 //! `Serialize` without knowing which connection it is being sent on.
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::sync::{Arc, Mutex};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::cap::Client;
 use crate::proto::{Protocol, Shell};
-use crate::wire::{depth, CapDescriptor};
+use crate::wire::{depth, Appender, CapDescriptor};
 use crate::RpcError;
 
 /// Default nesting limit for payloads decoded without a connection's limit.
@@ -116,18 +116,48 @@ pub struct Payload {
 }
 
 thread_local! {
-    static ENCODING: RefCell<Option<Vec<CapEntry>>> = const { RefCell::new(None) };
-    static DECODING: RefCell<Option<Vec<CapEntry>>> = const { RefCell::new(None) };
+    /// The capability table of the payload this thread is encoding, if any:
+    /// a local of the encoding function, set by [`encoding_into`] for as long
+    /// as the value serializes. Plain pointers (no `RefCell<Option<Vec>>`), so
+    /// that setting it costs a stream item a few instructions, not a hundred.
+    static ENCODING: Cell<*mut Vec<CapEntry>> = const { Cell::new(std::ptr::null_mut()) };
+    /// The same for the payload being decoded ([`decoding_from`]).
+    static DECODING: Cell<*const Vec<CapEntry>> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Runs `serialize` with `table` as this thread's encoding table; the outer
+/// one (a payload whose encoding encodes another) comes back afterwards, on
+/// unwind too.
+fn encoding_into<R>(table: &mut Vec<CapEntry>, serialize: impl FnOnce() -> R) -> R {
+    struct Restore(*mut Vec<CapEntry>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ENCODING.set(self.0);
+        }
+    }
+    let _restore = Restore(ENCODING.replace(table));
+    serialize()
+}
+
+/// Runs `deserialize` with `table` as this thread's decoding table.
+fn decoding_from<R>(table: &Vec<CapEntry>, deserialize: impl FnOnce() -> R) -> R {
+    struct Restore(*const Vec<CapEntry>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DECODING.set(self.0);
+        }
+    }
+    let _restore = Restore(DECODING.replace(table));
+    deserialize()
 }
 
 impl Payload {
     /// Serializes `value`, collecting the capabilities it holds.
     pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload, RpcError> {
-        let outer = ENCODING.with(|c| c.replace(Some(Vec::new())));
+        let mut caps = Vec::new();
         // Sized for a typical small payload, so encoding rarely reallocates.
         let mut bytes = BytesMut::with_capacity(128);
-        let encoded = postcard::serialize_with_flavor(value, Appender(&mut bytes));
-        let caps = ENCODING.with(|c| c.replace(outer)).unwrap_or_default();
+        let encoded = encoding_into(&mut caps, || postcard::serialize_with_flavor(value, Appender(&mut bytes)));
         encoded.map_err(|e| RpcError::serialization(format!("cannot encode value: {e}")))?;
         Ok(Payload { bytes: bytes.freeze(), caps, max_depth: DEFAULT_MAX_DEPTH, max_decoded: LOCAL_MAX_DECODED })
     }
@@ -139,9 +169,9 @@ impl Payload {
 
     /// Deserializes a `T`, turning capability indexes back into live handles.
     pub(crate) fn decode<T: DeserializeOwned>(&self) -> Result<T, RpcError> {
-        let outer = DECODING.with(|c| c.replace(Some(self.caps.clone())));
-        let result = depth::from_postcard_bytes::<T>(&self.bytes, self.max_depth, self.max_decoded);
-        DECODING.with(|c| c.replace(outer));
+        let result = decoding_from(&self.caps, || {
+            depth::from_postcard_bytes::<T>(&self.bytes, self.max_depth, self.max_decoded)
+        });
         result.map(|(value, _rest)| value).map_err(|e| e.to_rpc("cannot decode value"))
     }
 }
@@ -149,9 +179,8 @@ impl Payload {
 /// Serializes `value` onto the end of `out`; returns the capabilities it holds.
 pub(crate) fn encode_into<T: Serialize + ?Sized>(out: &mut BytesMut, value: &T) -> Result<Vec<CapEntry>, RpcError> {
     let start = out.len();
-    let outer = ENCODING.with(|c| c.replace(Some(Vec::new())));
-    let result = postcard::serialize_with_flavor(value, Appender(out));
-    let caps = ENCODING.with(|c| c.replace(outer)).unwrap_or_default();
+    let mut caps = Vec::new();
+    let result = encoding_into(&mut caps, || postcard::serialize_with_flavor(value, Appender(out)));
     if let Err(e) = result {
         out.truncate(start);
         return Err(RpcError::serialization(format!("cannot encode item: {e}")));
@@ -168,73 +197,35 @@ pub(crate) fn decode_from<T: DeserializeOwned>(
     max_depth: u32,
     max_decoded: u64,
 ) -> Result<(T, usize), RpcError> {
-    let outer = DECODING.with(|c| c.replace(Some(caps)));
-    let result = depth::from_postcard_bytes::<T>(bytes, max_depth, max_decoded);
-    DECODING.with(|c| c.replace(outer));
+    let result = decoding_from(&caps, || depth::from_postcard_bytes::<T>(bytes, max_depth, max_decoded));
     let (value, rest) = result.map_err(|e| e.to_rpc("cannot decode item"))?;
     Ok((value, bytes.len() - rest.len()))
 }
 
-/// Lets postcard append to a `BytesMut`, slices at a time.
-struct Appender<'a>(&'a mut BytesMut);
-
-impl postcard::ser_flavors::Flavor for Appender<'_> {
-    type Output = ();
-
-    #[inline]
-    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        // serde hands a `Vec<u8>` over one byte at a time: keep this path short.
-        if let Some(slot) = self.0.spare_capacity_mut().first_mut() {
-            slot.write(byte);
-            // SAFETY: the byte at `len` was just initialized, within capacity.
-            unsafe { self.0.set_len(self.0.len() + 1) };
-        } else {
-            self.0.reserve(64);
-            self.0.put_u8(byte);
-        }
-        Ok(())
-    }
-
-    #[inline]
-    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
-        // Mostly varints of a few bytes: copied in a loop, not a memcpy call.
-        let spare = self.0.spare_capacity_mut();
-        if bytes.len() <= 16 && bytes.len() <= spare.len() {
-            for (slot, &byte) in spare.iter_mut().zip(bytes) {
-                slot.write(byte);
-            }
-            // SAFETY: the bytes up to the new length were just initialized, within capacity.
-            unsafe { self.0.set_len(self.0.len() + bytes.len()) };
-        } else {
-            self.0.reserve(bytes.len().max(64));
-            self.0.extend_from_slice(bytes);
-        }
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
-    }
-}
-
 /// Adds `entry` to the table of the payload being encoded; returns its index.
 pub(crate) fn push_cap(entry: CapEntry) -> Result<u32, String> {
-    ENCODING.with(|c| match c.borrow_mut().as_mut() {
-        Some(caps) => {
-            caps.push(entry);
-            Ok((caps.len() - 1) as u32)
-        }
-        None => Err("capabilities can only be serialized as part of an RPC payload".into()),
-    })
+    let table = ENCODING.get();
+    if table.is_null() {
+        return Err("capabilities can only be serialized as part of an RPC payload".into());
+    }
+    // SAFETY: non-null only inside `encoding_into`, pointing at its table,
+    // which outlives that call and which nothing else touches meanwhile (a
+    // nested encoding installs its own and puts this one back).
+    let caps = unsafe { &mut *table };
+    caps.push(entry);
+    Ok((caps.len() - 1) as u32)
 }
 
 /// Looks up entry `index` of the payload being decoded.
 pub(crate) fn cap_at(index: u32) -> Result<CapEntry, String> {
-    DECODING.with(|c| match c.borrow().as_ref() {
-        Some(caps) => caps
-            .get(index as usize)
-            .cloned()
-            .ok_or_else(|| format!("capability index {index} out of range ({} in payload)", caps.len())),
-        None => Err("capabilities can only be deserialized as part of an RPC payload".into()),
-    })
+    let table = DECODING.get();
+    if table.is_null() {
+        return Err("capabilities can only be deserialized as part of an RPC payload".into());
+    }
+    // SAFETY: non-null only inside `decoding_from`, pointing at its table,
+    // which outlives that call and is only read meanwhile.
+    let caps = unsafe { &*table };
+    caps.get(index as usize)
+        .cloned()
+        .ok_or_else(|| format!("capability index {index} out of range ({} in payload)", caps.len()))
 }

@@ -96,37 +96,40 @@ thread_local! {
     /// An empty list with capacity, swapped in for the deferred work each
     /// guard takes, so locking does not allocate a new list every time.
     static SPARE_DEFERRED: std::cell::Cell<Vec<Effect>> = const { std::cell::Cell::new(Vec::new()) };
-    /// Which connections this thread has locked right now, and work asked of
-    /// them meanwhile.
-    static HELD: Held = const { Held { first: Cell::new(0), more: RefCell::new(Vec::new()), has_more: Cell::new(false), late: RefCell::new(Vec::new()), has_late: Cell::new(false) } };
+    /// Which connections this thread has locked right now. Only `Cell`s (no
+    /// destructor, so no lazy registration check on each access): every lock
+    /// and unlock goes through it.
+    static HELD: Held = const { Held { first: Cell::new(0), has_more: Cell::new(false), has_late: Cell::new(false) } };
+    /// Nested locks of further connections (rare).
+    static HELD_MORE: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// Work that asked for a connection's state while this thread held it (a
+    /// handle dropped under the lock): runs once no state is held.
+    static LATE: RefCell<Vec<LateWork>> = const { RefCell::new(Vec::new()) };
 }
 
 type LateWork = Box<dyn FnOnce()>;
 
 /// A thread's locked connections: almost always none or one (`first`), so
 /// the common case costs a `Cell` read; nested locks of other connections
-/// spill into `more`.
+/// spill into `HELD_MORE`.
 struct Held {
     first: Cell<usize>,
-    more: RefCell<Vec<usize>>,
-    /// `more` is not empty.
+    /// `HELD_MORE` is not empty.
     has_more: Cell<bool>,
-    /// Work that asked for a connection's state while this thread held it
-    /// (a handle dropped under the lock): runs once no state is held.
-    late: RefCell<Vec<LateWork>>,
+    /// `LATE` is not empty.
     has_late: Cell<bool>,
 }
 
 impl Held {
     fn contains(&self, key: usize) -> bool {
-        self.first.get() == key || (self.first.get() != 0 && self.more.borrow().contains(&key))
+        self.first.get() == key || (self.has_more.get() && HELD_MORE.with(|more| more.borrow().contains(&key)))
     }
 
     fn push(&self, key: usize) {
         if self.first.get() == 0 {
             self.first.set(key);
         } else {
-            self.more.borrow_mut().push(key);
+            HELD_MORE.with(|more| more.borrow_mut().push(key));
             self.has_more.set(true);
         }
     }
@@ -138,13 +141,15 @@ impl Held {
             self.first.set(0);
             return true;
         }
-        let mut more = self.more.borrow_mut();
-        if let Some(at) = more.iter().rposition(|&k| k == key) {
-            more.remove(at);
-        } else if self.first.get() == key {
-            self.first.set(more.pop().unwrap_or(0));
-        }
-        self.has_more.set(!more.is_empty());
+        HELD_MORE.with(|more| {
+            let mut more = more.borrow_mut();
+            if let Some(at) = more.iter().rposition(|&k| k == key) {
+                more.remove(at);
+            } else if self.first.get() == key {
+                self.first.set(more.pop().unwrap_or(0));
+            }
+            self.has_more.set(!more.is_empty());
+        });
         self.first.get() == 0
     }
 }
@@ -179,10 +184,8 @@ impl Drop for StateGuard<'_> {
 /// the order they asked (work may queue more: it runs too).
 fn run_late_work() {
     loop {
-        let batch = HELD.with(|held| {
-            held.has_late.set(false);
-            std::mem::take(&mut *held.late.borrow_mut())
-        });
+        HELD.with(|held| held.has_late.set(false));
+        let batch = LATE.with(|late| std::mem::take(&mut *late.borrow_mut()));
         if batch.is_empty() {
             return;
         }
@@ -219,10 +222,8 @@ impl ConnShared {
         if HELD.with(|held| held.contains(me)) {
             // The connection is gone if nothing holds it: nothing to do then.
             let Some(shared) = self.me.upgrade() else { return };
-            HELD.with(|held| {
-                held.late.borrow_mut().push(Box::new(move || work(&mut shared.lock())));
-                held.has_late.set(true);
-            });
+            LATE.with(|late| late.borrow_mut().push(Box::new(move || work(&mut shared.lock()))));
+            HELD.with(|held| held.has_late.set(true));
         } else {
             work(&mut self.lock());
         }

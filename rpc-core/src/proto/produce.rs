@@ -416,12 +416,11 @@ impl Protocol {
             count += 1;
             bytes += *len as u64;
         }
-        let batch: Vec<(u32, u32)> = p.items.drain(..count).collect();
-        let cap_total: u32 = batch.iter().map(|(_, caps)| caps).sum();
+        let cap_total: u32 = p.items.iter().take(count).map(|(_, caps)| caps).sum();
         let caps: Vec<CapEntry> = p.caps.drain(..cap_total as usize).collect();
-        let item_caps = if cap_total == 0 { Vec::new() } else { batch.iter().map(|(_, c)| *c).collect() };
+        let item_caps = if cap_total == 0 { Vec::new() } else { p.items.iter().take(count).map(|(_, c)| *c).collect() };
         // Whole lengths: the first item's earlier parts count too.
-        let mut item_lens: Vec<u32> = batch.iter().map(|(len, _)| *len).collect();
+        let mut item_lens: Vec<u32> = p.items.drain(..count).map(|(len, _)| len).collect();
         item_lens[0] += std::mem::take(&mut p.part_sent);
         let message_bytes = item_lens.iter().map(|&len| u64::from(len)).sum::<u64>();
         p.inflight_bytes += message_bytes;

@@ -28,8 +28,7 @@ pub(crate) fn encode_with<H: Serialize>(
 ) -> Result<(), RpcError> {
     let start = out.len();
     out.put_u32_le(0);
-    let mut writer = ExtendBuf(out);
-    if let Err(e) = postcard::to_extend(header, &mut writer) {
+    if let Err(e) = postcard::serialize_with_flavor(header, super::Appender(out)) {
         out.truncate(start);
         return Err(RpcError::serialization(format!("cannot encode frame header: {e}")));
     }
@@ -38,17 +37,6 @@ pub(crate) fn encode_with<H: Serialize>(
     let len = (out.len() - start - PREFIX) as u32;
     out[start..start + PREFIX].copy_from_slice(&len.to_le_bytes());
     Ok(())
-}
-
-/// Adapter so postcard can append to a `BytesMut` in place.
-struct ExtendBuf<'a>(&'a mut BytesMut);
-
-impl Extend<u8> for &mut ExtendBuf<'_> {
-    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
-        for b in iter {
-            self.0.put_u8(b);
-        }
-    }
 }
 
 /// Takes one complete frame off the front of `buf`, if there is one.
