@@ -378,3 +378,50 @@ async fn a_window_report_leaves_while_the_reader_drains_a_backlog() {
     }
     assert!(writes_while_draining > 0, "no window report left the client while it drained the 1024 buffered items");
 }
+
+/// Writes `count` items with room to spare, noting how many socket writes the
+/// server made while it was writing them.
+struct Eager {
+    server_writes: Arc<AtomicUsize>,
+    during: Arc<AtomicUsize>,
+}
+
+impl Trickle for Eager {
+    fn trickle(&self, count: u32) -> Sequence<u32> {
+        let (mut writer, reader) = Sequence::channel();
+        let (server_writes, during) = (self.server_writes.clone(), self.during.clone());
+        tokio::spawn(async move {
+            let before = server_writes.load(Ordering::SeqCst);
+            for n in 0..count {
+                writer.write(n)?;
+                writer.flush().await?;
+            }
+            during.store(server_writes.load(Ordering::SeqCst) - before, Ordering::SeqCst);
+            writer.close(None).await
+        });
+        reader
+    }
+}
+
+/// A producer whose window never fills must still let its connection's
+/// writer run: on one thread, items leave while it goes on writing, so the
+/// consumer works in parallel with it. Without the flush's periodic yield the
+/// whole stream is encoded before its first byte is sent.
+#[tokio::test(start_paused = true)]
+async fn a_producer_with_room_lets_its_connection_send_while_it_writes() {
+    let (a, b) = rpc_tests::latency_pipe(Duration::from_millis(1));
+    let during = Arc::new(AtomicUsize::new(0));
+    let server = Eager { server_writes: a.write_counter(), during: during.clone() };
+    let config = rpc_core::Config::default();
+    let (_server, _client, trickle) = rpc_tests::connect_pair(a, b, TrickleProxy::new(server), config).await.unwrap();
+    // About 150 KiB of items, all within the window.
+    let count = 50_000;
+    let mut items = trickle.trickle(count);
+    items.set_capacity(65_536);
+    for want in 0..count {
+        assert_eq!(bounded("read", items.read()).await.unwrap(), Some(want));
+    }
+    assert_eq!(bounded("end", items.read()).await.unwrap(), None);
+    let during = during.load(Ordering::SeqCst);
+    assert!(during >= 2, "the server wrote to its socket {during} times while its producer wrote 50,000 items");
+}

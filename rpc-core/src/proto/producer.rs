@@ -3,6 +3,7 @@
 //! (`produce.rs`); every method locks the connection once, and none is
 //! called with it locked.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -21,7 +22,15 @@ pub(crate) struct RemoteProducer {
     id: u32,
     bytes: bool,
     signals: Arc<Signals>,
+    /// Item bytes queued since a flush last let other tasks run.
+    unyielded: AtomicUsize,
 }
+
+/// A flush that finds room still yields once after this many item bytes were
+/// queued since it last did: the connection's writer, perhaps on the same
+/// thread, then sends them while the producer goes on, so the consumer works
+/// in parallel instead of waiting for the whole window to fill.
+pub(crate) const YIELD_EVERY: usize = 32 << 10;
 
 thread_local! {
     /// Where a write encodes its item before taking the lock (so user
@@ -31,14 +40,14 @@ thread_local! {
 
 impl RemoteProducer {
     pub(crate) fn new(host: Arc<dyn Host>, id: u32, bytes: bool, signals: Arc<Signals>) -> Arc<Self> {
-        Arc::new(RemoteProducer { host: Some(host), id, bytes, signals })
+        Arc::new(RemoteProducer { host: Some(host), id, bytes, signals, unyielded: AtomicUsize::new(0) })
     }
 
     /// A handle for stream `id` of no connection: every command fails.
     #[cfg(any(test, feature = "fuzzing"))]
     #[allow(dead_code)] // for the protocol's test harness (proto/pair.rs)
     pub(crate) fn detached(id: u32, bytes: bool, signals: Arc<Signals>) -> Arc<Self> {
-        Arc::new(RemoteProducer { host: None, id, bytes, signals })
+        Arc::new(RemoteProducer { host: None, id, bytes, signals, unyielded: AtomicUsize::new(0) })
     }
 
     pub(crate) fn id(&self) -> u32 {
@@ -85,6 +94,8 @@ impl RemoteProducer {
     /// without knowing their type), with the capabilities it refers to.
     #[inline]
     pub(crate) fn write_raw(&self, item: &[u8], caps: Vec<CapEntry>) -> Result<(), RpcError> {
+        // One writer at a time in practice: a plain load and store, no locked add.
+        self.unyielded.store(self.unyielded.load(Ordering::Relaxed) + item.len(), Ordering::Relaxed);
         self.host.as_ref().ok_or_else(no_connection)?.push_item(self.id, item, caps)
     }
 
@@ -101,7 +112,7 @@ impl RemoteProducer {
 
     /// Room left in the window (in bytes, for a byte stream); pending while none.
     pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Result<usize, RpcError>> {
-        match self.signals.room.load(std::sync::atomic::Ordering::Acquire) {
+        match self.signals.room.load(Ordering::Acquire) {
             0 => {}
             room => return Poll::Ready(Ok(room as usize)),
         }
@@ -111,9 +122,15 @@ impl RemoteProducer {
     #[inline]
     pub(crate) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
         // The common case needs no lock: the protocol publishes when there is room.
-        if self.signals.room.load(std::sync::atomic::Ordering::Acquire) > 0 {
-            return Poll::Ready(Ok(()));
+        if self.signals.room.load(Ordering::Acquire) > 0 {
+            if self.unyielded.load(Ordering::Relaxed) < YIELD_EVERY {
+                return Poll::Ready(Ok(()));
+            }
+            self.unyielded.store(0, Ordering::Relaxed);
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
+        self.unyielded.store(0, Ordering::Relaxed);
         self.with(|proto| proto.producer_poll_flush(self.id, cx.waker())).unwrap_or_else(|e| Poll::Ready(Err(e)))
     }
 
