@@ -81,7 +81,12 @@ impl Budget {
     }
 
     /// Charges `bytes`, or fails (charging nothing) if that would pass the limit.
+    #[inline(always)]
     fn charge<E: de::Error>(&self, bytes: usize) -> Result<(), E> {
+        if bytes == 0 {
+            // A value whose slot its parent paid for (a struct's scalar field).
+            return Ok(());
+        }
         let wanted = self.used.get().saturating_add(bytes as u64);
         if wanted > self.limit {
             self.exceeded.set(Some(wanted));
@@ -143,6 +148,7 @@ struct Depth<'b> {
 impl Depth<'_> {
     /// Depth for the contents of a compound value at this level, or the
     /// depth-exceeded error once no level is left.
+    #[inline(always)]
     fn enter<E: de::Error>(self) -> Result<Self, E> {
         match self.remaining.checked_sub(1) {
             Some(remaining) => Ok(Self { remaining, ..self }),
@@ -177,11 +183,13 @@ impl<'b, D> DepthLimited<'b, D> {
         Self::at(inner, depth, 0)
     }
 
+    #[inline(always)]
     fn at(inner: D, depth: Depth<'b>, prepaid: usize) -> Self {
         Self { inner, depth, prepaid }
     }
 
     /// The visitor wrapper for a value whose elements (if any) live on their own.
+    #[inline(always)]
     fn visitor<V>(&self, visitor: V) -> DepthVisitor<'b, V> {
         DepthVisitor { visitor, depth: self.depth, prepaid: self.prepaid, fields: None }
     }
@@ -222,6 +230,7 @@ pub(crate) fn from_postcard_bytes<'de, T: serde::Deserialize<'de>>(
 // map to any visitor, so even scalar requests must be guarded.
 macro_rules! forward_deserialize {
     ($($method:ident($($arg:ident: $ty:ty),*);)*) => {$(
+        #[inline(always)]
         fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, D::Error> {
             let visitor = self.visitor(visitor);
             self.inner.$method($($arg,)* visitor)
@@ -265,6 +274,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for DepthLimited<'_, D> {
 
     // Tuples and structs hold their fields inline: `len` fields are paid for
     // by the aggregate's own size.
+    #[inline(always)]
     fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, D::Error> {
         let visitor = DepthVisitor { fields: Some(len), ..self.visitor(visitor) };
         self.inner.deserialize_tuple(len, visitor)
@@ -280,6 +290,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for DepthLimited<'_, D> {
         self.inner.deserialize_tuple_struct(name, len, visitor)
     }
 
+    #[inline(always)]
     fn deserialize_struct<V: Visitor<'de>>(
         self,
         name: &'static str,
@@ -308,11 +319,13 @@ struct DepthVisitor<'b, V> {
 
 impl<'b, 'de, V: Visitor<'de>> DepthVisitor<'b, V> {
     /// Charges the value about to be built, plus `extra` bytes it carries.
+    #[inline(always)]
     fn charge<E: de::Error>(&self, extra: usize) -> Result<(), E> {
         self.depth.budget.charge(size_of::<V::Value>().saturating_sub(self.prepaid).saturating_add(extra))
     }
 
     /// Access to the elements of the value, one level down.
+    #[inline(always)]
     fn access<A>(&self, access: A, depth: Depth<'b>) -> DepthAccess<'b, A> {
         match self.fields {
             Some(fields) => DepthAccess { access, depth, inline: fields },
@@ -325,6 +338,7 @@ impl<'b, 'de, V: Visitor<'de>> DepthVisitor<'b, V> {
 // individually keeps the inner visitor's own defaults and zero-copy borrowing intact.
 macro_rules! forward_visit {
     ($($method:ident($($arg:ident: $ty:ty)?) $(+ $len:ident)?;)*) => {$(
+        #[inline(always)]
         fn $method<E: de::Error>(self $(, $arg: $ty)?) -> Result<V::Value, E> {
             self.charge::<E>(0 $(+ $len.len())?)?;
             self.visitor.$method($($arg)?)
@@ -377,6 +391,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for DepthVisitor<'_, V> {
         self.visitor.visit_newtype_struct(DepthLimited::at(deserializer, depth, size_of::<V::Value>()))
     }
 
+    #[inline(always)]
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
         self.charge::<A::Error>(0)?;
         let depth = self.depth.enter()?;
@@ -419,6 +434,7 @@ impl<'b, A> DepthAccess<'b, A> {
     }
 
     /// Charges the next element (a value of type `T`); returns what its slot has prepaid.
+    #[inline(always)]
     fn next<T, E: de::Error>(&mut self) -> Result<usize, E> {
         if self.inline > 0 {
             self.inline -= 1;
@@ -428,6 +444,7 @@ impl<'b, A> DepthAccess<'b, A> {
         Ok(0)
     }
 
+    #[inline(always)]
     fn seed<S>(&self, seed: S, prepaid: usize) -> DepthSeed<'b, S> {
         DepthSeed { seed, depth: self.depth, prepaid }
     }
@@ -436,6 +453,7 @@ impl<'b, A> DepthAccess<'b, A> {
 impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for DepthAccess<'_, A> {
     type Error = A::Error;
 
+    #[inline(always)]
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, A::Error> {
         let prepaid = self.next::<T::Value, A::Error>()?;
         let seed = self.seed(seed, prepaid);
@@ -552,6 +570,7 @@ struct DepthSeed<'b, S> {
 impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for DepthSeed<'_, S> {
     type Value = S::Value;
 
+    #[inline(always)]
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<S::Value, D::Error> {
         self.seed.deserialize(DepthLimited::at(deserializer, self.depth, self.prepaid))
     }
