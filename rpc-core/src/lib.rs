@@ -233,6 +233,7 @@
 
 extern crate self as rpc_core;
 
+mod byte_vec;
 mod cap;
 mod conn;
 mod error;
@@ -267,6 +268,7 @@ pub use wire::PROTOCOL_VERSION;
 /// Items used by code that `#[eventual]` generates. Not a stable API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::byte_vec::ByteVec;
     pub use crate::cap::dispatch::{
         catch_panic, fail_bytes, fail_sequence, interface_id, ready_err, reply_result, reply_value, unimplemented,
         Dispatch, DispatchFuture, IncomingCall, InterfaceInfo, MethodId, Reply,

@@ -619,7 +619,7 @@ impl<E: DeserializeOwned + 'static> PromiseError for CallError<E> {
 
 impl<T, E> Future for Promise<T, E>
 where
-    T: DeserializeOwned,
+    T: DeserializeOwned + 'static,
     E: PromiseError,
 {
     type Output = Result<T, E>;
@@ -642,9 +642,9 @@ where
     }
 }
 
-fn decode_outcome<T: DeserializeOwned, E: PromiseError>(outcome: Reply) -> Result<T, E> {
+fn decode_outcome<T: DeserializeOwned + 'static, E: PromiseError>(outcome: Reply) -> Result<T, E> {
     match outcome {
-        Ok(payload) => payload.decode().map_err(E::from_failure),
+        Ok(payload) => crate::byte_vec::decode_result(&payload).map_err(E::from_failure),
         Err(err) => Err(E::from_failure(err)),
     }
 }

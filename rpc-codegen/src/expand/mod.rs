@@ -184,6 +184,48 @@ fn checked_traits(gen: &Gen<'_>) -> TokenStream {
     }
 }
 
+/// Whether `ty` is written `Vec<u8>` (bare, or as `std::vec::Vec<u8>` /
+/// `alloc::vec::Vec<u8>`): such an argument travels as the runtime's
+/// `ByteVec`, the same bytes on the wire, decoded in one copy instead of one
+/// serde call per byte.
+pub(crate) fn is_byte_vec(ty: &Type) -> bool {
+    let Type::Path(path) = ty else { return false };
+    if path.qself.is_some() {
+        return false;
+    }
+    let segments: Vec<String> = path.path.segments.iter().map(|s| s.ident.to_string()).collect();
+    let prefix_ok = match segments.as_slice() {
+        [_] => path.path.leading_colon.is_none(),
+        [krate, vec, _] => (krate == "std" || krate == "alloc") && vec == "vec",
+        _ => false,
+    };
+    let Some(last) = path.path.segments.last() else { return false };
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else { return false };
+    let is_u8 = |arg: &syn::GenericArgument| matches!(arg, syn::GenericArgument::Type(Type::Path(p)) if p.qself.is_none() && p.path.is_ident("u8"));
+    prefix_ok && last.ident == "Vec" && args.args.len() == 1 && args.args.first().is_some_and(is_u8)
+}
+
+/// The type an argument has in the argument tuple: `ByteVec` for a
+/// `Vec<u8>`, else the user's type (checked).
+pub(crate) fn wire_arg_type(gen: &Gen<'_>, ty: &Type) -> TokenStream {
+    let krate = gen.krate;
+    if is_byte_vec(ty) {
+        quote!(#krate::__private::ByteVec)
+    } else {
+        checked(ty, Check::Value)
+    }
+}
+
+/// The expression that puts argument `name` of type `ty` in the tuple.
+pub(crate) fn wire_arg_value(gen: &Gen<'_>, name: &Ident, ty: &Type) -> TokenStream {
+    let krate = gen.krate;
+    if is_byte_vec(ty) {
+        quote!(#krate::__private::ByteVec(#name))
+    } else {
+        quote!(#name)
+    }
+}
+
 /// `ty`, as a projection that only resolves when `ty` has what `check`
 /// asks for: `<PhantomData<ty> as __Transferable>::T`.
 ///

@@ -4,7 +4,7 @@ use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::{Attribute, Ident, Type};
 
-use super::{checked, first_and_last_span, parens_at, respanned, Check, Gen};
+use super::{checked, first_and_last_span, parens_at, respanned, wire_arg_type, wire_arg_value, Check, Gen};
 use crate::ast::{Method, Return};
 
 /// `struct {Trait}Proxy { client: Client }`, with the trait's visibility.
@@ -221,8 +221,8 @@ fn is_kept(attr: &Attribute) -> bool {
 fn call_fn_output(gen: &Gen<'_>, method: &Method<'_>) -> (TokenStream, TokenStream) {
     let krate = gen.krate;
     let id = gen.method_id(method);
-    let names = method.args.iter().map(|arg| &arg.name);
-    let types = method.args.iter().map(|arg| checked(arg.ty, Check::Value));
+    let names = method.args.iter().map(|arg| wire_arg_value(gen, &arg.name, arg.ty));
+    let types = method.args.iter().map(|arg| wire_arg_type(gen, arg.ty));
     let rpc_error = quote!(#krate::RpcError);
     let (output, ok, err) = match method.ret {
         Return::Unit => (quote!(#krate::Promise<()>), quote!(()), rpc_error.clone()),
@@ -248,8 +248,8 @@ fn call_fn_output(gen: &Gen<'_>, method: &Method<'_>) -> (TokenStream, TokenStre
 fn sequence_call(gen: &Gen<'_>, method: &Method<'_>, item: &Type) -> TokenStream {
     let krate = gen.krate;
     let id = gen.method_id(method);
-    let names = method.args.iter().map(|arg| &arg.name);
-    let types = method.args.iter().map(|arg| checked(arg.ty, Check::Value));
+    let names = method.args.iter().map(|arg| wire_arg_value(gen, &arg.name, arg.ty));
+    let types = method.args.iter().map(|arg| wire_arg_type(gen, arg.ty));
     let item = checked(item, Check::Value);
     let local = |name| Ident::new(name, proc_macro2::Span::mixed_site());
     let (writer, reader, promise) = (local("__writer"), local("__reader"), local("__promise"));
@@ -266,8 +266,8 @@ fn sequence_call(gen: &Gen<'_>, method: &Method<'_>, item: &Type) -> TokenStream
 fn bytes_call(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
     let krate = gen.krate;
     let id = gen.method_id(method);
-    let names = method.args.iter().map(|arg| &arg.name);
-    let types = method.args.iter().map(|arg| checked(arg.ty, Check::Value));
+    let names = method.args.iter().map(|arg| wire_arg_value(gen, &arg.name, arg.ty));
+    let types = method.args.iter().map(|arg| wire_arg_type(gen, arg.ty));
     let local = |name| Ident::new(name, proc_macro2::Span::mixed_site());
     let (writer, reader, promise) = (local("__writer"), local("__reader"), local("__promise"));
     quote! {

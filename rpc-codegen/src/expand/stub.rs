@@ -5,7 +5,7 @@ use proc_macro2::{Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::Ident;
 
-use super::{checked, parens_at, respanned, Check, Gen};
+use super::{checked, is_byte_vec, parens_at, respanned, wire_arg_type, Check, Gen};
 use crate::ast::{Method, Return};
 
 /// The dispatcher struct and its `Dispatch` impl.
@@ -91,7 +91,7 @@ fn decode_args(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
         return decode_no_args(gen);
     }
     let mut names: Vec<Ident> = (0..method.args.len()).map(arg_ident).collect();
-    let mut types: Vec<TokenStream> = method.args.iter().map(|arg| checked(arg.ty, Check::Value)).collect();
+    let mut types: Vec<TokenStream> = method.args.iter().map(|arg| wire_arg_type(gen, arg.ty)).collect();
     // The caller sent the writer of a returned stream as a last argument.
     match method.ret {
         Return::Sequence { item, .. } => {
@@ -112,11 +112,17 @@ fn decode_args(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
     let tuple = parens_at(quote!(#(#types,)*), parens);
     let call_args = parens_at(quote!(&#call), parens);
     let decode = quote_spanned!(parens=> #path::<#tuple> #call_args);
+    // A `Vec<u8>` came as a `ByteVec`: unwrapped for the method.
+    let unwrap = method.args.iter().enumerate().filter(|(_, arg)| is_byte_vec(arg.ty)).map(|(i, _)| {
+        let name = arg_ident(i);
+        quote!(let #name = #name.0;)
+    });
     quote! {
         let (#(#names,)*) = match #decode {
             ::core::result::Result::Ok(#args) => #args,
             ::core::result::Result::Err(#err) => return #krate::__private::ready_err(#err),
         };
+        #(#unwrap)*
     }
 }
 
@@ -155,9 +161,19 @@ fn reply(gen: &Gen<'_>, method: &Method<'_>) -> TokenStream {
             quote!(#krate::__private::splice_bytes),
             quote!(#krate::__private::fail_bytes),
         ),
+        // A `Vec<u8>` result goes as a `ByteVec` (see `wire_arg_type`).
+        Return::Value(ty) if is_byte_vec(ty) => {
+            quote!(#krate::__private::reply_value(#krate::__private::ByteVec(#invoke)))
+        }
         Return::Value(ty) | Return::Proxy(ty) => {
             let ty = checked(ty, Check::Value);
             quote!(#krate::__private::reply_value::<#ty>(#invoke))
+        }
+        Return::Result { ok, err } if is_byte_vec(ok) => {
+            let err = checked(err, Check::Error);
+            quote!(#krate::__private::reply_result::<#krate::__private::ByteVec, #err>(
+                ::core::result::Result::map(#invoke, #krate::__private::ByteVec)
+            ))
         }
         Return::Result { ok, err } => {
             let (ok, err) = (checked(ok, Check::Value), checked(err, Check::Error));

@@ -271,3 +271,49 @@ fn a_sequence_return_is_handed_back_at_once_with_the_writer_sent_along() {
     assert!(out.contains("__private :: catch_panic"), "{out}");
     assert!(out.contains("__private :: fail_sequence (__writer"), "{out}");
 }
+
+#[test]
+fn only_a_vec_of_u8_travels_as_a_byte_vec() {
+    let yes = [quote!(Vec<u8>), quote!(std::vec::Vec<u8>), quote!(::std::vec::Vec<u8>), quote!(alloc::vec::Vec<u8>)];
+    for ty in yes {
+        assert!(super::is_byte_vec(&syn::parse2(ty.clone()).unwrap()), "{ty}");
+    }
+    let no = [
+        quote!(Vec<u16>),
+        quote!(Vec<Vec<u8>>),
+        quote!(my::Vec<u8>),
+        quote!(::Vec<u8>),
+        quote!(Vec<u8, A>),
+        quote!(Vec),
+        quote!(bytes::Bytes),
+        quote!(Box<[u8]>),
+        quote!(<T as Tr>::Vec<u8>),
+    ];
+    for ty in no {
+        assert!(!super::is_byte_vec(&syn::parse2(ty.clone()).unwrap()), "{ty}");
+    }
+}
+
+#[test]
+fn a_vec_u8_argument_and_result_go_as_byte_vecs() {
+    let out = expand(
+        quote!(),
+        quote! {
+            pub trait Echo {
+                async fn echo(&self, tag: u32, data: Vec<u8>) -> Vec<u8>;
+                fn checked(&self, data: Vec<u8>) -> Result<Vec<u8>, String>;
+            }
+        },
+    );
+    // The proxy wraps the argument, the stub decodes the wrapper and unwraps it.
+    assert!(out.contains(&text(quote!(::rpc_core::__private::ByteVec(data)))), "{out}");
+    assert!(out.contains(&text(quote!(let __arg1 = __arg1.0;))), "{out}");
+    // Results are encoded through it.
+    assert!(
+        out.contains(&text(quote!(::rpc_core::__private::reply_value(::rpc_core::__private::ByteVec(
+            <__T as Echo>::echo(&self.0, __arg0, __arg1).await
+        ))))),
+        "{out}"
+    );
+    assert!(out.contains(&text(quote!(::core::result::Result::map))), "{out}");
+}
