@@ -1,7 +1,6 @@
 //! Calls both ways: the questions we ask and the answers we owe, pipelining
 //! and embargoes.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -35,7 +34,7 @@ impl Protocol {
             return self.fail_call(call, err);
         }
         let question =
-            Question { sink: Some(call.reply.clone()), returned: None, released: false, pipes: HashMap::new() };
+            Question { sink: Some(call.reply.clone()), returned: None, released: false, pipes: Default::default() };
         let id = self.questions.insert(question);
         self.awaiting_returns += 1;
         let wire_target = match target {
@@ -299,7 +298,7 @@ impl Protocol {
             }
         };
         let answer =
-            Answer { canceller: None, finished: false, returned: None, pipes: HashMap::new(), passed_back: false };
+            Answer { canceller: None, finished: false, returned: None, pipes: Default::default(), passed_back: false };
         self.answers.insert(id, answer);
         self.running_answers += 1;
         let reply = shell.answer_sink(id, interface, method);

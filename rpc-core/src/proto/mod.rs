@@ -22,7 +22,6 @@
 //! check (`scripts/check-layers.sh`) keeps tokio, `Mutex`, `Weak<` and the
 //! connection's shared state out of this module.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -58,7 +57,7 @@ pub(crate) use ending::Ending;
 pub(crate) use produce::MAX_BYTES_PER_MESSAGE;
 pub(crate) use producer::RemoteProducer;
 pub(crate) use streams::stream_descriptor;
-use tables::IdTable;
+use tables::{FastMap, IdMap, IdTable};
 
 /// The connection as stream handles see it: where they take the lock.
 ///
@@ -148,7 +147,7 @@ struct Question {
     /// The caller no longer holds the question.
     released: bool,
     /// Per result-capability index: how pipelined calls are routed.
-    pipes: HashMap<u32, Pipe>,
+    pipes: IdMap<Pipe>,
 }
 
 #[derive(Default)]
@@ -166,7 +165,7 @@ struct Answer {
     finished: bool,
     returned: Option<Result<Vec<CapEntry>, RpcError>>,
     /// Pipelined calls that arrived before the result, per capability index.
-    pipes: HashMap<u32, (Arc<QueuedClient>, bool)>,
+    pipes: IdMap<(Arc<QueuedClient>, bool)>,
     /// The peer passed a capability of this answer back to us in a payload
     /// (perhaps its only reference): a `Finish` must not cancel the call.
     passed_back: bool,
@@ -216,14 +215,14 @@ pub(crate) struct Protocol {
     /// Answers whose handler has not finished: what our limit counts.
     running_answers: usize,
     questions: IdTable<Question>,
-    answers: HashMap<u32, Answer>,
+    answers: IdMap<Answer>,
     /// Highest question id the peer has used: a `Finish` above it is bogus.
     max_peer_question: Option<u32>,
     exports: IdTable<Export>,
-    export_ids: HashMap<usize, u32>,
-    imports: HashMap<u32, Import>,
+    export_ids: FastMap<usize, u32>,
+    imports: IdMap<Import>,
     embargoes: IdTable<Embargo>,
-    streams: tables::IdMap<streams::StreamEntry>,
+    streams: IdMap<streams::StreamEntry>,
     /// Streams the protocol is not done with (what the limits count).
     live_streams: usize,
     /// Bytes of received stream data held unread, over all streams, and
@@ -231,9 +230,9 @@ pub(crate) struct Protocol {
     stream_buffered: u64,
     stream_buffer_budget: u64,
     /// `rpc.stream` spans of open streams, kept only while tracing wants them.
-    stream_spans: HashMap<u32, tracing::Span>,
+    stream_spans: IdMap<tracing::Span>,
     /// `rpc.question` spans of our calls awaiting their `Return`, likewise.
-    question_spans: HashMap<u32, tracing::Span>,
+    question_spans: IdMap<tracing::Span>,
     /// The connection's `rpc.connection` span, parent of the stream spans.
     span: tracing::Span,
     /// Streams we have numbered so far (our ids are `n << 1 | parity`).
@@ -275,18 +274,18 @@ impl Protocol {
             awaiting_returns: 0,
             running_answers: 0,
             questions: IdTable::default(),
-            answers: HashMap::new(),
+            answers: Default::default(),
             max_peer_question: None,
             exports: IdTable::default(),
-            export_ids: HashMap::new(),
-            imports: HashMap::new(),
+            export_ids: Default::default(),
+            imports: Default::default(),
             embargoes: IdTable::default(),
-            streams: tables::IdMap::default(),
+            streams: IdMap::default(),
             live_streams: 0,
             stream_buffered: 0,
             stream_buffer_budget,
-            stream_spans: HashMap::new(),
-            question_spans: HashMap::new(),
+            stream_spans: Default::default(),
+            question_spans: Default::default(),
             span,
             streams_opened: 0,
             stream_parity,
