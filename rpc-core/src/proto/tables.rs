@@ -59,6 +59,15 @@ impl<T> IdTable<T> {
     }
 }
 
+/// A map keyed by ids the protocol uses (question, answer, import, stream
+/// ids; many chosen by the peer). foldhash costs a few instructions per
+/// lookup where SipHash costs about a hundred, and its seed is random per
+/// map, so a peer cannot aim ids at one bucket.
+pub(crate) type IdMap<V> = FastMap<u32, V>;
+
+/// A `HashMap` hashed with foldhash, seeded at random per map.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,12 +87,3 @@ mod tests {
         assert!(table.remove(99).is_none());
     }
 }
-
-/// A map keyed by ids the protocol uses (question, answer, import, stream
-/// ids; many chosen by the peer). foldhash costs a few instructions per
-/// lookup where SipHash costs about a hundred, and its seed is random per
-/// map, so a peer cannot aim ids at one bucket.
-pub(crate) type IdMap<V> = FastMap<u32, V>;
-
-/// A `HashMap` hashed with foldhash, seeded at random per map.
-pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
