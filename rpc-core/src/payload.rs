@@ -17,7 +17,8 @@ use serde::Serialize;
 
 use crate::cap::Client;
 use crate::proto::{Protocol, Shell};
-use crate::wire::{depth, Appender, CapDescriptor};
+use crate::wire::encode::to_bytes_mut;
+use crate::wire::{depth, CapDescriptor};
 use crate::RpcError;
 
 /// Default nesting limit for payloads decoded without a connection's limit.
@@ -157,7 +158,7 @@ impl Payload {
         let mut caps = Vec::new();
         // Sized for a typical small payload, so encoding rarely reallocates.
         let mut bytes = BytesMut::with_capacity(128);
-        let encoded = encoding_into(&mut caps, || postcard::serialize_with_flavor(value, Appender(&mut bytes)));
+        let encoded = encoding_into(&mut caps, || to_bytes_mut(value, &mut bytes));
         encoded.map_err(|e| RpcError::serialization(format!("cannot encode value: {e}")))?;
         Ok(Payload { bytes: bytes.freeze(), caps, max_depth: DEFAULT_MAX_DEPTH, max_decoded: LOCAL_MAX_DECODED })
     }
@@ -180,7 +181,7 @@ impl Payload {
 pub(crate) fn encode_into<T: Serialize + ?Sized>(out: &mut BytesMut, value: &T) -> Result<Vec<CapEntry>, RpcError> {
     let start = out.len();
     let mut caps = Vec::new();
-    let result = encoding_into(&mut caps, || postcard::serialize_with_flavor(value, Appender(out)));
+    let result = encoding_into(&mut caps, || to_bytes_mut(value, out));
     if let Err(e) = result {
         out.truncate(start);
         return Err(RpcError::serialization(format!("cannot encode item: {e}")));

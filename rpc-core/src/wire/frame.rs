@@ -28,7 +28,7 @@ pub(crate) fn encode_with<H: Serialize>(
 ) -> Result<(), RpcError> {
     let start = out.len();
     out.put_u32_le(0);
-    if let Err(e) = postcard::serialize_with_flavor(header, super::Appender(out)) {
+    if let Err(e) = super::encode::to_bytes_mut(header, out) {
         out.truncate(start);
         return Err(RpcError::serialization(format!("cannot encode frame header: {e}")));
     }

@@ -9,11 +9,11 @@
 //! `caps` list of [`CapDescriptor`]s, so the payload bytes never hold ids.
 
 pub(crate) mod depth;
+pub(crate) mod encode;
 pub(crate) mod frame;
 mod limits;
 mod window;
 
-use bytes::{BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
 
 pub use limits::Limits;
@@ -120,49 +120,6 @@ pub(crate) enum Message {
 
 /// Item lengths on the wire: one byte string of LEB128 varints, so a batch of
 /// hundreds of items costs one copy instead of a serde call per length.
-/// Lets postcard append to a `BytesMut`, slices at a time (payloads and
-/// frame headers alike).
-pub(crate) struct Appender<'a>(pub(crate) &'a mut BytesMut);
-
-impl postcard::ser_flavors::Flavor for Appender<'_> {
-    type Output = ();
-
-    #[inline]
-    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        // serde hands a `Vec<u8>` over one byte at a time: keep this path short.
-        if let Some(slot) = self.0.spare_capacity_mut().first_mut() {
-            slot.write(byte);
-            // SAFETY: the byte at `len` was just initialized, within capacity.
-            unsafe { self.0.set_len(self.0.len() + 1) };
-        } else {
-            self.0.reserve(64);
-            self.0.put_u8(byte);
-        }
-        Ok(())
-    }
-
-    #[inline]
-    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
-        // Mostly varints of a few bytes: copied in a loop, not a memcpy call.
-        let spare = self.0.spare_capacity_mut();
-        if bytes.len() <= 16 && bytes.len() <= spare.len() {
-            for (slot, &byte) in spare.iter_mut().zip(bytes) {
-                slot.write(byte);
-            }
-            // SAFETY: the bytes up to the new length were just initialized, within capacity.
-            unsafe { self.0.set_len(self.0.len() + bytes.len()) };
-        } else {
-            self.0.reserve(bytes.len().max(64));
-            self.0.extend_from_slice(bytes);
-        }
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
-    }
-}
-
 pub(crate) mod packed_lens {
     use serde::de::{self, Visitor};
     use serde::{Deserializer, Serializer};
