@@ -126,6 +126,14 @@ thread_local! {
     static DECODING: Cell<*const Vec<CapEntry>> = const { Cell::new(std::ptr::null()) };
 }
 
+/// Payloads up to this size are copied out of the scratch buffer.
+const SMALL_PAYLOAD: usize = 4096;
+
+thread_local! {
+    /// Where [`Payload::encode`] writes; keeps its capacity between calls.
+    static PAYLOAD_SCRATCH: Cell<BytesMut> = Cell::new(BytesMut::new());
+}
+
 /// Runs `serialize` with `table` as this thread's encoding table; the outer
 /// one (a payload whose encoding encodes another) comes back afterwards, on
 /// unwind too.
@@ -156,11 +164,22 @@ impl Payload {
     /// Serializes `value`, collecting the capabilities it holds.
     pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload, RpcError> {
         let mut caps = Vec::new();
-        // Sized for a typical small payload, so encoding rarely reallocates.
-        let mut bytes = BytesMut::with_capacity(128);
-        let encoded = encoding_into(&mut caps, || to_bytes_mut(value, &mut bytes));
+        // Encoded into this thread's scratch buffer (taken out: encoding may
+        // nest), then a small payload is copied out at its exact size: one
+        // allocation, where freezing a buffer of its own costs two.
+        let mut scratch = PAYLOAD_SCRATCH.take();
+        scratch.clear();
+        let encoded = encoding_into(&mut caps, || to_bytes_mut(value, &mut scratch));
+        let bytes = if scratch.len() <= SMALL_PAYLOAD {
+            let bytes = Bytes::from(scratch.to_vec());
+            PAYLOAD_SCRATCH.set(scratch);
+            bytes
+        } else {
+            // A large one keeps the buffer it was written into (no copy).
+            scratch.split().freeze()
+        };
         encoded.map_err(|e| RpcError::serialization(format!("cannot encode value: {e}")))?;
-        Ok(Payload { bytes: bytes.freeze(), caps, max_depth: DEFAULT_MAX_DEPTH, max_decoded: LOCAL_MAX_DECODED })
+        Ok(Payload { bytes, caps, max_depth: DEFAULT_MAX_DEPTH, max_decoded: LOCAL_MAX_DECODED })
     }
 
     /// A payload received from a peer, to be decoded within our `limits`.

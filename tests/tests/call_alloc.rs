@@ -1,8 +1,9 @@
 //! A plain call allocates a bounded, small number of times end to end (the
 //! caller's and the callee's side together), measured with a per-thread
 //! counting allocator on a current-thread runtime over an in-memory duplex.
-//! The benchmark's figure over TCP is 14 per call, as many as tarpc; this
-//! test keeps it from creeping up unnoticed.
+//! It is 9: the promise, the handler's future, the answer's sink, the call
+//! and return frames' payloads, the two `Vec<u8>`s and two more; tarpc's
+//! benchmark figure is 14. This test keeps it from creeping up unnoticed.
 
 use rpc_core::{eventual, Config};
 use rpc_tests::connect_pair;
@@ -25,7 +26,7 @@ impl Echo for Parrot {
 }
 
 /// The most allocations one 64-byte echo call may make, both sides counted.
-const MAX_PER_CALL: f64 = 14.5;
+const MAX_PER_CALL: f64 = 9.5;
 
 #[test]
 fn a_unary_call_allocates_at_most_fourteen_times_end_to_end() {

@@ -2,7 +2,8 @@
 //!
 //! Every call to a local object, whether made in-process or arriving from
 //! any connection, goes through one unbounded queue served by one task. The
-//! task starts handlers in queue order (E-order) and then polls them together,
+//! task starts handlers in queue order (E-order), polling each once as it
+//! starts (most finish there, with no more bookkeeping), then polls the rest together,
 //! so handlers interleave at their await points but never start out of order.
 //! When the last handle to the object is dropped the queue closes, the task
 //! finishes the handlers still running, and the object is dropped.
@@ -118,9 +119,12 @@ struct Serve {
 }
 
 impl Serve {
-    /// Turns a queued call into a running handler wired for cancellation
-    /// (`None` when the call fails at once).
-    fn start(&self, call: OutgoingCall) -> Option<Running> {
+    /// Starts a queued call: dispatches it and polls its handler once right
+    /// here. A handler that finishes at once replies and is done (no abort
+    /// handle, no place among the running ones, no canceller to set: most
+    /// calls); one that waits is wired for cancellation and returned to run
+    /// with the others. `None` when the call is over already.
+    fn start(&self, call: OutgoingCall, cx: &mut Context<'_>) -> Option<Running> {
         let interface = self.object.interface();
         let reply = call.reply;
         if call.interface != interface.id {
@@ -135,8 +139,6 @@ impl Serve {
             span.record("interface", interface.name);
             span.record("method", interface.methods.get(call.method as usize).copied().unwrap_or("?"));
         }
-        let (abort, registration) = AbortHandle::new_pair();
-        reply.set_canceller(Canceller::Abort(abort));
         let method = call.method;
         let incoming = IncomingCall { method, args: call.payload };
         // Dispatching runs user code too (argument decoding, a sync method's
@@ -149,8 +151,27 @@ impl Serve {
                 return None;
             }
         };
-        let handler = Some(Abortable::new(AssertUnwindSafe(future).catch_unwind(), registration));
-        Some(Running { handler, reply, interface, method })
+        let mut handler = AssertUnwindSafe(future).catch_unwind();
+        let entered = reply.span().map(|span| span.enter());
+        let polled = Pin::new(&mut handler).poll(cx);
+        drop(entered);
+        let outcome = match polled {
+            Poll::Ready(Ok(outcome)) => outcome,
+            Poll::Ready(Err(panic)) => Err(panic_error(interface, method, &*panic)),
+            Poll::Pending => {
+                // Still running: a cancel from the caller (even one that came
+                // already) aborts it from here on.
+                let (abort, registration) = AbortHandle::new_pair();
+                reply.set_canceller(Canceller::Abort(abort));
+                let handler = Some(Abortable::new(handler, registration));
+                return Some(Running { handler, reply, interface, method });
+            }
+        };
+        // What the finished handler still owns is the user's: dropped where a
+        // panic cannot take the serving task down.
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(handler)));
+        reply.complete(outcome);
+        None
     }
 }
 
@@ -158,12 +179,12 @@ impl Future for Serve {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        // Start every queued call first, in order: FuturesUnordered polls
-        // newly pushed futures in push order, so handlers start in call order.
+        // Start every queued call, in order: each handler runs until it
+        // first waits before the next one starts, so handlers start in call order.
         while !self.closed {
             match self.queue.poll_recv(cx) {
                 Poll::Ready(Some(call)) => {
-                    if let Some(handler) = self.start(call) {
+                    if let Some(handler) = self.start(call, cx) {
                         self.running.push(handler);
                     }
                 }

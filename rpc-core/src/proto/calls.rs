@@ -341,8 +341,9 @@ impl Protocol {
     pub(crate) fn set_answer_canceller(&mut self, id: u32, canceller: Canceller) {
         match self.answers.get_mut(&id) {
             Some(answer) if answer.returned.is_none() && (!answer.finished || answer.passed_back) => {
-                let previous = answer.canceller.replace(canceller);
-                self.defer_drop(previous);
+                if let Some(previous) = answer.canceller.replace(canceller) {
+                    self.defer_drop(previous);
+                }
             }
             _ => self.effects.push(Effect::Cancel(canceller)),
         }
