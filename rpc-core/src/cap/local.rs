@@ -140,6 +140,12 @@ impl Serve {
             span.record("method", interface.methods.get(call.method as usize).copied().unwrap_or("?"));
         }
         let method = call.method;
+        // Given up before it started (the caller dropped the promise): the
+        // handler never runs.
+        if reply.is_cancelled() {
+            reply.complete(Err(RpcError::cancelled("the caller cancelled the call")));
+            return None;
+        }
         let incoming = IncomingCall { method, args: call.payload };
         // Dispatching runs user code too (argument decoding, a sync method's
         // setup in a hand-written `Dispatch`).

@@ -64,6 +64,10 @@ impl ReplySink for RemoteAnswer {
         self.conn.lock().set_answer_canceller(self.id, canceller);
     }
 
+    fn is_cancelled(&self) -> bool {
+        self.conn.lock().answer_cancelled(self.id)
+    }
+
     fn span(&self) -> Option<&tracing::Span> {
         Some(&self.span)
     }

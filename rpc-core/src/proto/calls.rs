@@ -338,9 +338,15 @@ impl Protocol {
         }
     }
 
+    /// Whether the peer no longer wants answer `id` (a canceller set now
+    /// would run at once).
+    pub(crate) fn answer_cancelled(&self, id: u32) -> bool {
+        !self.answers.get(&id).is_some_and(Answer::wants_canceller)
+    }
+
     pub(crate) fn set_answer_canceller(&mut self, id: u32, canceller: Canceller) {
         match self.answers.get_mut(&id) {
-            Some(answer) if answer.returned.is_none() && (!answer.finished || answer.passed_back) => {
+            Some(answer) if answer.wants_canceller() => {
                 if let Some(previous) = answer.canceller.replace(canceller) {
                     self.defer_drop(previous);
                 }

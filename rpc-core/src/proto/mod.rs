@@ -171,6 +171,13 @@ struct Answer {
     passed_back: bool,
 }
 
+impl Answer {
+    /// Still wanted and running: a canceller is kept, not run at once.
+    fn wants_canceller(&self) -> bool {
+        self.returned.is_none() && (!self.finished || self.passed_back)
+    }
+}
+
 struct Export {
     client: Client,
     /// References the peer holds (descriptors sent minus released).
