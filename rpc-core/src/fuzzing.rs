@@ -104,7 +104,7 @@ pub fn decode_items<T: DeserializeOwned>(
         let count = item_caps.get(i).copied().unwrap_or(0) as usize;
         let mine: Vec<CapEntry> = caps.drain(..count.min(caps.len())).collect();
         let len = len as usize;
-        match payload::decode_from::<T>(&bytes[at..at + len], mine, max_depth, BUDGET) {
+        match payload::decode_from::<T>(&bytes[at..at + len], &mine, max_depth, BUDGET) {
             Ok((item, used)) if used == len => items.push(item),
             Ok((_, used)) => {
                 let e = RpcError::serialization(format!("an item of {len} bytes decoded from only {used} of them"));

@@ -123,7 +123,7 @@ thread_local! {
     /// that setting it costs a stream item a few instructions, not a hundred.
     static ENCODING: Cell<*mut Vec<CapEntry>> = const { Cell::new(std::ptr::null_mut()) };
     /// The same for the payload being decoded ([`decoding_from`]).
-    static DECODING: Cell<*const Vec<CapEntry>> = const { Cell::new(std::ptr::null()) };
+    static DECODING: Cell<*const [CapEntry]> = const { Cell::new(std::ptr::slice_from_raw_parts(std::ptr::null(), 0)) };
 }
 
 /// Payloads up to this size are copied out of the scratch buffer.
@@ -149,8 +149,8 @@ fn encoding_into<R>(table: &mut Vec<CapEntry>, serialize: impl FnOnce() -> R) ->
 }
 
 /// Runs `deserialize` with `table` as this thread's decoding table.
-fn decoding_from<R>(table: &Vec<CapEntry>, deserialize: impl FnOnce() -> R) -> R {
-    struct Restore(*const Vec<CapEntry>);
+fn decoding_from<R>(table: &[CapEntry], deserialize: impl FnOnce() -> R) -> R {
+    struct Restore(*const [CapEntry]);
     impl Drop for Restore {
         fn drop(&mut self) {
             DECODING.set(self.0);
@@ -213,11 +213,11 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(out: &mut BytesMut, value: &T) 
 /// number of bytes used.
 pub(crate) fn decode_from<T: DeserializeOwned>(
     bytes: &[u8],
-    caps: Vec<CapEntry>,
+    caps: &[CapEntry],
     max_depth: u32,
     max_decoded: u64,
 ) -> Result<(T, usize), RpcError> {
-    let result = decoding_from(&caps, || depth::from_postcard_bytes::<T>(bytes, max_depth, max_decoded));
+    let result = decoding_from(caps, || depth::from_postcard_bytes::<T>(bytes, max_depth, max_decoded));
     let (value, rest) = result.map_err(|e| e.to_rpc("cannot decode item"))?;
     Ok((value, bytes.len() - rest.len()))
 }

@@ -121,10 +121,12 @@ struct Held {
 }
 
 impl Held {
+    #[inline]
     fn contains(&self, key: usize) -> bool {
         self.first.get() == key || (self.has_more.get() && HELD_MORE.with(|more| more.borrow().contains(&key)))
     }
 
+    #[inline]
     fn push(&self, key: usize) {
         if self.first.get() == 0 {
             self.first.set(key);
@@ -135,6 +137,7 @@ impl Held {
     }
 
     /// Forgets `key`; returns whether nothing is held any more.
+    #[inline]
     fn remove(&self, key: usize) -> bool {
         if self.first.get() == key && !self.has_more.get() {
             // The common case: one connection locked, now released.
@@ -155,6 +158,7 @@ impl Held {
 }
 
 impl Drop for StateGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         // SAFETY: taken once, here; `self.guard` is not used again.
         let mut guard = unsafe { std::mem::ManuallyDrop::take(&mut self.guard) };

@@ -102,7 +102,7 @@ impl RemoteConsumer {
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8], caps: Vec<CapEntry>) -> Result<T, RpcError> {
         let len = bytes.len();
         let decoded =
-            payload::decode_from::<T>(bytes, caps, self.max_depth, self.max_decoded).and_then(|(item, used)| {
+            payload::decode_from::<T>(bytes, &caps, self.max_depth, self.max_decoded).and_then(|(item, used)| {
                 if used == len {
                     Ok(item)
                 } else {
@@ -204,12 +204,17 @@ impl Drop for RemoteConsumer {
 /// `Bytes` split per item: a cached reader decodes a batch straight through).
 fn decode_next<T: DeserializeOwned>(batch: &mut RawBatch, max_depth: u32, max_decoded: u64) -> Result<T, RpcError> {
     let cap_count = batch.item_caps.pop_front().unwrap_or(0) as usize;
-    let caps: Vec<CapEntry> =
-        if cap_count == 0 { Vec::new() } else { batch.caps.drain(..cap_count.min(batch.caps.len())).collect() };
     batch.remaining -= 1;
     // The protocol checked that the lengths cover the bytes exactly.
     let len = (batch.lens.pop_front().unwrap_or(0) as usize).min(batch.bytes.len());
-    let decoded = payload::decode_from::<T>(&batch.bytes[..len], caps, max_depth, max_decoded);
+    let item = &batch.bytes[..len];
+    // Most items hold no capability: no table to build (or drop) for them.
+    let decoded = if cap_count == 0 {
+        payload::decode_from::<T>(item, &[], max_depth, max_decoded)
+    } else {
+        let caps: Vec<CapEntry> = batch.caps.drain(..cap_count.min(batch.caps.len())).collect();
+        payload::decode_from::<T>(item, &caps, max_depth, max_decoded)
+    };
     bytes::Buf::advance(&mut batch.bytes, len);
     let (item, used) = decoded?;
     if used != len {

@@ -186,7 +186,9 @@ impl Pair {
         self.settle();
         polled.map(|read| match read? {
             None => Ok(None),
-            Some((bytes, caps)) => payload::decode_from::<u32>(&bytes, caps, max_depth, u64::MAX).map(|(v, _)| Some(v)),
+            Some((bytes, caps)) => {
+                payload::decode_from::<u32>(&bytes, &caps, max_depth, u64::MAX).map(|(v, _)| Some(v))
+            }
         })
     }
 
