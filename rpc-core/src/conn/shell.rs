@@ -69,11 +69,11 @@ impl Host for ConnShared {
     }
 
     fn push_item(&self, id: u32, item: &[u8], caps: Vec<CapEntry>) -> Result<(), RpcError> {
-        self.lock().producer_push_item(id, item, caps)
+        self.lock_leaf().producer_push_item(id, item, caps)
     }
 
     fn push_slice(&self, id: u32, data: &[u8]) -> Result<(), RpcError> {
-        self.lock().producer_push_slice(id, data)
+        self.lock_leaf().producer_push_slice(id, data)
     }
 }
 
