@@ -416,11 +416,19 @@ impl Protocol {
             count += 1;
             bytes += *len as u64;
         }
-        let cap_total: u32 = p.items.iter().take(count).map(|(_, caps)| caps).sum();
+        // One pass over the batch's entries (as slices: a deque's iterator
+        // costs more per item): their lengths, and how many capabilities.
+        let mut item_lens: Vec<u32> = Vec::with_capacity(count);
+        let mut cap_total = 0u32;
+        let (front, back) = p.items.as_slices();
+        for &(len, caps) in front.iter().chain(back).take(count) {
+            item_lens.push(len);
+            cap_total += caps;
+        }
         let caps: Vec<CapEntry> = p.caps.drain(..cap_total as usize).collect();
         let item_caps = if cap_total == 0 { Vec::new() } else { p.items.iter().take(count).map(|(_, c)| *c).collect() };
+        p.items.drain(..count);
         // Whole lengths: the first item's earlier parts count too.
-        let mut item_lens: Vec<u32> = p.items.drain(..count).map(|(len, _)| len).collect();
         item_lens[0] += std::mem::take(&mut p.part_sent);
         let message_bytes = item_lens.iter().map(|&len| u64::from(len)).sum::<u64>();
         p.inflight_bytes += message_bytes;
