@@ -30,7 +30,7 @@ pub(crate) struct RemoteProducer {
 /// queued since it last did: the connection's writer, perhaps on the same
 /// thread, then sends them while the producer goes on, so the consumer works
 /// in parallel instead of waiting for the whole window to fill.
-pub(crate) const YIELD_EVERY: usize = 32 << 10;
+pub(crate) const YIELD_EVERY: usize = 64 << 10;
 
 thread_local! {
     /// Where a write encodes its item before taking the lock (so user
