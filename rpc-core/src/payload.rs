@@ -131,7 +131,7 @@ const SMALL_PAYLOAD: usize = 4096;
 
 thread_local! {
     /// Where [`Payload::encode`] writes; keeps its capacity between calls.
-    static PAYLOAD_SCRATCH: Cell<BytesMut> = Cell::new(BytesMut::new());
+    static PAYLOAD_SCRATCH: Cell<Option<BytesMut>> = const { Cell::new(None) };
 }
 
 /// Runs `serialize` with `table` as this thread's encoding table; the outer
@@ -167,12 +167,12 @@ impl Payload {
         // Encoded into this thread's scratch buffer (taken out: encoding may
         // nest), then a small payload is copied out at its exact size: one
         // allocation, where freezing a buffer of its own costs two.
-        let mut scratch = PAYLOAD_SCRATCH.take();
+        let mut scratch = PAYLOAD_SCRATCH.take().unwrap_or_default();
         scratch.clear();
         let encoded = encoding_into(&mut caps, || to_bytes_mut(value, &mut scratch));
         let bytes = if scratch.len() <= SMALL_PAYLOAD {
             let bytes = Bytes::from(scratch.to_vec());
-            PAYLOAD_SCRATCH.set(scratch);
+            PAYLOAD_SCRATCH.set(Some(scratch));
             bytes
         } else {
             // A large one keeps the buffer it was written into (no copy).

@@ -65,7 +65,8 @@ impl ReplySink for RemoteAnswer {
     }
 
     fn is_cancelled(&self) -> bool {
-        self.conn.lock().answer_cancelled(self.id)
+        // Reads only: nothing can ask for the connection while it is held.
+        self.conn.lock_leaf().answer_cancelled(self.id)
     }
 
     fn span(&self) -> Option<&tracing::Span> {

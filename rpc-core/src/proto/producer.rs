@@ -35,7 +35,7 @@ pub(crate) const YIELD_EVERY: usize = 64 << 10;
 thread_local! {
     /// Where a write encodes its item before taking the lock (so user
     /// `Serialize` code never runs with the connection locked).
-    static SCRATCH: std::cell::Cell<BytesMut> = std::cell::Cell::new(BytesMut::new());
+    static SCRATCH: std::cell::Cell<Option<BytesMut>> = const { std::cell::Cell::new(None) };
 }
 
 impl RemoteProducer {
@@ -78,14 +78,14 @@ impl RemoteProducer {
     /// Encodes `item` and queues it for the peer; never waits.
     pub(crate) fn write<T: Serialize>(&self, item: &T) -> Result<(), RpcError> {
         // Taken out while in use: the lock's effects may write to another stream.
-        let mut scratch = SCRATCH.take();
+        let mut scratch = SCRATCH.take().unwrap_or_default();
         scratch.clear();
         let written = match payload::encode_into(&mut scratch, item) {
             Ok(caps) => self.write_raw(&scratch, caps),
             Err(err) => Err(err),
         };
         if scratch.capacity() <= 64 << 10 {
-            SCRATCH.set(scratch);
+            SCRATCH.set(Some(scratch));
         }
         written
     }
