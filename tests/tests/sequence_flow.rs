@@ -425,3 +425,56 @@ async fn a_producer_with_room_lets_its_connection_send_while_it_writes() {
     let during = during.load(Ordering::SeqCst);
     assert!(during >= 2, "the server wrote to its socket {during} times while its producer wrote 50,000 items");
 }
+
+/// Once its reader is on the connection, writes `count` items and never
+/// flushes, closes or drops the writer (it keeps it): items staged without
+/// the connection's lock must still reach the consumer, the writer task
+/// taking them in by itself.
+struct Keeper {
+    kept: Arc<std::sync::Mutex<Vec<SequenceWriter<u32>>>>,
+}
+
+impl Trickle for Keeper {
+    fn trickle(&self, count: u32) -> Sequence<u32> {
+        let (mut writer, reader) = Sequence::channel();
+        let kept = self.kept.clone();
+        tokio::spawn(async move {
+            // Let the reply (and with it the reader) go over the connection first.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            for n in 0..count {
+                writer.write(n).expect("the consumer is reading");
+            }
+            kept.lock().unwrap().push(writer);
+        });
+        reader
+    }
+}
+
+async fn written_items_arrive_without_a_flush() {
+    for via in Via::BOTH {
+        let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (trickle, _conns) = via.reach(TrickleProxy::new(Keeper { kept: kept.clone() })).await;
+        for count in [1u32, 3, 5_000] {
+            let mut items = trickle.trickle(count);
+            // Well within the keepalive interval (5 s), whose ping would
+            // also lock the connection and so take the items in.
+            let read = tokio::time::timeout(Duration::from_secs(2), async {
+                for want in 0..count {
+                    assert_eq!(items.read().await.unwrap(), Some(want), "{via:?}, {count} items");
+                }
+            });
+            read.await.unwrap_or_else(|_| panic!("{via:?}: {count} written items did not arrive"));
+        }
+        assert_eq!(kept.lock().unwrap().len(), 3, "{via:?}: the writers are still open");
+    }
+}
+
+#[tokio::test]
+async fn written_items_arrive_without_a_flush_current_thread() {
+    written_items_arrive_without_a_flush().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn written_items_arrive_without_a_flush_multi_thread() {
+    written_items_arrive_without_a_flush().await;
+}

@@ -83,6 +83,7 @@ where
         state: Mutex::new(state),
         me: me.clone(),
         wake_writer: Notify::new(),
+        staging: Default::default(),
         owed_in_flight: AtomicUsize::new(0),
         output_drained: Notify::new(),
         write_failed: AtomicBool::new(false),

@@ -21,6 +21,7 @@ mod pipeline;
 mod public;
 mod received;
 mod shell;
+mod staging;
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -44,6 +45,8 @@ pub(crate) struct ConnShared {
     me: std::sync::Weak<ConnShared>,
     /// Wakes the writer when the outgoing buffer becomes non-empty.
     wake_writer: Notify,
+    /// Stream items written without the lock, taken in at the next lock.
+    staging: staging::Staging,
     /// Output we owe the peer (see `Protocol::owed`) in the write under way,
     /// not yet written.
     owed_in_flight: AtomicUsize,
@@ -215,8 +218,22 @@ impl ConnShared {
             held.push(me);
         });
         let guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.guard(guard, true)
+    }
+
+    /// The guard of a freshly locked state, with every staged item taken in
+    /// first (after `was_empty`: items taken in count as new output, so the
+    /// writer is woken if they are to go).
+    #[inline]
+    fn guard<'a>(&'a self, guard: MutexGuard<'a, Protocol>, tracked: bool) -> StateGuard<'a> {
         let was_empty = guard.out.is_empty() && guard.ready.is_empty();
-        StateGuard { guard: std::mem::ManuallyDrop::new(guard), shared: self, was_empty, tracked: true }
+        let mut guard = StateGuard { guard: std::mem::ManuallyDrop::new(guard), shared: self, was_empty, tracked };
+        if self.staging.any() {
+            for run in self.staging.take() {
+                guard.producer_absorb(run.id, &run.bytes, &run.lens);
+            }
+        }
+        guard
     }
 
     /// Locks the state for a command that runs no code of a handle or a user
@@ -230,8 +247,7 @@ impl ConnShared {
         let me = self.key();
         HELD.with(|held| assert!(!held.contains(me), "a connection's state was locked again by the thread holding it"));
         let guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let was_empty = guard.out.is_empty() && guard.ready.is_empty();
-        StateGuard { guard: std::mem::ManuallyDrop::new(guard), shared: self, was_empty, tracked: false }
+        self.guard(guard, false)
     }
 
     /// Runs `work` on the locked state: now, or, if this thread holds the

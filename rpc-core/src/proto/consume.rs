@@ -63,6 +63,12 @@ pub(crate) struct Signals {
     /// ended. `flush` and `poll_room` return at once when it is not 0,
     /// without taking the connection's lock.
     pub(crate) room: AtomicU64,
+    /// A producer's items its writer staged in the shell without the lock
+    /// and the protocol has not taken yet: `flush` subtracts them from `room`.
+    pub(crate) staged: AtomicU64,
+    /// The producer can take no more writes (ended, or closed by its
+    /// writer): a write takes the lock to learn why instead of staging.
+    pub(crate) ended: AtomicBool,
 }
 
 impl Signals {

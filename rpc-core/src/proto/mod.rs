@@ -80,6 +80,15 @@ pub(crate) trait Host: Send + Sync {
     fn push_item(&self, id: u32, item: &[u8], caps: Vec<CapEntry>) -> Result<(), RpcError>;
     /// [`Protocol::producer_push_slice`] under the lock (every small byte write).
     fn push_slice(&self, id: u32, data: &[u8]) -> Result<(), RpcError>;
+    /// Queues one item of producer `id` holding no capability without the
+    /// lock, if this host can (else `false`: the caller pushes it). A staged
+    /// item reaches the protocol ([`Protocol::producer_absorb`]) before
+    /// anything else locks it, and the host makes sure something does soon.
+    /// The caller counted it in [`Signals::staged`] and checked
+    /// [`Signals::ended`].
+    fn stage_item(&self, _id: u32, _item: &[u8]) -> bool {
+        false
+    }
 }
 
 /// What a handle bound to no connection answers.

@@ -170,6 +170,8 @@ impl Producing {
     fn refresh(&self) {
         let room = if self.ending.is_none() && !self.full() { self.window.capacity as u64 - self.unread() } else { 0 };
         self.signals.room.store(room, std::sync::atomic::Ordering::Release);
+        let ended = self.ending.is_some() || self.closing.is_some();
+        self.signals.ended.store(ended, std::sync::atomic::Ordering::Release);
     }
 
     fn wake(&mut self, effects: &mut Vec<Effect>) {
@@ -291,6 +293,7 @@ impl Producing {
         if self.closing.is_none() {
             self.closing = Some(error);
         }
+        self.refresh();
     }
 
     /// Ready once the end was sent (or the stream ended otherwise).
@@ -553,6 +556,30 @@ impl Protocol {
         // The item's capabilities may lock a connection when they drop.
         self.defer_drop(caps);
         Err(refused)
+    }
+
+    /// Takes the items of producer `id` its writer staged without the lock
+    /// (`bytes` back to back, `lens` their lengths, none holding a
+    /// capability), queued as if written one by one. A stream that can take
+    /// no more drops them and marks its handle ended, so the writer's next
+    /// write or flush takes the lock and learns why.
+    pub(crate) fn producer_absorb(&mut self, id: u32, bytes: &[u8], lens: &[u32]) {
+        let Protocol { streams, ready, .. } = self;
+        let Some(StreamEntry { half: StreamHalf::Producer(p), live, .. }) = streams.get_mut(&id) else { return };
+        if p.writable().is_ok() {
+            p.pending.extend_from_slice(bytes);
+            p.items.extend(lens.iter().map(|&len| (len, 0)));
+            p.refresh();
+            if *live && !p.scheduled && p.wants_emit() {
+                p.scheduled = true;
+                ready.push(id);
+            }
+        } else {
+            p.signals.room.store(0, std::sync::atomic::Ordering::Release);
+            p.signals.ended.store(true, std::sync::atomic::Ordering::Release);
+        }
+        // After `room` took them in: a flush never counts them twice as free.
+        p.signals.staged.fetch_sub(lens.len() as u64, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Encodes `item` into producer `id` (see [`Producing::encode_item`]).

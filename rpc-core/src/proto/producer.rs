@@ -96,7 +96,18 @@ impl RemoteProducer {
     pub(crate) fn write_raw(&self, item: &[u8], caps: Vec<CapEntry>) -> Result<(), RpcError> {
         // One writer at a time in practice: a plain load and store, no locked add.
         self.unyielded.store(self.unyielded.load(Ordering::Relaxed) + item.len(), Ordering::Relaxed);
-        self.host.as_ref().ok_or_else(no_connection)?.push_item(self.id, item, caps)
+        let host = self.host.as_ref().ok_or_else(no_connection)?;
+        // An item without capabilities is staged in the shell, without the
+        // connection's lock; one that holds some (or a stream that ended,
+        // whose error the lock tells) goes through the protocol at once.
+        if caps.is_empty() && !self.signals.ended.load(Ordering::Acquire) {
+            self.signals.staged.fetch_add(1, Ordering::AcqRel);
+            if host.stage_item(self.id, item) {
+                return Ok(());
+            }
+            self.signals.staged.fetch_sub(1, Ordering::AcqRel);
+        }
+        host.push_item(self.id, item, caps)
     }
 
     /// Queues a copy of `data` on a byte stream (small writes are gathered
@@ -122,7 +133,9 @@ impl RemoteProducer {
     #[inline]
     pub(crate) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
         // The common case needs no lock: the protocol publishes when there is room.
-        if self.signals.room.load(Ordering::Acquire) > 0 {
+        // Room for more than what is staged and not yet taken (else the lock
+        // takes the staged items in and answers exactly).
+        if self.signals.room.load(Ordering::Acquire) > self.signals.staged.load(Ordering::Acquire) {
             if self.unyielded.load(Ordering::Relaxed) < YIELD_EVERY {
                 return Poll::Ready(Ok(()));
             }
