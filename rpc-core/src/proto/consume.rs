@@ -63,9 +63,13 @@ pub(crate) struct Signals {
     /// ended. `flush` and `poll_room` return at once when it is not 0,
     /// without taking the connection's lock.
     pub(crate) room: AtomicU64,
-    /// A producer's items its writer staged in the shell without the lock
-    /// and the protocol has not taken yet: `flush` subtracts them from `room`.
+    /// Items a producer's writer staged in the shell without the lock, and
+    /// how many of them the protocol has taken in since: `flush` subtracts
+    /// the difference from `room`. Two counters, each written by one side
+    /// only (the writer; the protocol under the lock), so neither needs a
+    /// locked read-modify-write per item.
     pub(crate) staged: AtomicU64,
+    pub(crate) taken: AtomicU64,
     /// The producer can take no more writes (ended, or closed by its
     /// writer): a write takes the lock to learn why instead of staging.
     pub(crate) ended: AtomicBool,
@@ -76,6 +80,14 @@ impl Signals {
         let signals = Arc::new(Signals::default());
         signals.set_window(window);
         signals
+    }
+
+    /// Items staged and not yet taken in.
+    #[inline]
+    pub(crate) fn untaken(&self) -> u64 {
+        // `taken` first: it never passes what `staged` held before it.
+        let taken = self.taken.load(Ordering::Acquire);
+        self.staged.load(Ordering::Acquire).saturating_sub(taken)
     }
 
     pub(crate) fn window(&self) -> Window {

@@ -579,7 +579,8 @@ impl Protocol {
             p.signals.ended.store(true, std::sync::atomic::Ordering::Release);
         }
         // After `room` took them in: a flush never counts them twice as free.
-        p.signals.staged.fetch_sub(lens.len() as u64, std::sync::atomic::Ordering::AcqRel);
+        let taken = p.signals.taken.load(std::sync::atomic::Ordering::Relaxed) + lens.len() as u64;
+        p.signals.taken.store(taken, std::sync::atomic::Ordering::Release);
     }
 
     /// Encodes `item` into producer `id` (see [`Producing::encode_item`]).

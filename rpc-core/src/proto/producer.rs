@@ -101,11 +101,13 @@ impl RemoteProducer {
         // connection's lock; one that holds some (or a stream that ended,
         // whose error the lock tells) goes through the protocol at once.
         if caps.is_empty() && !self.signals.ended.load(Ordering::Acquire) {
-            self.signals.staged.fetch_add(1, Ordering::AcqRel);
+            // This handle is the one writer of `staged`.
+            let staged = self.signals.staged.load(Ordering::Relaxed);
+            self.signals.staged.store(staged + 1, Ordering::Release);
             if host.stage_item(self.id, item) {
                 return Ok(());
             }
-            self.signals.staged.fetch_sub(1, Ordering::AcqRel);
+            self.signals.staged.store(staged, Ordering::Release);
         }
         host.push_item(self.id, item, caps)
     }
@@ -135,7 +137,7 @@ impl RemoteProducer {
         // The common case needs no lock: the protocol publishes when there is room.
         // Room for more than what is staged and not yet taken (else the lock
         // takes the staged items in and answers exactly).
-        if self.signals.room.load(Ordering::Acquire) > self.signals.staged.load(Ordering::Acquire) {
+        if self.signals.room.load(Ordering::Acquire) > self.signals.untaken() {
             if self.unyielded.load(Ordering::Relaxed) < YIELD_EVERY {
                 return Poll::Ready(Ok(()));
             }
