@@ -175,6 +175,35 @@ async fn a_declared_u32_max_window_is_capped_in_bytes_for_what_the_server_produc
     assert_healthy(&server).await;
 }
 
+/// Caps where the byte bound, not the item window, binds small items.
+const SMALL_ITEM_LIMITS: Limits = Limits { max_stream_window: 65_536, ..SERVER_LIMITS };
+
+/// Small items are staged without the connection's lock; the producer's
+/// flush still stops at the byte bound (1 MiB), counting what it staged.
+#[tokio::test]
+async fn small_staged_items_stop_at_the_byte_bound_too() {
+    let written = Arc::new(AtomicU64::new(0));
+    let server = start(server_config(SMALL_ITEM_LIMITS), written.clone());
+    let mut peer = handshake(server.addr, SMALL_ITEM_LIMITS, SERVER).await;
+    // 2 KiB items: 65,536 of them would be 128 MiB.
+    let item = 2u64 << 10;
+    fill_into_huge_window(&mut peer, 65_536, item as u32).await;
+    let mut bytes = 0u64;
+    for _ in 0..MAX_FRAMES * 64 {
+        match timeout(Duration::from_millis(500), peer.next_message()).await {
+            Ok(Some((Msg::StreamData { .. } | Msg::StreamPart { .. }, payload))) => bytes += payload.len() as u64,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the server closed"),
+            Err(_) => break,
+        }
+    }
+    let local = u64::from(SMALL_ITEM_LIMITS.max_stream_window_bytes);
+    assert!(bytes <= local + item + 1024, "{bytes} bytes sent unacknowledged, our bound is {local}");
+    let accepted = written.load(Ordering::Relaxed);
+    assert!(accepted * item <= local + item, "the server accepted {accepted} writes of 2 KiB");
+    assert_healthy(&server).await;
+}
+
 #[tokio::test]
 async fn large_items_past_the_byte_window_are_a_protocol_violation() {
     let server = start(server_config(SERVER_LIMITS), Arc::default());

@@ -70,6 +70,11 @@ pub(crate) struct Signals {
     /// locked read-modify-write per item.
     pub(crate) staged: AtomicU64,
     pub(crate) taken: AtomicU64,
+    /// The same in bytes, against `room_bytes`: what the producer may still
+    /// queue before its local byte bound (`max_stream_window_bytes`) is full.
+    pub(crate) staged_bytes: AtomicU64,
+    pub(crate) taken_bytes: AtomicU64,
+    pub(crate) room_bytes: AtomicU64,
     /// The producer can take no more writes (ended, or closed by its
     /// writer): a write takes the lock to learn why instead of staging.
     pub(crate) ended: AtomicBool,
@@ -82,12 +87,19 @@ impl Signals {
         signals
     }
 
-    /// Items staged and not yet taken in.
+    /// Whether a writer may go on at once: room, in items and in bytes,
+    /// beyond what it staged that the protocol has not taken in yet.
     #[inline]
-    pub(crate) fn untaken(&self) -> u64 {
+    pub(crate) fn room_beyond_staged(&self) -> bool {
         // `taken` first: it never passes what `staged` held before it.
         let taken = self.taken.load(Ordering::Acquire);
-        self.staged.load(Ordering::Acquire).saturating_sub(taken)
+        let untaken = self.staged.load(Ordering::Acquire).saturating_sub(taken);
+        if self.room.load(Ordering::Acquire) <= untaken {
+            return false;
+        }
+        let taken_bytes = self.taken_bytes.load(Ordering::Acquire);
+        let untaken_bytes = self.staged_bytes.load(Ordering::Acquire).saturating_sub(taken_bytes);
+        self.room_bytes.load(Ordering::Acquire) > untaken_bytes
     }
 
     pub(crate) fn window(&self) -> Window {

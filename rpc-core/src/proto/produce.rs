@@ -75,8 +75,7 @@ impl Producing {
     pub(crate) fn new(window: Window, bytes_mode: bool, limits: &Limits, peer_limits: &Limits) -> Self {
         let window = window.capped(limits, bytes_mode);
         let signals = Signals::new(window);
-        signals.room.store(u64::from(window.capacity), std::sync::atomic::Ordering::Relaxed);
-        Producing {
+        let producing = Producing {
             signals,
             pending: BytesMut::new(),
             items: VecDeque::new(),
@@ -100,7 +99,9 @@ impl Producing {
             scheduled: false,
             flusher: None,
             closer: None,
-        }
+        };
+        producing.refresh();
+        producing
     }
 
     /// Items (or bytes) written and not yet sent.
@@ -170,6 +171,14 @@ impl Producing {
     fn refresh(&self) {
         let room = if self.ending.is_none() && !self.full() { self.window.capacity as u64 - self.unread() } else { 0 };
         self.signals.room.store(room, std::sync::atomic::Ordering::Release);
+        let room_bytes = if room == 0 {
+            0
+        } else if self.bytes_mode {
+            u64::MAX
+        } else {
+            self.local_bytes.saturating_sub(self.pending.len() as u64 + self.inflight_bytes)
+        };
+        self.signals.room_bytes.store(room_bytes, std::sync::atomic::Ordering::Release);
         let ended = self.ending.is_some() || self.closing.is_some();
         self.signals.ended.store(ended, std::sync::atomic::Ordering::Release);
     }
@@ -581,6 +590,8 @@ impl Protocol {
         // After `room` took them in: a flush never counts them twice as free.
         let taken = p.signals.taken.load(std::sync::atomic::Ordering::Relaxed) + lens.len() as u64;
         p.signals.taken.store(taken, std::sync::atomic::Ordering::Release);
+        let taken = p.signals.taken_bytes.load(std::sync::atomic::Ordering::Relaxed) + bytes.len() as u64;
+        p.signals.taken_bytes.store(taken, std::sync::atomic::Ordering::Release);
     }
 
     /// Encodes `item` into producer `id` (see [`Producing::encode_item`]).

@@ -32,6 +32,10 @@ pub(crate) struct RemoteProducer {
 /// in parallel instead of waiting for the whole window to fill.
 pub(crate) const YIELD_EVERY: usize = 64 << 10;
 
+/// Items up to this size are staged without the lock; a larger one is
+/// queued under it (its copy, not the lock, is what it costs).
+const STAGE_MAX: usize = 4 << 10;
+
 thread_local! {
     /// Where a write encodes its item before taking the lock (so user
     /// `Serialize` code never runs with the connection locked).
@@ -100,14 +104,17 @@ impl RemoteProducer {
         // An item without capabilities is staged in the shell, without the
         // connection's lock; one that holds some (or a stream that ended,
         // whose error the lock tells) goes through the protocol at once.
-        if caps.is_empty() && !self.signals.ended.load(Ordering::Acquire) {
-            // This handle is the one writer of `staged`.
-            let staged = self.signals.staged.load(Ordering::Relaxed);
+        if caps.is_empty() && item.len() <= STAGE_MAX && !self.signals.ended.load(Ordering::Acquire) {
+            // This handle is the one writer of the staged counters.
+            let (staged, staged_bytes) =
+                (self.signals.staged.load(Ordering::Relaxed), self.signals.staged_bytes.load(Ordering::Relaxed));
             self.signals.staged.store(staged + 1, Ordering::Release);
+            self.signals.staged_bytes.store(staged_bytes + item.len() as u64, Ordering::Release);
             if host.stage_item(self.id, item) {
                 return Ok(());
             }
             self.signals.staged.store(staged, Ordering::Release);
+            self.signals.staged_bytes.store(staged_bytes, Ordering::Release);
         }
         host.push_item(self.id, item, caps)
     }
@@ -137,7 +144,7 @@ impl RemoteProducer {
         // The common case needs no lock: the protocol publishes when there is room.
         // Room for more than what is staged and not yet taken (else the lock
         // takes the staged items in and answers exactly).
-        if self.signals.room.load(Ordering::Acquire) > self.signals.untaken() {
+        if self.signals.room_beyond_staged() {
             if self.unyielded.load(Ordering::Relaxed) < YIELD_EVERY {
                 return Poll::Ready(Ok(()));
             }
