@@ -125,6 +125,20 @@ async fn fill_into_huge_window(peer: &mut RawPeer, n: u64, size: u32) {
     peer.send(&msg, &encode(&(n, size, 0u32))).await;
 }
 
+/// Stream bytes the server sends until it falls silent (bounded).
+async fn stream_bytes_until_silence(peer: &mut RawPeer) -> u64 {
+    let mut bytes = 0u64;
+    for _ in 0..MAX_FRAMES * 64 {
+        match timeout(Duration::from_millis(500), peer.next_message()).await {
+            Ok(Some((Msg::StreamData { .. } | Msg::StreamPart { .. }, payload))) => bytes += payload.len() as u64,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the server closed"),
+            Err(_) => break,
+        }
+    }
+    bytes
+}
+
 #[tokio::test]
 async fn a_declared_u32_max_window_is_capped_for_what_the_server_produces() {
     let written = Arc::new(AtomicU64::new(0));
@@ -156,15 +170,7 @@ async fn a_declared_u32_max_window_is_capped_in_bytes_for_what_the_server_produc
     let mut peer = handshake(server.addr, SERVER_LIMITS, SERVER).await;
     // 64 KiB items: 100 of them would be 6.4 MiB; the byte windows stop it far sooner.
     fill_into_huge_window(&mut peer, 1_000, 64 << 10).await;
-    let mut bytes = 0u64;
-    for _ in 0..MAX_FRAMES * 64 {
-        match timeout(Duration::from_millis(500), peer.next_message()).await {
-            Ok(Some((Msg::StreamData { .. } | Msg::StreamPart { .. }, payload))) => bytes += payload.len() as u64,
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("the server closed"),
-            Err(_) => break,
-        }
-    }
+    let bytes = stream_bytes_until_silence(&mut peer).await;
     // Our limit of 1 MiB bounds what the server keeps queued plus unacknowledged,
     // so it stops after about 1 MiB (one item may straddle the line).
     let item = 64u64 << 10;
@@ -188,15 +194,7 @@ async fn small_staged_items_stop_at_the_byte_bound_too() {
     // 2 KiB items: 65,536 of them would be 128 MiB.
     let item = 2u64 << 10;
     fill_into_huge_window(&mut peer, 65_536, item as u32).await;
-    let mut bytes = 0u64;
-    for _ in 0..MAX_FRAMES * 64 {
-        match timeout(Duration::from_millis(500), peer.next_message()).await {
-            Ok(Some((Msg::StreamData { .. } | Msg::StreamPart { .. }, payload))) => bytes += payload.len() as u64,
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("the server closed"),
-            Err(_) => break,
-        }
-    }
+    let bytes = stream_bytes_until_silence(&mut peer).await;
     let local = u64::from(SMALL_ITEM_LIMITS.max_stream_window_bytes);
     assert!(bytes <= local + item + 1024, "{bytes} bytes sent unacknowledged, our bound is {local}");
     let accepted = written.load(Ordering::Relaxed);

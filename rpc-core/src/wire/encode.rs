@@ -55,8 +55,6 @@ pub(crate) fn to_bytes_mut<T: Serialize + ?Sized>(value: &T, out: &mut BytesMut)
 
 /// Bytes a LEB128 `u64` takes at most.
 const MAX_VARINT_U64: usize = 10;
-/// Bytes a LEB128 `u128` takes at most.
-const MAX_VARINT_U128: usize = 19;
 /// Spare room reserved whenever the buffer runs out, so that small writes
 /// that follow find room without growing it again.
 const MIN_GROWTH: usize = 64;
@@ -111,23 +109,15 @@ impl Encoder<'_> {
         unsafe { self.out.set_len(len + used) };
     }
 
-    /// [`Self::push_varint`] for 128-bit values (up to 19 bytes).
+    /// [`Self::push_varint`] for 128-bit values (up to 19 bytes): seven
+    /// bits at a time while the value does not fit a `u64`, then the rest
+    /// as a `u64` varint (the same bytes).
     fn push_varint_u128(&mut self, mut value: u128) {
-        self.room(MAX_VARINT_U128);
-        let len = self.out.len();
-        let spare = &mut self.out.spare_capacity_mut()[..MAX_VARINT_U128];
-        let mut used = 0;
-        for slot in spare.iter_mut() {
-            used += 1;
-            if value < 0x80 {
-                slot.write(value as u8);
-                break;
-            }
-            slot.write(value as u8 | 0x80);
+        while value > u128::from(u64::MAX) {
+            self.push_byte(value as u8 | 0x80);
             value >>= 7;
         }
-        // SAFETY: the `used` bytes from `len` were just initialized, within capacity.
-        unsafe { self.out.set_len(len + used) };
+        self.push_varint(value as u64);
     }
 
     #[inline(always)]
