@@ -1,7 +1,9 @@
 //! The handle of a stream we produce and the peer consumes: the connection
 //! (as a [`Host`]) and the stream's id. Its state lives in the protocol
-//! (`produce.rs`); every method locks the connection once, and none is
-//! called with it locked.
+//! (`produce.rs`); every method locks the connection once (or not at all:
+//! a small item without capabilities is staged through the host, and a
+//! flush with room reads the published signals), and none is called with it
+//! locked.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
