@@ -129,9 +129,26 @@ thread_local! {
 /// Payloads up to this size are copied out of the scratch buffer.
 const SMALL_PAYLOAD: usize = 4096;
 
+/// A scratch buffer grown past this is not kept for the next encoding.
+const SCRATCH_KEPT: usize = 64 << 10;
+
 thread_local! {
-    /// Where [`Payload::encode`] writes; keeps its capacity between calls.
-    static PAYLOAD_SCRATCH: Cell<Option<BytesMut>> = const { Cell::new(None) };
+    /// Where payloads and stream items are encoded first (user `Serialize`
+    /// code never runs with a connection locked); keeps its capacity.
+    static SCRATCH: Cell<Option<BytesMut>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with this thread's scratch buffer, empty. It is taken out
+/// meanwhile, so an encoding nested in `f` (an effect of a lock `f` takes,
+/// a payload inside a value) gets a buffer of its own.
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut BytesMut) -> R) -> R {
+    let mut scratch = SCRATCH.take().unwrap_or_default();
+    scratch.clear();
+    let result = f(&mut scratch);
+    if scratch.capacity() <= SCRATCH_KEPT {
+        SCRATCH.set(Some(scratch));
+    }
+    result
 }
 
 /// Runs `serialize` with `table` as this thread's encoding table; the outer
@@ -164,20 +181,18 @@ impl Payload {
     /// Serializes `value`, collecting the capabilities it holds.
     pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload, RpcError> {
         let mut caps = Vec::new();
-        // Encoded into this thread's scratch buffer (taken out: encoding may
-        // nest), then a small payload is copied out at its exact size: one
-        // allocation, where freezing a buffer of its own costs two.
-        let mut scratch = PAYLOAD_SCRATCH.take().unwrap_or_default();
-        scratch.clear();
-        let encoded = encoding_into(&mut caps, || to_bytes_mut(value, &mut scratch));
-        let bytes = if scratch.len() <= SMALL_PAYLOAD {
-            let bytes = Bytes::from(scratch.to_vec());
-            PAYLOAD_SCRATCH.set(Some(scratch));
-            bytes
-        } else {
-            // A large one keeps the buffer it was written into (no copy).
-            scratch.split().freeze()
-        };
+        // A small payload is copied out of the scratch buffer at its exact
+        // size: one allocation, where freezing a buffer of its own costs two.
+        let (encoded, bytes) = with_scratch(|scratch| {
+            let encoded = encoding_into(&mut caps, || to_bytes_mut(value, scratch));
+            let bytes = if scratch.len() <= SMALL_PAYLOAD {
+                Bytes::from(scratch.to_vec())
+            } else {
+                // A large one keeps the buffer it was written into (no copy).
+                scratch.split().freeze()
+            };
+            (encoded, bytes)
+        });
         encoded.map_err(|e| RpcError::serialization(format!("cannot encode value: {e}")))?;
         Ok(Payload { bytes, caps, max_depth: DEFAULT_MAX_DEPTH, max_decoded: LOCAL_MAX_DECODED })
     }

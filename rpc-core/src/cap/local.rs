@@ -25,7 +25,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
-use super::dispatch::{panic_error, Dispatch, DispatchFuture, IncomingCall, InterfaceInfo};
+use super::dispatch::{panic_error, Dispatch, DispatchFuture, IncomingCall, InterfaceInfo, Reply};
 use super::{Canceller, ClientHook, OutgoingCall, ReplySink};
 use crate::RpcError;
 
@@ -92,22 +92,29 @@ impl Future for Running {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         let Some(handler) = this.handler.as_mut() else { return Poll::Ready(()) };
-        let entered = this.reply.span().map(|span| span.enter());
-        let polled = Pin::new(handler).poll(cx);
-        drop(entered);
-        let outcome = match polled {
+        let outcome = match poll_in_span(handler, &*this.reply, cx) {
             Poll::Ready(Ok(Ok(outcome))) => outcome,
             Poll::Ready(Ok(Err(panic))) => Err(panic_error(self.interface, self.method, &*panic)),
             Poll::Ready(Err(_aborted)) => Err(RpcError::cancelled("the caller cancelled the call")),
             Poll::Pending => return Poll::Pending,
         };
-        // Whatever the handler still owns is the user's: drop it where a
-        // panic cannot take the serving task down.
-        let handler = self.handler.take();
-        let _ = catch_unwind(AssertUnwindSafe(move || drop(handler)));
-        self.reply.complete(outcome);
+        finish(self.handler.take(), &*self.reply, outcome);
         Poll::Ready(())
     }
+}
+
+/// Polls a handler inside its call's span.
+fn poll_in_span<F: Future + Unpin>(handler: &mut F, reply: &dyn ReplySink, cx: &mut Context<'_>) -> Poll<F::Output> {
+    let _entered = reply.span().map(|span| span.enter());
+    Pin::new(handler).poll(cx)
+}
+
+/// Ends a call whose handler finished: what the handler still owns is the
+/// user's, dropped where a panic cannot take the serving task down; then
+/// the reply goes.
+fn finish<H>(handler: H, reply: &dyn ReplySink, outcome: Reply) {
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(handler)));
+    reply.complete(outcome);
 }
 
 /// The serving task of one object.
@@ -158,10 +165,7 @@ impl Serve {
             }
         };
         let mut handler = AssertUnwindSafe(future).catch_unwind();
-        let entered = reply.span().map(|span| span.enter());
-        let polled = Pin::new(&mut handler).poll(cx);
-        drop(entered);
-        let outcome = match polled {
+        let outcome = match poll_in_span(&mut handler, &*reply, cx) {
             Poll::Ready(Ok(outcome)) => outcome,
             Poll::Ready(Err(panic)) => Err(panic_error(interface, method, &*panic)),
             Poll::Pending => {
@@ -173,10 +177,7 @@ impl Serve {
                 return Some(Running { handler, reply, interface, method });
             }
         };
-        // What the finished handler still owns is the user's: dropped where a
-        // panic cannot take the serving task down.
-        let _ = catch_unwind(AssertUnwindSafe(move || drop(handler)));
-        reply.complete(outcome);
+        finish(handler, &*reply, outcome);
         None
     }
 }

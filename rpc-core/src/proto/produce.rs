@@ -146,6 +146,16 @@ impl Producing {
             || (!self.bytes_mode && self.pending.len() as u64 + self.inflight_bytes >= self.local_bytes)
     }
 
+    /// Puts stream `id` on `ready` if it is live and has something to emit
+    /// now (and is not there already).
+    #[inline]
+    fn schedule(&mut self, id: u32, live: bool, ready: &mut Vec<u32>) {
+        if live && !self.scheduled && self.wants_emit() {
+            self.scheduled = true;
+            ready.push(id);
+        }
+    }
+
     /// Whether emitting has something to do now.
     #[inline]
     pub(crate) fn wants_emit(&self) -> bool {
@@ -535,11 +545,9 @@ impl Protocol {
 
     /// Queues producer `id` for emitting if it has something to emit now.
     fn schedule_if_wanted(&mut self, id: u32) {
-        if let Some(StreamEntry { half: StreamHalf::Producer(p), live: true, .. }) = self.streams.get_mut(&id) {
-            if !p.scheduled && p.wants_emit() {
-                p.scheduled = true;
-                self.ready.push(id);
-            }
+        let Protocol { streams, ready, .. } = self;
+        if let Some(StreamEntry { half: StreamHalf::Producer(p), live, .. }) = streams.get_mut(&id) {
+            p.schedule(id, *live, ready);
         }
     }
 
@@ -552,10 +560,7 @@ impl Protocol {
             Some(StreamEntry { half: StreamHalf::Producer(p), live, .. }) => match p.writable() {
                 Ok(()) => {
                     p.push_item(item, caps);
-                    if *live && !p.scheduled && p.wants_emit() {
-                        p.scheduled = true;
-                        ready.push(id);
-                    }
+                    p.schedule(id, *live, ready);
                     return Ok(());
                 }
                 Err(err) => err,
@@ -570,8 +575,8 @@ impl Protocol {
     /// Takes the items of producer `id` its writer staged without the lock
     /// (`bytes` back to back, `lens` their lengths, none holding a
     /// capability), queued as if written one by one. A stream that can take
-    /// no more drops them and marks its handle ended, so the writer's next
-    /// write or flush takes the lock and learns why.
+    /// no more drops them: it published `ended` when it ended, so the
+    /// writer's next write or flush takes the lock and learns why.
     pub(crate) fn producer_absorb(&mut self, id: u32, bytes: &[u8], lens: &[u32]) {
         let Protocol { streams, ready, .. } = self;
         let Some(StreamEntry { half: StreamHalf::Producer(p), live, .. }) = streams.get_mut(&id) else { return };
@@ -579,13 +584,7 @@ impl Protocol {
             p.pending.extend_from_slice(bytes);
             p.items.extend(lens.iter().map(|&len| (len, 0)));
             p.refresh();
-            if *live && !p.scheduled && p.wants_emit() {
-                p.scheduled = true;
-                ready.push(id);
-            }
-        } else {
-            p.signals.room.store(0, std::sync::atomic::Ordering::Release);
-            p.signals.ended.store(true, std::sync::atomic::Ordering::Release);
+            p.schedule(id, *live, ready);
         }
         // After `room` took them in: a flush never counts them twice as free.
         let taken = p.signals.taken.load(std::sync::atomic::Ordering::Relaxed) + lens.len() as u64;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::Serialize;
 
 use super::{later_on, no_connection, on_host, Host, Protocol, Signals};
@@ -37,12 +37,6 @@ pub(crate) const YIELD_EVERY: usize = 64 << 10;
 /// Items up to this size are staged without the lock; a larger one is
 /// queued under it (its copy, not the lock, is what it costs).
 const STAGE_MAX: usize = 4 << 10;
-
-thread_local! {
-    /// Where a write encodes its item before taking the lock (so user
-    /// `Serialize` code never runs with the connection locked).
-    static SCRATCH: std::cell::Cell<Option<BytesMut>> = const { std::cell::Cell::new(None) };
-}
 
 impl RemoteProducer {
     pub(crate) fn new(host: Arc<dyn Host>, id: u32, bytes: bool, signals: Arc<Signals>) -> Arc<Self> {
@@ -83,17 +77,12 @@ impl RemoteProducer {
 
     /// Encodes `item` and queues it for the peer; never waits.
     pub(crate) fn write<T: Serialize>(&self, item: &T) -> Result<(), RpcError> {
-        // Taken out while in use: the lock's effects may write to another stream.
-        let mut scratch = SCRATCH.take().unwrap_or_default();
-        scratch.clear();
-        let written = match payload::encode_into(&mut scratch, item) {
-            Ok(caps) => self.write_raw(&scratch, caps),
+        // Encoded before any lock is taken (the lock's effects may write to
+        // another stream: the scratch buffer is taken out meanwhile).
+        payload::with_scratch(|scratch| match payload::encode_into(scratch, item) {
+            Ok(caps) => self.write_raw(scratch, caps),
             Err(err) => Err(err),
-        };
-        if scratch.capacity() <= 64 << 10 {
-            SCRATCH.set(Some(scratch));
-        }
-        written
+        })
     }
 
     /// Queues one item already encoded elsewhere (a relay passing items on
