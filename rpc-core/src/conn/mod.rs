@@ -229,8 +229,8 @@ impl ConnShared {
         let was_empty = guard.out.is_empty() && guard.ready.is_empty();
         let mut guard = StateGuard { guard: std::mem::ManuallyDrop::new(guard), shared: self, was_empty, tracked };
         if self.staging.any() {
-            for run in self.staging.take() {
-                guard.producer_absorb(run.id, &run.bytes, &run.lens);
+            for id in self.staging.take() {
+                guard.producer_absorb(id);
             }
         }
         guard

@@ -82,6 +82,7 @@ impl StreamEnd for ReceivedWriter {
 /// Relays a stream between two connections without decoding its items.
 async fn pump_raw(from: Arc<RemoteConsumer>, to: Arc<RemoteProducer>) {
     let bytes = from.is_bytes();
+    let mut lane = crate::proto::WriterLane::default();
     loop {
         let next = tokio::select! {
             next = std::future::poll_fn(|cx| {
@@ -99,7 +100,7 @@ async fn pump_raw(from: Arc<RemoteConsumer>, to: Arc<RemoteProducer>) {
         };
         match next {
             Ok(Some((data, caps))) => {
-                let written = if bytes { to.write_bytes(data) } else { to.write_raw(&data, caps) };
+                let written = if bytes { to.write_bytes(data) } else { to.write_raw(&mut lane, &data, caps) };
                 let sent = match written {
                     Ok(()) => std::future::poll_fn(|cx| to.poll_flush(cx)).await,
                     Err(err) => Err(err),

@@ -72,13 +72,12 @@ impl Host for ConnShared {
         self.lock_leaf().producer_push_item(id, item, caps)
     }
 
-    fn stage_item(&self, id: u32, item: &[u8]) -> bool {
-        if self.staging.stage(id, item) {
-            // The first staged item: the writer task locks the connection
-            // (taking it in) and emits it.
+    fn lane_listed(&self, id: u32) {
+        if self.staging.list(id) {
+            // The first lane listed: the writer task locks the connection
+            // (taking it in) and emits its items.
             self.wake_writer.notify_one();
         }
-        true
     }
 
     fn push_slice(&self, id: u32, data: &[u8]) -> Result<(), RpcError> {

@@ -63,7 +63,7 @@ pub(crate) struct Signals {
     /// ended. `flush` and `poll_room` return at once when it is not 0,
     /// without taking the connection's lock.
     pub(crate) room: AtomicU64,
-    /// Items a producer's writer staged in the shell without the lock, and
+    /// Items a producer's writer put in its lane without the lock, and
     /// how many of them the protocol has taken in since: `flush` subtracts
     /// the difference from `room`. Two counters, each written by one side
     /// only (the writer; the protocol under the lock), so neither needs a
@@ -78,6 +78,8 @@ pub(crate) struct Signals {
     /// The producer can take no more writes (ended, or closed by its
     /// writer): a write takes the lock to learn why instead of staging.
     pub(crate) ended: AtomicBool,
+    /// A producer's lane, until the end that writes takes it.
+    pub(crate) lane: super::TakeOnce<super::LaneWriter>,
 }
 
 impl Signals {

@@ -40,6 +40,7 @@ mod dispatch;
 mod effects;
 mod ending;
 mod keepalive;
+mod lane;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod pair;
 #[cfg(test)]
@@ -54,8 +55,9 @@ pub(crate) use consumer::{ReadCache, RemoteConsumer};
 pub(crate) use dispatch::PingPolicy;
 pub(crate) use effects::{Effect, MayReenter};
 pub(crate) use ending::Ending;
+pub(crate) use lane::{LaneWriter, TakeOnce};
 pub(crate) use produce::MAX_BYTES_PER_MESSAGE;
-pub(crate) use producer::RemoteProducer;
+pub(crate) use producer::{RemoteProducer, WriterLane};
 pub(crate) use streams::stream_descriptor;
 use tables::{FastMap, IdMap, IdTable};
 
@@ -80,15 +82,11 @@ pub(crate) trait Host: Send + Sync {
     fn push_item(&self, id: u32, item: &[u8], caps: Vec<CapEntry>) -> Result<(), RpcError>;
     /// [`Protocol::producer_push_slice`] under the lock (every small byte write).
     fn push_slice(&self, id: u32, data: &[u8]) -> Result<(), RpcError>;
-    /// Queues one item of producer `id` holding no capability without the
-    /// lock, if this host can (else `false`: the caller pushes it). A staged
-    /// item reaches the protocol ([`Protocol::producer_absorb`]) before
-    /// anything else locks it, and the host makes sure something does soon.
-    /// The caller counted it in [`Signals::staged`] and checked
-    /// [`Signals::ended`].
-    fn stage_item(&self, _id: u32, _item: &[u8]) -> bool {
-        false
-    }
+    /// Producer `id`'s lane holds items and was not listed: the host must
+    /// take them in ([`Protocol::producer_absorb`]) the next time anything
+    /// locks the protocol, before anything else, and make sure something
+    /// does soon.
+    fn lane_listed(&self, id: u32);
 }
 
 /// What a handle bound to no connection answers.

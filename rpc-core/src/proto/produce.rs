@@ -13,6 +13,7 @@ use std::task::{Poll, Waker};
 use bytes::{Bytes, BytesMut};
 
 use super::consume::Signals;
+use super::lane::{self, LaneReader};
 use super::streams::{StreamEntry, StreamHalf};
 use super::Ending;
 use super::{Effect, Protocol, Shell};
@@ -69,13 +70,22 @@ pub(crate) struct Producing {
     closer: Option<Waker>,
     /// Shared with the handle: the window, readable without the lock.
     pub(crate) signals: Arc<Signals>,
+    /// A sequence's lane: items its writer queued without the lock, taken
+    /// in by [`Protocol::producer_absorb`].
+    lane: Option<LaneReader>,
 }
 
 impl Producing {
     pub(crate) fn new(window: Window, bytes_mode: bool, limits: &Limits, peer_limits: &Limits) -> Self {
         let window = window.capped(limits, bytes_mode);
         let signals = Signals::new(window);
+        let lane = (!bytes_mode).then(|| {
+            let (writer, reader) = lane::lane();
+            signals.lane.put(writer);
+            reader
+        });
         let producing = Producing {
+            lane,
             signals,
             pending: BytesMut::new(),
             items: VecDeque::new(),
@@ -572,24 +582,36 @@ impl Protocol {
         Err(refused)
     }
 
-    /// Takes the items of producer `id` its writer staged without the lock
-    /// (`bytes` back to back, `lens` their lengths, none holding a
-    /// capability), queued as if written one by one. A stream that can take
-    /// no more drops them: it published `ended` when it ended, so the
-    /// writer's next write or flush takes the lock and learns why.
-    pub(crate) fn producer_absorb(&mut self, id: u32, bytes: &[u8], lens: &[u32]) {
+    /// Takes in the items producer `id`'s writer put in its lane without the
+    /// lock (none holding a capability), queued as if written one by one. A
+    /// stream that can take no more drops them: it published `ended` when it
+    /// ended, so the writer's next write or flush takes the lock and learns why.
+    pub(crate) fn producer_absorb(&mut self, id: u32) {
         let Protocol { streams, ready, .. } = self;
         let Some(StreamEntry { half: StreamHalf::Producer(p), live, .. }) = streams.get_mut(&id) else { return };
-        if p.writable().is_ok() {
-            p.pending.extend_from_slice(bytes);
-            p.items.extend(lens.iter().map(|&len| (len, 0)));
+        let Some(mut lane) = p.lane.take() else { return };
+        let (mut items, mut bytes) = (0u64, 0u64);
+        let writable = p.writable().is_ok();
+        lane.take(|run, lens| {
+            if writable {
+                p.pending.extend_from_slice(run);
+                p.items.extend(lens.iter().map(|&len| (len, 0)));
+            }
+            items += lens.len() as u64;
+            bytes += run.len() as u64;
+        });
+        p.lane = Some(lane);
+        if items == 0 {
+            return;
+        }
+        if writable {
             p.refresh();
             p.schedule(id, *live, ready);
         }
         // After `room` took them in: a flush never counts them twice as free.
-        let taken = p.signals.taken.load(std::sync::atomic::Ordering::Relaxed) + lens.len() as u64;
+        let taken = p.signals.taken.load(std::sync::atomic::Ordering::Relaxed) + items;
         p.signals.taken.store(taken, std::sync::atomic::Ordering::Release);
-        let taken = p.signals.taken_bytes.load(std::sync::atomic::Ordering::Relaxed) + bytes.len() as u64;
+        let taken = p.signals.taken_bytes.load(std::sync::atomic::Ordering::Relaxed) + bytes;
         p.signals.taken_bytes.store(taken, std::sync::atomic::Ordering::Release);
     }
 

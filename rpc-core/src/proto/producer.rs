@@ -1,7 +1,7 @@
 //! The handle of a stream we produce and the peer consumes: the connection
 //! (as a [`Host`]) and the stream's id. Its state lives in the protocol
 //! (`produce.rs`); every method locks the connection once (or not at all:
-//! a small item without capabilities is staged through the host, and a
+//! a small item without capabilities goes through the producer's lane, and a
 //! flush with room reads the published signals), and none is called with it
 //! locked.
 
@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::lane::LaneWriter;
 use super::{later_on, no_connection, on_host, Host, Protocol, Signals};
 use crate::payload::{self, CapEntry};
 use crate::wire::Window;
@@ -34,9 +35,18 @@ pub(crate) struct RemoteProducer {
 /// in parallel instead of waiting for the whole window to fill.
 pub(crate) const YIELD_EVERY: usize = 64 << 10;
 
-/// Items up to this size are staged without the lock; a larger one is
-/// queued under it (its copy, not the lock, is what it costs).
+/// Items up to this size go through the lane, without the lock; a larger
+/// one is queued under it (its copy, not the lock, is what it costs).
 const STAGE_MAX: usize = 4 << 10;
+
+/// A writer's hold on its producer's lane (`lane.rs`): taken on the first
+/// write, by the one end that writes; an end that finds it taken (a relay
+/// after a splice) queues under the lock instead.
+#[derive(Default)]
+pub(crate) struct WriterLane {
+    tried: bool,
+    lane: Option<LaneWriter>,
+}
 
 impl RemoteProducer {
     pub(crate) fn new(host: Arc<dyn Host>, id: u32, bytes: bool, signals: Arc<Signals>) -> Arc<Self> {
@@ -76,11 +86,11 @@ impl RemoteProducer {
     }
 
     /// Encodes `item` and queues it for the peer; never waits.
-    pub(crate) fn write<T: Serialize>(&self, item: &T) -> Result<(), RpcError> {
+    pub(crate) fn write<T: Serialize>(&self, lane: &mut WriterLane, item: &T) -> Result<(), RpcError> {
         // Encoded before any lock is taken (the lock's effects may write to
         // another stream: the scratch buffer is taken out meanwhile).
         payload::with_scratch(|scratch| match payload::encode_into(scratch, item) {
-            Ok(caps) => self.write_raw(scratch, caps),
+            Ok(caps) => self.write_raw(lane, scratch, caps),
             Err(err) => Err(err),
         })
     }
@@ -88,24 +98,32 @@ impl RemoteProducer {
     /// Queues one item already encoded elsewhere (a relay passing items on
     /// without knowing their type), with the capabilities it refers to.
     #[inline]
-    pub(crate) fn write_raw(&self, item: &[u8], caps: Vec<CapEntry>) -> Result<(), RpcError> {
+    pub(crate) fn write_raw(&self, lane: &mut WriterLane, item: &[u8], caps: Vec<CapEntry>) -> Result<(), RpcError> {
         // One writer at a time in practice: a plain load and store, no locked add.
         self.unyielded.store(self.unyielded.load(Ordering::Relaxed) + item.len(), Ordering::Relaxed);
         let host = self.host.as_ref().ok_or_else(no_connection)?;
-        // An item without capabilities is staged in the shell, without the
+        // An item without capabilities goes through the lane, without the
         // connection's lock; one that holds some (or a stream that ended,
         // whose error the lock tells) goes through the protocol at once.
         if caps.is_empty() && item.len() <= STAGE_MAX && !self.signals.ended.load(Ordering::Acquire) {
-            // This handle is the one writer of the staged counters.
-            let (staged, staged_bytes) =
-                (self.signals.staged.load(Ordering::Relaxed), self.signals.staged_bytes.load(Ordering::Relaxed));
-            self.signals.staged.store(staged + 1, Ordering::Release);
-            self.signals.staged_bytes.store(staged_bytes + item.len() as u64, Ordering::Release);
-            if host.stage_item(self.id, item) {
+            if !lane.tried {
+                lane.tried = true;
+                lane.lane = self.signals.lane.take();
+            }
+            if let Some(lane) = &mut lane.lane {
+                // This end is the one writer of the staged counters: a plain
+                // load and store each, no locked add.
+                let (staged, staged_bytes) =
+                    (self.signals.staged.load(Ordering::Relaxed), self.signals.staged_bytes.load(Ordering::Relaxed));
+                self.signals.staged.store(staged + 1, Ordering::Release);
+                self.signals.staged_bytes.store(staged_bytes + item.len() as u64, Ordering::Release);
+                if lane.push(item) {
+                    // Nobody is coming for the lane yet: the host takes it
+                    // in on its next lock, and makes sure one comes soon.
+                    host.lane_listed(self.id);
+                }
                 return Ok(());
             }
-            self.signals.staged.store(staged, Ordering::Release);
-            self.signals.staged_bytes.store(staged_bytes, Ordering::Release);
         }
         host.push_item(self.id, item, caps)
     }

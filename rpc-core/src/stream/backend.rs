@@ -13,7 +13,7 @@ use super::end::Keep;
 use super::kind::{Consume, Kind, Produce};
 use super::ReadCache;
 use super::Window;
-use super::{RemoteConsumer, RemoteProducer};
+use super::{RemoteConsumer, RemoteProducer, WriterLane};
 use crate::RpcError;
 
 /// Where a consumer end reads from.
@@ -30,8 +30,9 @@ pub(crate) enum ReaderBackend<K: Kind> {
 pub(crate) enum WriterBackend<K: Kind> {
     /// A pair made in this process (perhaps with its consumer sent away since).
     Local(Arc<Shared<K>>),
-    /// A producer end received over a connection.
-    Remote(Arc<RemoteProducer>),
+    /// A producer end received over a connection, with its hold on the
+    /// producer's lane (small items go there without the lock).
+    Remote(Arc<RemoteProducer>, WriterLane),
 }
 
 impl<K: Kind> ReaderBackend<K> {
@@ -105,6 +106,11 @@ impl<K: Kind> ReaderBackend<K> {
 }
 
 impl<K: Kind> WriterBackend<K> {
+    /// A producer end bound to a connection.
+    pub(crate) fn remote(producer: Arc<RemoteProducer>) -> Self {
+        WriterBackend::Remote(producer, WriterLane::default())
+    }
+
     /// Once the consumer end went over a connection (or was spliced into
     /// another pair), write there directly instead of through this core.
     #[inline]
@@ -119,7 +125,7 @@ impl<K: Kind> WriterBackend<K> {
             if let Some(forward) = shared.forward() {
                 *self = WriterBackend::Local(forward);
             } else if let Some(sink) = shared.sink() {
-                *self = WriterBackend::Remote(sink);
+                *self = WriterBackend::remote(sink);
             } else {
                 break;
             }
@@ -130,7 +136,7 @@ impl<K: Kind> WriterBackend<K> {
     pub(crate) fn window(&self) -> Window {
         match self {
             WriterBackend::Local(shared) => shared.window(),
-            WriterBackend::Remote(producer) => producer.window(),
+            WriterBackend::Remote(producer, _) => producer.window(),
         }
     }
 
@@ -138,7 +144,7 @@ impl<K: Kind> WriterBackend<K> {
     pub(crate) fn abort(self) {
         match self {
             WriterBackend::Local(shared) => shared.abort(),
-            WriterBackend::Remote(producer) => producer.abort(),
+            WriterBackend::Remote(producer, _) => producer.abort(),
         }
     }
 
@@ -146,18 +152,18 @@ impl<K: Kind> WriterBackend<K> {
     pub(crate) fn fail(self, err: &RpcError) {
         match self {
             WriterBackend::Local(shared) => drop(shared.close(Some(err.clone()))),
-            WriterBackend::Remote(producer) => producer.close(Some(err.clone())),
+            WriterBackend::Remote(producer, _) => producer.close(Some(err.clone())),
         }
     }
 
     #[inline]
-    pub(crate) fn write(&self, unit: K::Unit) -> Result<(), RpcError>
+    pub(crate) fn write(&mut self, unit: K::Unit) -> Result<(), RpcError>
     where
         K: Produce,
     {
         match self {
             WriterBackend::Local(shared) => shared.write(unit),
-            WriterBackend::Remote(producer) => K::write(producer, unit),
+            WriterBackend::Remote(producer, lane) => K::write(producer, lane, unit),
         }
     }
 
@@ -166,7 +172,7 @@ impl<K: Kind> WriterBackend<K> {
     pub(crate) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
         match self {
             WriterBackend::Local(shared) => shared.poll_room(cx).map_ok(drop),
-            WriterBackend::Remote(producer) => K::poll_flush(producer, cx),
+            WriterBackend::Remote(producer, _) => K::poll_flush(producer, cx),
         }
     }
 
@@ -174,7 +180,7 @@ impl<K: Kind> WriterBackend<K> {
     pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Result<usize, RpcError>> {
         match self {
             WriterBackend::Local(shared) => shared.poll_room(cx),
-            WriterBackend::Remote(producer) => K::poll_room(producer, cx),
+            WriterBackend::Remote(producer, _) => K::poll_room(producer, cx),
         }
     }
 }
@@ -205,7 +211,7 @@ pub(crate) async fn close<K: Kind>(slot: Option<WriterBackend<K>>, error: Option
     backend.follow_redirect();
     match backend {
         WriterBackend::Local(shared) => shared.close(error),
-        WriterBackend::Remote(producer) => {
+        WriterBackend::Remote(producer, _) => {
             producer.close(error);
             producer.closed().await
         }
@@ -226,7 +232,7 @@ pub(crate) fn poll_close<K: Kind>(
             *slot = None;
             Poll::Ready(closed)
         }
-        Some(WriterBackend::Remote(producer)) => {
+        Some(WriterBackend::Remote(producer, _)) => {
             producer.close(None);
             let done = producer.poll_closed(cx);
             if done.is_ready() {

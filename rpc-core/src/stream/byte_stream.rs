@@ -322,13 +322,13 @@ impl BytesWriter {
         BytesWriter { backend: Mutex::new(Some(backend)) }
     }
 
-    fn backend(&mut self) -> Result<&ByteWriter, RpcError> {
+    fn backend(&mut self) -> Result<&mut ByteWriter, RpcError> {
         let backend = self.backend.get_mut().unwrap_or_else(|e| e.into_inner());
         // Once the consumer end went over a connection, write to it directly.
         if let Some(backend) = backend.as_mut() {
             backend.follow_redirect();
         }
-        backend.as_ref().ok_or_else(backend::writer_gone)
+        backend.as_mut().ok_or_else(backend::writer_gone)
     }
 
     fn take_backend(&self) -> Option<ByteWriter> {
@@ -414,7 +414,7 @@ impl AsyncWrite for BytesWriter {
         // Take what the window has room for: a write may be delivered in parts.
         let n = room.min(data.len());
         let written = match this.backend() {
-            Ok(WriterBackend::Remote(producer)) => producer.write_slice(&data[..n]),
+            Ok(WriterBackend::Remote(producer, _)) => producer.write_slice(&data[..n]),
             Ok(_) => this.write(bytes::Bytes::copy_from_slice(&data[..n])),
             Err(err) => Err(err),
         };

@@ -14,7 +14,7 @@ use std::task::{Context, Poll, Waker};
 
 use super::kind::{Consume, Kind, Produce};
 use super::{Ending, Window};
-use super::{RemoteConsumer, RemoteProducer};
+use super::{RemoteConsumer, RemoteProducer, WriterLane};
 use crate::proto::Protocol;
 use crate::RpcError;
 
@@ -136,7 +136,7 @@ impl<K: Kind> Shared<K> {
                 drop(core);
                 match redirect {
                     Redirect::Forward(forward) => forward.write(unit),
-                    Redirect::Sink(sink) => K::write(&sink, unit),
+                    Redirect::Sink(sink) => K::write(&sink, &mut WriterLane::default(), unit),
                 }
             }
         }

@@ -94,7 +94,7 @@ pub(crate) fn deserialize_writer<'de, K: Kind + 'static, D: Deserializer<'de>>(
     let taken = match end.downcast::<WriterEnd<K>>() {
         Ok(mut typed) => typed.0.take(),
         Err(end) => match end.downcast::<ReceivedWriter>() {
-            Ok(mut received) => received.take(K::BYTES).map(WriterBackend::Remote),
+            Ok(mut received) => received.take(K::BYTES).map(WriterBackend::remote),
             Err(_) => return Err(serde::de::Error::custom(format_args!("expected a {} writer of this type", K::NAME))),
         },
     };
@@ -123,7 +123,7 @@ where
         let window = backend.effective_window();
         let producer = state.open_producer(conn, window, K::BYTES)?;
         let stream = producer.id();
-        tokio::spawn(pump(backend, self.keep.take(), WriterBackend::Remote(producer)));
+        tokio::spawn(pump(backend, self.keep.take(), WriterBackend::remote(producer)));
         Ok(descriptor(true, K::BYTES, stream, window))
     }
 
@@ -181,7 +181,7 @@ where
     let (reader, keep) = (end.backend.take().expect("a taken end has its backend"), end.keep.take());
     // The handler's pair is fed by a writer in this process: point it at the caller.
     match (reader.fed_here(&keep), &writer) {
-        (Some(shared), WriterBackend::Remote(producer)) => {
+        (Some(shared), WriterBackend::Remote(producer, _)) => {
             // Units buffered here move to the connection under its lock.
             let _ = producer.with(|proto| {
                 shared.redirect_to_sink(producer, proto);

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::ReadCache;
-use super::{RemoteConsumer, RemoteProducer};
+use super::{RemoteConsumer, RemoteProducer, WriterLane};
 use crate::proto::Protocol;
 use crate::RpcError;
 
@@ -46,8 +46,9 @@ pub(crate) trait Kind {
 
 /// Units that can go into a connection-bound producer.
 pub(crate) trait Produce: Kind {
-    /// Queues `unit` on `sink` and tells the connection (not with it locked).
-    fn write(sink: &RemoteProducer, unit: Self::Unit) -> Result<(), RpcError>;
+    /// Queues `unit` on `sink` and tells the connection (not with it locked);
+    /// `lane` is the writing end's hold on the producer's lane.
+    fn write(sink: &RemoteProducer, lane: &mut WriterLane, unit: Self::Unit) -> Result<(), RpcError>;
     /// Queues `unit` on `sink` with the connection locked; returns whether
     /// the connection must be told.
     fn push(proto: &mut Protocol, stream: u32, unit: Self::Unit) -> Result<(), RpcError>;
@@ -108,8 +109,8 @@ impl<T> Kind for Items<T> {
 
 impl<T: Serialize> Produce for Items<T> {
     #[inline]
-    fn write(sink: &RemoteProducer, item: T) -> Result<(), RpcError> {
-        sink.write(&item)
+    fn write(sink: &RemoteProducer, lane: &mut WriterLane, item: T) -> Result<(), RpcError> {
+        sink.write(lane, &item)
     }
 
     fn push(proto: &mut Protocol, stream: u32, item: T) -> Result<(), RpcError> {
@@ -155,7 +156,7 @@ impl Kind for Chunks {
 
 impl Produce for Chunks {
     #[inline]
-    fn write(sink: &RemoteProducer, chunk: bytes::Bytes) -> Result<(), RpcError> {
+    fn write(sink: &RemoteProducer, _lane: &mut WriterLane, chunk: bytes::Bytes) -> Result<(), RpcError> {
         sink.write_bytes(chunk)
     }
 

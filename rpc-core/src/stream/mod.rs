@@ -51,8 +51,8 @@ pub use byte_stream::{bytes_result, splice_bytes, Bytes, BytesWriter, DEFAULT_BY
 pub use sequence::Sequence;
 pub use writer::SequenceWriter;
 
-pub(crate) use crate::proto::RemoteProducer;
 pub(crate) use crate::proto::{ReadCache, RemoteConsumer};
+pub(crate) use crate::proto::{RemoteProducer, WriterLane};
 pub(crate) use crate::wire::Window;
 
 use serde::Serialize;

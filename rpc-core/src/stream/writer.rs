@@ -83,8 +83,8 @@ impl<T> SequenceWriter<T> {
         self.backend.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
-    fn backend(&mut self) -> Result<&WriterBackend<Items<T>>, RpcError> {
-        self.backend.get_mut().unwrap_or_else(|e| e.into_inner()).as_ref().ok_or_else(backend::writer_gone)
+    fn backend(&mut self) -> Result<&mut WriterBackend<Items<T>>, RpcError> {
+        self.backend.get_mut().unwrap_or_else(|e| e.into_inner()).as_mut().ok_or_else(backend::writer_gone)
     }
 
     /// Polls until the consumer's window has room; see [`SequenceWriter::flush`].
