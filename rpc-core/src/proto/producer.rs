@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 
 use super::lane::LaneWriter;
@@ -39,14 +39,26 @@ pub(crate) const YIELD_EVERY: usize = 64 << 10;
 /// one is queued under it (its copy, not the lock, is what it costs).
 const STAGE_MAX: usize = 4 << 10;
 
-/// A writer's hold on its producer's lane (`lane.rs`): taken on the first
-/// write, by the one end that writes; an end that finds it taken (a relay
-/// after a splice) queues under the lock instead.
+/// A writing end's own state: its hold on the producer's lane (`lane.rs`),
+/// taken on the first write by the one end that writes (an end that finds
+/// it taken, a relay after a splice, queues under the lock instead), and the
+/// buffer it encodes items into (its own, so a write takes no thread-local
+/// out and puts it back).
 #[derive(Default)]
 pub(crate) struct WriterLane {
+    hold: LaneHold,
+    scratch: BytesMut,
+}
+
+#[derive(Default)]
+struct LaneHold {
     tried: bool,
     lane: Option<LaneWriter>,
 }
+
+/// A writing end keeps an encoding buffer up to this size; a larger one
+/// (after a large item) is dropped rather than held by every idle writer.
+const SCRATCH_KEPT: usize = STAGE_MAX;
 
 impl RemoteProducer {
     pub(crate) fn new(host: Arc<dyn Host>, id: u32, bytes: bool, signals: Arc<Signals>) -> Arc<Self> {
@@ -87,18 +99,27 @@ impl RemoteProducer {
 
     /// Encodes `item` and queues it for the peer; never waits.
     pub(crate) fn write<T: Serialize>(&self, lane: &mut WriterLane, item: &T) -> Result<(), RpcError> {
-        // Encoded before any lock is taken (the lock's effects may write to
-        // another stream: the scratch buffer is taken out meanwhile).
-        payload::with_scratch(|scratch| match payload::encode_into(scratch, item) {
-            Ok(caps) => self.write_raw(lane, scratch, caps),
+        // Encoded before any lock is taken.
+        let scratch = &mut lane.scratch;
+        scratch.clear();
+        let result = match payload::encode_into(scratch, item) {
+            Ok(caps) => self.write_item(&mut lane.hold, scratch, caps),
             Err(err) => Err(err),
-        })
+        };
+        if scratch.capacity() > SCRATCH_KEPT {
+            *scratch = BytesMut::new();
+        }
+        result
     }
 
     /// Queues one item already encoded elsewhere (a relay passing items on
     /// without knowing their type), with the capabilities it refers to.
-    #[inline]
     pub(crate) fn write_raw(&self, lane: &mut WriterLane, item: &[u8], caps: Vec<CapEntry>) -> Result<(), RpcError> {
+        self.write_item(&mut lane.hold, item, caps)
+    }
+
+    #[inline]
+    fn write_item(&self, hold: &mut LaneHold, item: &[u8], caps: Vec<CapEntry>) -> Result<(), RpcError> {
         // One writer at a time in practice: a plain load and store, no locked add.
         self.unyielded.store(self.unyielded.load(Ordering::Relaxed) + item.len(), Ordering::Relaxed);
         let host = self.host.as_ref().ok_or_else(no_connection)?;
@@ -106,11 +127,11 @@ impl RemoteProducer {
         // connection's lock; one that holds some (or a stream that ended,
         // whose error the lock tells) goes through the protocol at once.
         if caps.is_empty() && item.len() <= STAGE_MAX && !self.signals.ended.load(Ordering::Acquire) {
-            if !lane.tried {
-                lane.tried = true;
-                lane.lane = self.signals.lane.take();
+            if !hold.tried {
+                hold.tried = true;
+                hold.lane = self.signals.lane.take();
             }
-            if let Some(lane) = &mut lane.lane {
+            if let Some(lane) = &mut hold.lane {
                 // This end is the one writer of the staged counters: a plain
                 // load and store each, no locked add.
                 let (staged, staged_bytes) =
