@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{watch, Notify};
 use tokio::time::{sleep_until, timeout, Instant};
@@ -405,11 +406,16 @@ async fn handle_frame(
     let (message, rest) = depth::from_postcard_bytes::<Message>(&frame, limits.max_depth, limits.max_decoded_size)
         .map_err(|e| RpcError::protocol(format!("malformed frame ({e})")))?;
     let trailer = frame.slice(frame.len() - rest.len()..);
-    if Protocol::asks_for_output(&message) && shared.owes_too_much(&shared.lock()) {
-        wait_for_output_room(shared, closed).await?;
-    }
     let pings =
         PingPolicy { min_interval: shared.config.ping_min_interval, max_strikes: shared.config.max_ping_strikes };
+    // One lock for the check and the message, unless output must drain first.
+    {
+        let mut state = shared.lock();
+        if !(Protocol::asks_for_output(&message) && shared.owes_too_much(&state)) {
+            return state.handle_message(shared, message, trailer, Instant::now().into_std(), pings);
+        }
+    }
+    wait_for_output_room(shared, closed).await?;
     shared.lock().handle_message(shared, message, trailer, Instant::now().into_std(), pings)
 }
 
@@ -477,29 +483,43 @@ async fn write_batch<W: AsyncWrite>(
         if shared.abandon_output.load(Ordering::Acquire) {
             break Written::Abandoned;
         }
-        // The socket usually takes the batch at once: try it first, and
-        // make no timer unless the connection is lingering.
-        let until = linger.unwrap_or_else(Instant::now);
-        tokio::select! {
-            biased;
-            result = writer.write(&batch[written..]) => match result {
-                Ok(0) => break Written::Failed(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    written += n;
-                    shared.io.wrote(n);
+        // The socket usually takes the batch at once: try it first, with
+        // no close watch and no timer made (a `select!` makes every branch's
+        // future, enabled or not, each time round).
+        let attempt = if linger.is_none() { writer.write(&batch[written..]).now_or_never() } else { None };
+        let attempt = match attempt {
+            Some(result) => result,
+            None => {
+                let until = linger.unwrap_or_else(Instant::now);
+                tokio::select! {
+                    biased;
+                    result = writer.write(&batch[written..]) => result,
+                    _ = closed.wait_for(Option::is_some), if linger.is_none() => {
+                        *linger = Some(Instant::now() + shared.config.write_stall_timeout);
+                        continue;
+                    }
+                    _ = sleep_until(until), if linger.is_some() => break Written::Abandoned,
+                }
+            }
+        };
+        match attempt {
+            Ok(0) => break Written::Failed(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                written += n;
+                shared.io.wrote(n);
+                if written < batch.len() {
                     shared.owed_in_flight.store(owed.min(batch.len() - written), Ordering::Release);
                     shared.output_drained.notify_one();
                 }
-                Err(err) => break Written::Failed(err),
-            },
-            _ = closed.wait_for(Option::is_some), if linger.is_none() => {
-                *linger = Some(Instant::now() + shared.config.write_stall_timeout);
             }
-            _ = sleep_until(until), if linger.is_some() => break Written::Abandoned,
+            Err(err) => break Written::Failed(err),
         }
     };
     shared.owed_in_flight.store(0, Ordering::Release);
-    shared.output_drained.notify_one();
+    if owed > 0 || !matches!(result, Written::All) {
+        // A reader waiting for room in the unsent output looks again.
+        shared.output_drained.notify_one();
+    }
     result
 }
 
