@@ -26,6 +26,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::Instrument;
 
+use super::vectored::{write_some, Remaining};
 use super::{ConnShared, Protocol, UserRef};
 use crate::cap::Client;
 use crate::proto::PingPolicy;
@@ -462,38 +463,42 @@ enum Written {
     Failed(std::io::Error),
 }
 
-/// Writes `batch`, of which up to `owed` bytes are output we owe the peer,
-/// keeping `owed_in_flight` current. Once the connection is closed, the rest
-/// gets until `linger` (set here on first sight of the close), or nothing if
-/// the peer stopped reading.
+/// Writes `parts` (one batch, in order), of which up to `owed` bytes are
+/// output we owe the peer, keeping `owed_in_flight` current. Once the
+/// connection is closed, the rest gets until `linger` (set here on first
+/// sight of the close), or nothing if the peer stopped reading.
 async fn write_batch<W: AsyncWrite>(
     shared: &ConnShared,
     writer: &mut WriteHalf<W>,
-    batch: &[u8],
+    parts: &[&[u8]],
     owed: usize,
     closed: &mut watch::Receiver<Option<RpcError>>,
     linger: &mut Option<Instant>,
 ) -> Written {
+    let total = parts.iter().map(|part| part.len()).sum::<usize>();
+    let mut left = Remaining::new(parts);
     let mut written = 0;
-    shared.owed_in_flight.store(owed.min(batch.len()), Ordering::Release);
+    shared.owed_in_flight.store(owed.min(total), Ordering::Release);
     let result = loop {
-        if written == batch.len() {
+        if written == total {
             break Written::All;
         }
         if shared.abandon_output.load(Ordering::Acquire) {
             break Written::Abandoned;
         }
+        let (slices, count) = left.slices();
+        let slices = &slices[..count];
         // The socket usually takes the batch at once: try it first, with
         // no close watch and no timer made (a `select!` makes every branch's
         // future, enabled or not, each time round).
-        let attempt = if linger.is_none() { writer.write(&batch[written..]).now_or_never() } else { None };
+        let attempt = if linger.is_none() { write_some(writer, slices).now_or_never() } else { None };
         let attempt = match attempt {
             Some(result) => result,
             None => {
                 let until = linger.unwrap_or_else(Instant::now);
                 tokio::select! {
                     biased;
-                    result = writer.write(&batch[written..]) => result,
+                    result = write_some(writer, slices) => result,
                     _ = closed.wait_for(Option::is_some), if linger.is_none() => {
                         *linger = Some(Instant::now() + shared.config.write_stall_timeout);
                         continue;
@@ -506,9 +511,10 @@ async fn write_batch<W: AsyncWrite>(
             Ok(0) => break Written::Failed(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 written += n;
+                left.advance(n);
                 shared.io.wrote(n);
-                if written < batch.len() {
-                    shared.owed_in_flight.store(owed.min(batch.len() - written), Ordering::Release);
+                if written < total {
+                    shared.owed_in_flight.store(owed.min(total - written), Ordering::Release);
                     shared.output_drained.notify_one();
                 }
             }
@@ -525,6 +531,7 @@ async fn write_batch<W: AsyncWrite>(
 
 async fn write_loop<W: AsyncWrite>(shared: Arc<ConnShared>, mut writer: WriteHalf<W>) {
     let mut spare = BytesMut::with_capacity(8 << 10);
+    let mut chunks = Vec::new();
     let interval = shared.config.keepalive_interval;
     // Pings go out after `interval` without a write. The timer is armed once
     // per interval, not per batch: when it fires early it moves to the real time.
@@ -568,13 +575,29 @@ async fn write_loop<W: AsyncWrite>(shared: Arc<ConnShared>, mut writer: WriteHal
             state.emit_streams(&shared);
             more = !state.ready.is_empty();
             std::mem::swap(&mut state.out, &mut spare);
+            std::mem::swap(&mut state.out_chunks, &mut chunks);
             let owed = std::mem::take(&mut state.owed);
             let idle = shared.users.load(Ordering::Acquire) == 0 && state.is_idle();
             (std::mem::take(&mut spare), owed, state.is_closed().is_some() || idle)
         };
         if !batch.is_empty() {
             last_write = Instant::now();
-            match write_batch(&shared, &mut writer, &batch, owed, &mut closed, &mut linger).await {
+            let written = if chunks.is_empty() {
+                write_batch(&shared, &mut writer, &[&batch], owed, &mut closed, &mut linger).await
+            } else {
+                // Large stream chunks go in place, between the frames around them.
+                let mut parts = Vec::with_capacity(2 * chunks.len() + 1);
+                let mut at = 0;
+                for (offset, chunk) in &chunks {
+                    parts.push(&batch[at..*offset]);
+                    parts.push(&chunk[..]);
+                    at = *offset;
+                }
+                parts.push(&batch[at..]);
+                write_batch(&shared, &mut writer, &parts, owed, &mut closed, &mut linger).await
+            };
+            chunks.clear();
+            match written {
                 Written::All => {}
                 Written::Abandoned => break,
                 Written::Failed(err) => return write_failed(&shared, err, &mut closed).await,

@@ -22,6 +22,7 @@ mod public;
 mod received;
 mod shell;
 mod staging;
+mod vectored;
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

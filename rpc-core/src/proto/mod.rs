@@ -210,6 +210,10 @@ struct Embargo {
 /// Everything one connection knows; see the module docs.
 pub(crate) struct Protocol {
     pub(crate) out: BytesMut,
+    /// Large byte-stream chunks that belong in `out` but are not copied
+    /// there: each goes right after the first `offset` bytes of `out`
+    /// (offsets in order). The writer sends them with one vectored write.
+    pub(crate) out_chunks: Vec<(usize, bytes::Bytes)>,
     /// Bytes in `out` that we owe the peer because it asked: replies to its
     /// calls, pongs, embargo echoes. Bounded by `Config::max_unsent_output`
     /// (the reader waits before taking more requests off the wire).
@@ -279,6 +283,7 @@ impl Protocol {
     ) -> Self {
         let mut state = Protocol {
             out: BytesMut::with_capacity(8 << 10),
+            out_chunks: Vec::new(),
             owed: 0,
             last_ping: None,
             ping_strikes: 0,
@@ -369,6 +374,27 @@ impl Protocol {
         if let Err(err) = frame::encode(&mut self.out, message, trailer) {
             tracing::error!("dropping unencodable frame: {err}");
         }
+    }
+
+    /// The output as one buffer, large chunks copied in (`out` and
+    /// `out_chunks` are empty afterwards): for the test harness, which reads
+    /// frames back.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn take_output(&mut self) -> BytesMut {
+        let out = self.out.split();
+        if self.out_chunks.is_empty() {
+            return out;
+        }
+        let mut whole =
+            BytesMut::with_capacity(out.len() + self.out_chunks.iter().map(|(_, c)| c.len()).sum::<usize>());
+        let mut at = 0;
+        for (offset, chunk) in self.out_chunks.drain(..) {
+            whole.extend_from_slice(&out[at..offset]);
+            whole.extend_from_slice(&chunk);
+            at = offset;
+        }
+        whole.extend_from_slice(&out[at..]);
+        whole
     }
 
     /// [`Self::send`] for output the peer asked for (counted in `owed`).

@@ -329,7 +329,7 @@ impl Pair {
             end.apply_commands();
             end.run_effects();
             end.proto.owed = 0;
-            let mut out = end.proto.out.split();
+            let mut out = end.proto.take_output();
             while let Some(frame) = frame::decode(&mut out, u32::MAX).expect("our own output is framed") {
                 assert!(
                     frame.len() <= max_frame,

@@ -28,6 +28,10 @@ pub(crate) const MAX_BYTES_PER_MESSAGE: u64 = 64 << 10;
 /// The block small byte-stream writes are gathered into (then queued as one chunk).
 const TAIL_BLOCK: usize = 4 << 10;
 
+/// Byte-stream pieces at least this large are not copied into the output:
+/// the writer sends them in place, beside the frame headers.
+const ZERO_COPY_MIN: usize = 4 << 10;
+
 /// Our producer half of one stream.
 pub(crate) struct Producing {
     /// Encoded items not yet sent, back to back.
@@ -520,18 +524,26 @@ impl Protocol {
                 caps: Vec::new(),
                 item_lens: Vec::new(),
             };
-            self.send_message_with(&header, n, |out| {
-                let mut left = n;
-                while left > 0 {
-                    let front = chunks.front_mut().expect("chunk_bytes counts the chunks");
-                    let take = left.min(front.len());
-                    out.extend_from_slice(&front.split_to(take));
-                    if front.is_empty() {
-                        chunks.pop_front();
-                    }
-                    left -= take;
+            if let Err(err) = crate::wire::frame::encode_header(&mut self.out, &header, n) {
+                tracing::error!("dropping unencodable frame: {err}");
+                break;
+            }
+            let mut left = n;
+            while left > 0 {
+                let front = chunks.front_mut().expect("chunk_bytes counts the chunks");
+                let take = left.min(front.len());
+                let piece = front.split_to(take);
+                if piece.len() >= ZERO_COPY_MIN {
+                    // Sent from where the writer put it (a vectored write).
+                    self.out_chunks.push((self.out.len(), piece));
+                } else {
+                    self.out.extend_from_slice(&piece);
                 }
-            });
+                if front.is_empty() {
+                    chunks.pop_front();
+                }
+                left -= take;
+            }
             p.chunk_bytes -= n as u64;
             p.sent += n as u64;
             spent += n as u64;

@@ -39,6 +39,21 @@ pub(crate) fn encode_with<H: Serialize>(
     Ok(())
 }
 
+/// Appends the length prefix and `header` of a frame whose `trailer_len`
+/// trailer bytes the caller supplies next (in `out`, or beside it for a
+/// vectored write: large stream chunks are not copied into `out`).
+pub(crate) fn encode_header<H: Serialize>(out: &mut BytesMut, header: &H, trailer_len: usize) -> Result<(), RpcError> {
+    let start = out.len();
+    out.put_u32_le(0);
+    if let Err(e) = super::encode::to_bytes_mut(header, out) {
+        out.truncate(start);
+        return Err(RpcError::serialization(format!("cannot encode frame header: {e}")));
+    }
+    let len = (out.len() - start - PREFIX + trailer_len) as u32;
+    out[start..start + PREFIX].copy_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
 /// Takes one complete frame off the front of `buf`, if there is one.
 ///
 /// # Errors
