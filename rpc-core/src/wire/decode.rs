@@ -169,9 +169,8 @@ impl<'de> Decoder<'de> {
         Err(Error::DeserializeBadVarint)
     }
 
-    // The narrower varints come back as a `u64` that fits the width, and
-    // are narrowed after the `?`: a `Result<u16>` or `Result<u32>` would be
-    // packed into one register and unpacked again.
+    // The narrower varints come back as a `u64` that fits the width; the
+    // caller narrows it.
 
     /// A `u16` varint: at most 3 bytes, 2 bits in the last.
     #[inline(always)]
