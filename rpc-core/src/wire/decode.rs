@@ -50,6 +50,9 @@ pub(crate) struct Decoder<'de> {
     left: u64,
     limit: u64,
     max_depth: u32,
+    /// Levels left below the value being decoded: lowered on entering a
+    /// compound value's contents, raised again on leaving them.
+    depth: u32,
     /// Set when a charge failed: what the decode would have used.
     exceeded: Option<u64>,
     /// Set when the depth limit was hit.
@@ -58,14 +61,13 @@ pub(crate) struct Decoder<'de> {
 
 impl<'de> Decoder<'de> {
     pub(crate) fn new(input: &'de [u8], max_depth: u32, limit: u64) -> Self {
-        Decoder { input, left: limit, limit, max_depth, exceeded: None, too_deep: false }
+        Decoder { input, left: limit, limit, max_depth, depth: max_depth, exceeded: None, too_deep: false }
     }
 
     /// Decodes one `T`; returns it and the bytes after it.
     #[inline]
     pub(crate) fn decode<T: de::Deserialize<'de>>(&mut self) -> std::result::Result<(T, &'de [u8]), DecodeError> {
-        let depth = self.max_depth;
-        match T::deserialize(Value { de: self, depth, prepaid: 0 }) {
+        match T::deserialize(Value { de: self, prepaid: 0 }) {
             Ok(value) => Ok((value, self.input)),
             Err(e) => Err(self.failure(e)),
         }
@@ -108,6 +110,16 @@ impl<'de> Decoder<'de> {
         // What the decode would have used: a lower bound of the value's size.
         self.exceeded = Some((self.limit - self.left).saturating_add(bytes as u64));
         de::Error::custom("payload decodes to more than the limit (max_decoded_size)")
+    }
+
+    /// Runs `f` one level down: the contents of a compound value, whose
+    /// level was checked.
+    #[inline(always)]
+    fn inside<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        self.depth = self.depth.saturating_sub(1);
+        let result = f(self);
+        self.depth += 1;
+        result
     }
 
     #[cold]
@@ -249,11 +261,10 @@ fn zigzag_u128(n: u128) -> i128 {
     ((n >> 1) as i128) ^ -((n & 1) as i128)
 }
 
-/// The deserializer of one value: `depth` levels are left below it and its
-/// parent already paid `prepaid` bytes of it.
+/// The deserializer of one value, whose parent already paid `prepaid` bytes
+/// of it. Two words: passed in registers.
 struct Value<'a, 'de> {
     de: &'a mut Decoder<'de>,
-    depth: u32,
     prepaid: usize,
 }
 
@@ -264,27 +275,27 @@ impl<'a, 'de> Value<'a, 'de> {
         self.de.charge(size_of::<V::Value>().saturating_sub(self.prepaid).saturating_add(extra))
     }
 
-    /// The depth of this compound value's contents, or the depth error.
+    /// Fails if no level is left for this compound value's contents.
     #[inline(always)]
-    fn enter(&mut self) -> Result<u32> {
-        match self.depth.checked_sub(1) {
-            Some(depth) => Ok(depth),
-            None => Err(self.de.nested_too_deep()),
+    fn check_depth(&mut self) -> Result<()> {
+        if self.de.depth == 0 {
+            return Err(self.de.nested_too_deep());
         }
+        Ok(())
     }
 
-    /// Charges the visitor's value and enters it: the depth of its contents.
+    /// Charges the visitor's value and checks there is a level for its contents.
     #[inline(always)]
-    fn compound<V: Visitor<'de>>(&mut self) -> Result<u32> {
+    fn compound<V: Visitor<'de>>(&mut self) -> Result<()> {
         self.charge::<V>(0)?;
-        self.enter()
+        self.check_depth()
     }
 
     /// The elements of a tuple or struct: `len` inline fields.
     #[inline(always)]
     fn fields<V: Visitor<'de>>(mut self, len: usize, visitor: V) -> Result<V::Value> {
-        let depth = self.compound::<V>()?;
-        visitor.visit_seq(Seq::<true> { de: self.de, depth, len })
+        self.compound::<V>()?;
+        self.de.inside(|de| visitor.visit_seq(Seq::<true> { de, len }))
     }
 }
 
@@ -373,9 +384,10 @@ impl<'de> Deserializer<'de> for Value<'_, 'de> {
                 visitor.visit_none()
             }
             1 => {
-                let depth = self.compound::<V>()?;
+                self.compound::<V>()?;
                 // The content lives inside the option, which is paid for.
-                visitor.visit_some(Value { de: self.de, depth, prepaid: size_of::<V::Value>() })
+                let prepaid = size_of::<V::Value>();
+                self.de.inside(|de| visitor.visit_some(Value { de, prepaid }))
             }
             _ => Err(Error::DeserializeBadOption),
         }
@@ -394,15 +406,16 @@ impl<'de> Deserializer<'de> for Value<'_, 'de> {
 
     #[inline(always)]
     fn deserialize_newtype_struct<V: Visitor<'de>>(mut self, _name: &'static str, visitor: V) -> Result<V::Value> {
-        let depth = self.compound::<V>()?;
-        visitor.visit_newtype_struct(Value { de: self.de, depth, prepaid: size_of::<V::Value>() })
+        self.compound::<V>()?;
+        let prepaid = size_of::<V::Value>();
+        self.de.inside(|de| visitor.visit_newtype_struct(Value { de, prepaid }))
     }
 
     #[inline(always)]
     fn deserialize_seq<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
         let len = self.de.varint_usize()?;
-        let depth = self.compound::<V>()?;
-        visitor.visit_seq(Seq::<false> { de: self.de, depth, len })
+        self.compound::<V>()?;
+        self.de.inside(|de| visitor.visit_seq(Seq::<false> { de, len }))
     }
 
     #[inline(always)]
@@ -423,8 +436,8 @@ impl<'de> Deserializer<'de> for Value<'_, 'de> {
     #[inline(always)]
     fn deserialize_map<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
         let len = self.de.varint_usize()?;
-        let depth = self.compound::<V>()?;
-        visitor.visit_map(Map { de: self.de, depth, len })
+        self.compound::<V>()?;
+        self.de.inside(|de| visitor.visit_map(Map { de, len }))
     }
 
     #[inline(always)]
@@ -449,7 +462,7 @@ impl<'de> Deserializer<'de> for Value<'_, 'de> {
         self.compound::<V>()?;
         // The variant's contents live inside the enum, which is paid for.
         let prepaid = self.prepaid.max(size_of::<V::Value>());
-        visitor.visit_enum(Enum { de: self.de, level: self.depth, prepaid })
+        visitor.visit_enum(Enum { de: self.de, prepaid })
     }
 
     fn deserialize_identifier<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
@@ -488,7 +501,6 @@ fn i32_from(n: u64) -> i32 {
 /// struct (`FIELDS` true: its `len` fields are paid for by the aggregate).
 struct Seq<'a, 'de, const FIELDS: bool> {
     de: &'a mut Decoder<'de>,
-    depth: u32,
     len: usize,
 }
 
@@ -507,7 +519,7 @@ impl<'de, const FIELDS: bool> SeqAccess<'de> for Seq<'_, 'de, FIELDS> {
             return Ok(None);
         }
         self.len -= 1;
-        seed.deserialize(Value { de: &mut *self.de, depth: self.depth, prepaid }).map(Some)
+        seed.deserialize(Value { de: &mut *self.de, prepaid }).map(Some)
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -524,14 +536,13 @@ impl<'de, const FIELDS: bool> SeqAccess<'de> for Seq<'_, 'de, FIELDS> {
 /// The entries of a map, each charged [`element_cost`] before it is read.
 struct Map<'a, 'de> {
     de: &'a mut Decoder<'de>,
-    depth: u32,
     len: usize,
 }
 
 impl<'de> Map<'_, 'de> {
     #[inline(always)]
     fn next<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value> {
-        seed.deserialize(Value { de: &mut *self.de, depth: self.depth, prepaid: 0 })
+        seed.deserialize(Value { de: &mut *self.de, prepaid: 0 })
     }
 }
 
@@ -572,11 +583,11 @@ impl<'de> MapAccess<'de> for Map<'_, 'de> {
     }
 }
 
-/// An enum: `level` is its own (already checked) depth, `prepaid` what it
-/// paid for its variant's contents.
+/// An enum, whose level for its contents was checked (not entered: a tuple
+/// or struct variant enters it with its fields); `prepaid` is what it paid
+/// for its variant's contents.
 struct Enum<'a, 'de> {
     de: &'a mut Decoder<'de>,
-    level: u32,
     prepaid: usize,
 }
 
@@ -603,20 +614,19 @@ impl<'de> VariantAccess<'de> for Enum<'_, 'de> {
 
     #[inline(always)]
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value> {
-        // `level` was checked to be at least 1 on entering the enum.
-        let depth = self.level.saturating_sub(1);
-        seed.deserialize(Value { de: self.de, depth, prepaid: self.prepaid })
+        let prepaid = self.prepaid;
+        self.de.inside(|de| seed.deserialize(Value { de, prepaid }))
     }
 
     #[inline(always)]
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value> {
-        // The fields enter the enum's level, not one more.
-        Value { de: self.de, depth: self.level, prepaid: self.prepaid }.fields(len, visitor)
+        // The fields take the enum's level, not one more.
+        Value { de: self.de, prepaid: self.prepaid }.fields(len, visitor)
     }
 
     #[inline(always)]
     fn struct_variant<V: Visitor<'de>>(self, fields: &'static [&'static str], visitor: V) -> Result<V::Value> {
-        Value { de: self.de, depth: self.level, prepaid: self.prepaid }.fields(fields.len(), visitor)
+        Value { de: self.de, prepaid: self.prepaid }.fields(fields.len(), visitor)
     }
 }
 
