@@ -116,9 +116,10 @@ impl<'de> Decoder<'de> {
     /// level was checked.
     #[inline(always)]
     fn inside<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
-        self.depth = self.depth.saturating_sub(1);
+        let outer = self.depth;
+        self.depth = outer.saturating_sub(1);
         let result = f(self);
-        self.depth += 1;
+        self.depth = outer;
         result
     }
 
