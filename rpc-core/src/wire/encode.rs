@@ -437,4 +437,4 @@ impl ser::SerializeMap for &mut Encoder<'_> {
 
 #[cfg(test)]
 #[path = "encode_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -356,7 +356,7 @@ fn window(capacity: u32, batch: u32) -> Window {
     Window { capacity, batch }
 }
 
-fn wire_messages() -> Vec<Message> {
+pub(crate) fn wire_messages() -> Vec<Message> {
     let caps = vec![
         CapDescriptor::SenderHosted(0),
         CapDescriptor::ReceiverHosted(200),
@@ -440,10 +440,10 @@ fn wire_messages_and_the_hello_match_postcard() {
 }
 
 /// Xorshift64: a fixed-seed, dependency-free source of varied values.
-struct Xorshift(u64);
+pub(crate) struct Xorshift(pub(crate) u64);
 
 impl Xorshift {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -452,7 +452,7 @@ impl Xorshift {
 
     /// A value of any magnitude: random bits shifted down by a random amount,
     /// so every varint length turns up.
-    fn spread(&mut self) -> u64 {
+    pub(crate) fn spread(&mut self) -> u64 {
         let shift = self.next() % 64;
         self.next() >> shift
     }

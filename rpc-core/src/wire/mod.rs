@@ -8,6 +8,7 @@
 //! Capabilities inside a payload are written as indexes into the header's
 //! `caps` list of [`CapDescriptor`]s, so the payload bytes never hold ids.
 
+mod decode;
 pub(crate) mod depth;
 pub(crate) mod encode;
 pub(crate) mod frame;
