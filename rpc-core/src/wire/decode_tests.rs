@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::wire::depth::reference;
+use crate::wire::depth::tests::seq_bytes;
 use crate::wire::encode::tests::{wire_messages, Xorshift};
 use crate::wire::{Hello, Limits, Message, MAGIC, PROTOCOL_VERSION};
 use serde::de::IgnoredAny;
@@ -397,15 +398,6 @@ fn sequences_maps_tuples_and_boxes() {
     round_trip!(Vec<Box<Inner>>, (0..5).map(|i| Box::new(inner(i))).collect());
     round_trip!(Vec<Box<Option<Page>>>, vec![Box::new(None), Box::new(Some([[[3; 32]; 32]; 4]))]);
     round_trip!(Vec<(u32, String)>, (0..300).map(|i| (i, i.to_string())).collect());
-}
-
-/// postcard bytes of a sequence of `len` elements, then `count` copies of `element`.
-fn seq_bytes(len: u64, element: &[u8], count: usize) -> Vec<u8> {
-    let mut bytes = postcard::to_stdvec(&len).unwrap();
-    for _ in 0..count {
-        bytes.extend_from_slice(element);
-    }
-    bytes
 }
 
 #[test]

@@ -123,4 +123,4 @@ pub(crate) use reference::{Budget, DepthLimited};
 
 #[cfg(test)]
 #[path = "depth_tests.rs"]
-mod tests;
+pub(super) mod tests;

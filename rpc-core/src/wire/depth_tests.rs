@@ -244,7 +244,7 @@ fn remainder_is_returned() {
 type Page = [[[u8; 32]; 32]; 4];
 
 /// postcard bytes of a sequence of `len` elements whose bytes are `element`.
-fn seq_bytes(len: u64, element: &[u8], count: usize) -> Vec<u8> {
+pub(in crate::wire) fn seq_bytes(len: u64, element: &[u8], count: usize) -> Vec<u8> {
     let mut bytes = postcard::to_stdvec(&len).unwrap();
     for _ in 0..count {
         bytes.extend_from_slice(element);
