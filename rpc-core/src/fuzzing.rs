@@ -68,12 +68,8 @@ fn caps_of(table: impl Serialize) -> Result<Vec<CapEntry>, RpcError> {
 /// The decode error a handler's caller would get.
 #[doc(hidden)]
 pub fn decode_payload<T: DeserializeOwned>(bytes: &[u8], table: impl Serialize, max_depth: u32) -> Result<T, RpcError> {
-    let payload = Payload {
-        bytes: bytes::Bytes::copy_from_slice(bytes).into(),
-        caps: caps_of(table)?,
-        max_depth,
-        max_decoded: BUDGET,
-    };
+    let payload =
+        Payload { bytes: bytes::Bytes::copy_from_slice(bytes), caps: caps_of(table)?, max_depth, max_decoded: BUDGET };
     payload.decode()
 }
 

@@ -109,7 +109,7 @@ impl std::fmt::Debug for StreamSlot {
 /// ```
 #[derive(Debug, Default)]
 pub struct Payload {
-    pub(crate) bytes: PayloadBytes,
+    pub(crate) bytes: Bytes,
     pub(crate) caps: Vec<CapEntry>,
     pub(crate) max_depth: u32,
     /// Decoded-size budget (see [`crate::Limits::max_decoded_size`]).
@@ -124,60 +124,6 @@ thread_local! {
     static ENCODING: Cell<*mut Vec<CapEntry>> = const { Cell::new(std::ptr::null_mut()) };
     /// The same for the payload being decoded ([`decoding_from`]).
     static DECODING: Cell<*const [CapEntry]> = const { Cell::new(std::ptr::slice_from_raw_parts(std::ptr::null(), 0)) };
-}
-
-/// Payloads up to this size are kept inside the payload: a call's arguments
-/// or a reply that small costs no allocation.
-const INLINE_PAYLOAD: usize = 112;
-
-/// A payload's encoded bytes: small ones inline, larger ones shared
-/// (received ones are slices of the frame they came in).
-#[derive(Clone)]
-pub(crate) enum PayloadBytes {
-    Inline { len: u8, data: [u8; INLINE_PAYLOAD] },
-    Shared(Bytes),
-}
-
-impl PayloadBytes {
-    fn copy_of(bytes: &[u8]) -> Self {
-        if bytes.len() <= INLINE_PAYLOAD {
-            let mut data = [0; INLINE_PAYLOAD];
-            data[..bytes.len()].copy_from_slice(bytes);
-            PayloadBytes::Inline { len: bytes.len() as u8, data }
-        } else {
-            PayloadBytes::Shared(Bytes::copy_from_slice(bytes))
-        }
-    }
-}
-
-impl std::ops::Deref for PayloadBytes {
-    type Target = [u8];
-
-    #[inline]
-    fn deref(&self) -> &[u8] {
-        match self {
-            PayloadBytes::Inline { len, data } => &data[..*len as usize],
-            PayloadBytes::Shared(bytes) => bytes,
-        }
-    }
-}
-
-impl Default for PayloadBytes {
-    fn default() -> Self {
-        PayloadBytes::Shared(Bytes::new())
-    }
-}
-
-impl From<Bytes> for PayloadBytes {
-    fn from(bytes: Bytes) -> Self {
-        PayloadBytes::Shared(bytes)
-    }
-}
-
-impl std::fmt::Debug for PayloadBytes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(&**self, f)
-    }
 }
 
 /// Payloads up to this size are copied out of the scratch buffer.
@@ -240,10 +186,10 @@ impl Payload {
         let (encoded, bytes) = with_scratch(|scratch| {
             let encoded = encoding_into(&mut caps, || to_bytes_mut(value, scratch));
             let bytes = if scratch.len() <= SMALL_PAYLOAD {
-                PayloadBytes::copy_of(scratch)
+                Bytes::from(scratch.to_vec())
             } else {
                 // A large one keeps the buffer it was written into (no copy).
-                PayloadBytes::Shared(scratch.split().freeze())
+                scratch.split().freeze()
             };
             (encoded, bytes)
         });
@@ -253,7 +199,7 @@ impl Payload {
 
     /// A payload received from a peer, to be decoded within our `limits`.
     pub(crate) fn received(bytes: Bytes, caps: Vec<CapEntry>, limits: &crate::Limits) -> Payload {
-        Payload { bytes: bytes.into(), caps, max_depth: limits.max_depth, max_decoded: limits.max_decoded_size }
+        Payload { bytes, caps, max_depth: limits.max_depth, max_decoded: limits.max_decoded_size }
     }
 
     /// Deserializes a `T`, turning capability indexes back into live handles.

@@ -14,16 +14,18 @@
 //! an [`ErrorKind::HandlerPanicked`](crate::ErrorKind::HandlerPanicked) error,
 //! and the task goes on serving the object's other calls.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures::future::{AbortHandle, Abortable, CatchUnwind};
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::task::AtomicWaker;
 use futures::FutureExt;
-use tokio::sync::mpsc;
 
 use super::dispatch::{panic_error, Dispatch, DispatchFuture, IncomingCall, InterfaceInfo, Reply};
 use super::{Canceller, ClientHook, OutgoingCall, ReplySink};
@@ -32,31 +34,99 @@ use crate::RpcError;
 /// The hook for an object implemented in this process.
 pub(crate) struct LocalServer {
     object: Arc<dyn Dispatch>,
-    queue: mpsc::UnboundedSender<OutgoingCall>,
-    /// The receiving end until the serving task is spawned on the first call.
-    idle: Mutex<Option<mpsc::UnboundedReceiver<OutgoingCall>>>,
+    queue: Arc<Queue>,
+    /// The serving task was spawned (checked without the lock below).
+    serving: AtomicBool,
+    spawning: Mutex<()>,
+}
+
+/// An object's calls in order: its handles push, its serving task takes.
+/// (A mutex and a deque rather than a tokio channel: a channel allocates a
+/// block of 32 calls up front, per object, and costs more per call.)
+struct Queue {
+    state: Mutex<QueueState>,
+    waker: AtomicWaker,
+}
+
+#[derive(Default)]
+struct QueueState {
+    calls: VecDeque<OutgoingCall>,
+    /// The object's last handle is gone: no more calls will come.
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `call`, or gives it back if the object is shutting down.
+    fn push(&self, call: OutgoingCall) -> Result<(), OutgoingCall> {
+        {
+            let mut state = self.lock();
+            if state.closed {
+                return Err(call);
+            }
+            state.calls.push_back(call);
+        }
+        self.waker.wake();
+        Ok(())
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.waker.wake();
+    }
+
+    /// The next call; `None` once closed and empty.
+    fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<OutgoingCall>> {
+        if let Some(call) = self.lock().calls.pop_front() {
+            return Poll::Ready(Some(call));
+        }
+        // Listen first, then look again: a call pushed in between is seen.
+        self.waker.register(cx.waker());
+        let mut state = self.lock();
+        match state.calls.pop_front() {
+            Some(call) => Poll::Ready(Some(call)),
+            None if state.closed => Poll::Ready(None),
+            None => Poll::Pending,
+        }
+    }
 }
 
 impl LocalServer {
     pub(crate) fn new(object: Arc<dyn Dispatch>) -> Self {
-        let (queue, idle) = mpsc::unbounded_channel();
-        LocalServer { object, queue, idle: Mutex::new(Some(idle)) }
+        let queue = Arc::new(Queue { state: Mutex::default(), waker: AtomicWaker::new() });
+        LocalServer { object, queue, serving: AtomicBool::new(false), spawning: Mutex::new(()) }
     }
 
     /// Spawns the serving task if this is the first call.
+    #[inline]
     fn ensure_serving(&self) -> Result<(), RpcError> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(receiver) = idle.take() {
-            let runtime = tokio::runtime::Handle::try_current()
-                .map_err(|_| RpcError::new(crate::ErrorKind::Unimplemented, "calls need a Tokio runtime"))?;
-            runtime.spawn(Serve {
-                object: self.object.clone(),
-                queue: receiver,
-                running: FuturesUnordered::new(),
-                closed: false,
-            });
+        if self.serving.load(Ordering::Acquire) {
+            return Ok(());
         }
+        let _spawning = self.spawning.lock().unwrap_or_else(|e| e.into_inner());
+        if self.serving.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| RpcError::new(crate::ErrorKind::Unimplemented, "calls need a Tokio runtime"))?;
+        runtime.spawn(Serve {
+            object: self.object.clone(),
+            queue: self.queue.clone(),
+            running: FuturesUnordered::new(),
+            closed: false,
+        });
+        self.serving.store(true, Ordering::Release);
         Ok(())
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        // The serving task finishes what runs, then ends (dropping the object).
+        self.queue.close();
     }
 }
 
@@ -65,7 +135,7 @@ impl ClientHook for LocalServer {
         if let Err(err) = self.ensure_serving() {
             return call.reply.complete(Err(err));
         }
-        if let Err(mpsc::error::SendError(call)) = self.queue.send(call) {
+        if let Err(call) = self.queue.push(call) {
             call.reply.complete(Err(RpcError::disconnected("the object is shutting down")));
         }
     }
@@ -120,7 +190,7 @@ fn finish<H>(handler: H, reply: &dyn ReplySink, outcome: Reply) {
 /// The serving task of one object.
 struct Serve {
     object: Arc<dyn Dispatch>,
-    queue: mpsc::UnboundedReceiver<OutgoingCall>,
+    queue: Arc<Queue>,
     running: FuturesUnordered<Running>,
     closed: bool,
 }
@@ -189,7 +259,7 @@ impl Future for Serve {
         // Start every queued call, in order: each handler runs until it
         // first waits before the next one starts, so handlers start in call order.
         while !self.closed {
-            match self.queue.poll_recv(cx) {
+            match self.queue.poll_next(cx) {
                 Poll::Ready(Some(call)) => {
                     if let Some(handler) = self.start(call, cx) {
                         self.running.push(handler);

@@ -486,19 +486,17 @@ async fn write_batch<W: AsyncWrite>(
         if shared.abandon_output.load(Ordering::Acquire) {
             break Written::Abandoned;
         }
-        let (slices, count) = left.slices();
-        let slices = &slices[..count];
         // The socket usually takes the batch at once: try it first, with
         // no close watch and no timer made (a `select!` makes every branch's
         // future, enabled or not, each time round).
-        let attempt = if linger.is_none() { write_some(writer, slices).now_or_never() } else { None };
+        let attempt = if linger.is_none() { write_some(writer, &left).now_or_never() } else { None };
         let attempt = match attempt {
             Some(result) => result,
             None => {
                 let until = linger.unwrap_or_else(Instant::now);
                 tokio::select! {
                     biased;
-                    result = write_some(writer, slices) => result,
+                    result = write_some(writer, &left) => result,
                     _ = closed.wait_for(Option::is_some), if linger.is_none() => {
                         *linger = Some(Instant::now() + shared.config.write_stall_timeout);
                         continue;

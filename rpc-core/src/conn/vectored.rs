@@ -2,17 +2,25 @@
 //! in the writer's buffer, and between them large byte-stream chunks that
 //! were never copied there (`Protocol::out_chunks`).
 
-use tokio::io::{AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::io::{AsyncWrite, WriteHalf};
 
-/// One write of `slices`: a plain write for one, a vectored one for more.
-pub(super) async fn write_some<W: AsyncWrite>(
-    writer: &mut WriteHalf<W>,
-    slices: &[std::io::IoSlice<'_>],
-) -> std::io::Result<usize> {
-    match slices {
-        [one] => writer.write(one).await,
-        _ => writer.write_vectored(slices).await,
-    }
+/// One write of what is left: a plain write while one part is, a vectored
+/// one otherwise (the slices are made on the stack inside each poll, so the
+/// future stays small: it is made for every batch).
+pub(super) fn write_some<'a, W: AsyncWrite>(
+    writer: &'a mut WriteHalf<W>,
+    left: &'a Remaining<'_>,
+) -> impl std::future::Future<Output = std::io::Result<usize>> + 'a {
+    std::future::poll_fn(move |cx| {
+        let writer = std::pin::Pin::new(&mut *writer);
+        match left.single() {
+            Some(part) => writer.poll_write(cx, part),
+            None => {
+                let (slices, count) = left.slices();
+                writer.poll_write_vectored(cx, &slices[..count])
+            }
+        }
+    })
 }
 
 /// Parts given to one vectored write at most.
@@ -28,6 +36,15 @@ pub(super) struct Remaining<'a> {
 impl<'a> Remaining<'a> {
     pub(super) fn new(parts: &'a [&'a [u8]]) -> Self {
         Remaining { parts, at: 0, offset: 0 }
+    }
+
+    /// What is left, if it is all in one part.
+    #[inline]
+    fn single(&self) -> Option<&'a [u8]> {
+        match &self.parts[self.at..] {
+            [one] => Some(&one[self.offset..]),
+            _ => None,
+        }
     }
 
     /// The parts left, up to [`MAX_SLICES`] at once (the first one partly),
