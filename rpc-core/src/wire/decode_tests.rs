@@ -6,7 +6,7 @@
 use super::*;
 use crate::wire::depth::reference;
 use crate::wire::depth::tests::seq_bytes;
-use crate::wire::encode::tests::{wire_messages, Xorshift};
+use crate::wire::encode::tests::{wire_messages, Marker, Triple, Wrapped, Xorshift};
 use crate::wire::{Hello, Limits, Message, MAGIC, PROTOCOL_VERSION};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
@@ -238,15 +238,6 @@ fn strings_and_byte_strings_borrowed_owned_and_invalid() {
     huge.push(0x01);
     same_as!(&huge; String, &str, &[u8], ByteBuf, Vec<u8>, Vec<()>, BTreeMap<(), ()>);
 }
-
-#[derive(Serialize, Deserialize, Debug, PartialEq)]
-struct Marker;
-
-#[derive(Serialize, Deserialize, Debug, PartialEq)]
-struct Wrapped(u32);
-
-#[derive(Serialize, Deserialize, Debug, PartialEq)]
-struct Triple(u8, String, i32);
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 enum Kinds {

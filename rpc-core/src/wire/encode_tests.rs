@@ -150,13 +150,13 @@ struct Outer {
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
-struct Marker;
+pub(crate) struct Marker;
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
-struct Wrapped(u32);
+pub(crate) struct Wrapped(pub(crate) u32);
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
-struct Triple(u8, String, i32);
+pub(crate) struct Triple(pub(crate) u8, pub(crate) String, pub(crate) i32);
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 enum Kinds {
