@@ -46,7 +46,8 @@ pub(crate) struct ConnShared {
     me: std::sync::Weak<ConnShared>,
     /// Wakes the writer when the outgoing buffer becomes non-empty.
     wake_writer: Notify,
-    /// Stream items written without the lock, taken in at the next lock.
+    /// Producers whose lanes hold items written without the lock, taken in
+    /// at the next lock.
     staging: staging::Staging,
     /// Output we owe the peer (see `Protocol::owed`) in the write under way,
     /// not yet written.
@@ -222,9 +223,9 @@ impl ConnShared {
         self.guard(guard, true)
     }
 
-    /// The guard of a freshly locked state, with every staged item taken in
-    /// first (after `was_empty`: items taken in count as new output, so the
-    /// writer is woken if they are to go).
+    /// The guard of a freshly locked state, with every listed lane's items
+    /// taken in first (after `was_empty`: items taken in count as new
+    /// output, so the writer is woken if they are to go).
     #[inline]
     fn guard<'a>(&'a self, guard: MutexGuard<'a, Protocol>, tracked: bool) -> StateGuard<'a> {
         let was_empty = guard.out.is_empty() && guard.ready.is_empty();

@@ -601,19 +601,18 @@ impl Protocol {
     pub(crate) fn producer_absorb(&mut self, id: u32) {
         let Protocol { streams, ready, .. } = self;
         let Some(StreamEntry { half: StreamHalf::Producer(p), live, .. }) = streams.get_mut(&id) else { return };
-        let Some(mut lane) = p.lane.take() else { return };
-        let (mut items, mut bytes) = (0u64, 0u64);
         let writable = p.writable().is_ok();
+        let Producing { lane: Some(lane), pending, items, .. } = &mut **p else { return };
+        let (mut count, mut bytes) = (0u64, 0u64);
         lane.take(|run, lens| {
             if writable {
-                p.pending.extend_from_slice(run);
-                p.items.extend(lens.iter().map(|&len| (len, 0)));
+                pending.extend_from_slice(run);
+                items.extend(lens.iter().map(|&len| (len, 0)));
             }
-            items += lens.len() as u64;
+            count += lens.len() as u64;
             bytes += run.len() as u64;
         });
-        p.lane = Some(lane);
-        if items == 0 {
+        if count == 0 {
             return;
         }
         if writable {
@@ -621,7 +620,7 @@ impl Protocol {
             p.schedule(id, *live, ready);
         }
         // After `room` took them in: a flush never counts them twice as free.
-        let taken = p.signals.taken.load(std::sync::atomic::Ordering::Relaxed) + items;
+        let taken = p.signals.taken.load(std::sync::atomic::Ordering::Relaxed) + count;
         p.signals.taken.store(taken, std::sync::atomic::Ordering::Release);
         let taken = p.signals.taken_bytes.load(std::sync::atomic::Ordering::Relaxed) + bytes;
         p.signals.taken_bytes.store(taken, std::sync::atomic::Ordering::Release);

@@ -50,6 +50,14 @@ pub(crate) struct WriterLane {
     scratch: BytesMut,
 }
 
+impl WriterLane {
+    /// For a write by no lasting end (a pair's core passing one unit on):
+    /// it queues under the lock and leaves the lane to the end that writes.
+    pub(crate) fn none() -> Self {
+        WriterLane { hold: LaneHold { tried: true, lane: None }, scratch: BytesMut::new() }
+    }
+}
+
 #[derive(Default)]
 struct LaneHold {
     tried: bool,

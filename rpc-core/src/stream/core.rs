@@ -136,7 +136,7 @@ impl<K: Kind> Shared<K> {
                 drop(core);
                 match redirect {
                     Redirect::Forward(forward) => forward.write(unit),
-                    Redirect::Sink(sink) => K::write(&sink, &mut WriterLane::default(), unit),
+                    Redirect::Sink(sink) => K::write(&sink, &mut WriterLane::none(), unit),
                 }
             }
         }
