@@ -1,6 +1,7 @@
 //! Promise pipelining, measured in round trips with injected latency and
 //! tokio's paused clock (so the figures are exact, not timings).
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rpc_core::{eventual, Config, Connection, ErrorKind, RpcError};
@@ -78,6 +79,30 @@ async fn a_pipelined_chain_of_ten_calls_costs_one_round_trip() {
     assert_eq!(depth, 9);
     assert!(elapsed < 2 * RTT, "pipelined chain took {elapsed:?} (RTT {RTT:?})");
     assert!(elapsed >= RTT, "faster than light: {elapsed:?}");
+}
+
+/// The server resolves a pipelined chain in one pass: every hop's call is
+/// started by the connection's reader as the previous reply releases it, so
+/// the ten replies leave in one write (they used to leave one per write, the
+/// writer task running between the hops' serving tasks).
+#[tokio::test(start_paused = true)]
+async fn the_replies_of_a_pipelined_chain_leave_the_server_in_one_write() {
+    let (a, b) = latency_pipe(ONE_WAY);
+    let server_writes = a.write_counter();
+    let (_server, _client, root) =
+        connect_pair(a, b, NodeProxy::new(Chain { depth: 0, max: 100 }), Config::default()).await.expect("connect");
+    // Settle the handshake's writes.
+    assert_eq!(root.depth().await.unwrap(), 0);
+    let before = server_writes.load(Ordering::SeqCst);
+    let start = Instant::now();
+    let mut node = root.clone();
+    for _ in 0..9 {
+        node = node.next();
+    }
+    assert_eq!(node.depth().await.unwrap(), 9);
+    assert!(start.elapsed() < 2 * RTT, "pipelined chain took {:?} (RTT {RTT:?})", start.elapsed());
+    let writes = server_writes.load(Ordering::SeqCst) - before;
+    assert_eq!(writes, 1, "the ten replies of the chain left the server in {writes} writes");
 }
 
 #[tokio::test(start_paused = true)]

@@ -8,7 +8,8 @@
 //! difference, which cancels start-up and connection set-up.
 //!
 //! Run: `cargo run --release -p rpc-examples --bin cost_probe -- WORKLOAD SIDE N`
-//! with WORKLOAD one of `unary`, `inflight64`, `sequence`, `bytes` (N in KiB)
+//! with WORKLOAD one of `unary`, `inflight64`, `sequence`, `bytes` (N in KiB),
+//! `chain` (N pipelined chains of ten calls; not in the script's figures)
 //! and SIDE `ours` or `raw`.
 
 use futures::future::join_all;
@@ -24,6 +25,8 @@ pub trait Probe {
     async fn echo(&self, data: Vec<u8>) -> Vec<u8>;
     fn items(&self, count: u64) -> Sequence<Small>;
     fn download(&self, kib: u64) -> Bytes;
+    /// Another probe, as a pipelined proxy (a hop of a chain).
+    fn next(&self) -> ProbeProxy;
 }
 
 struct Server;
@@ -55,6 +58,10 @@ impl Probe for Server {
             writer.close(None).await
         });
         reader
+    }
+
+    fn next(&self) -> ProbeProxy {
+        ProbeProxy::new(Server)
     }
 }
 
@@ -101,6 +108,22 @@ async fn unary(side: &str, n: u64) {
         for _ in 0..n {
             assert_eq!(probe.echo(payload.clone()).await.unwrap().len(), 64);
         }
+    }
+}
+
+/// `n` pipelined chains of ten calls (nine hops and an echo), each awaited;
+/// raw does `n` round trips, for scale.
+async fn chain(side: &str, n: u64) {
+    if side == "raw" {
+        return unary(side, n).await;
+    }
+    let probe = connect_ours().await;
+    for _ in 0..n {
+        let mut node = probe.clone();
+        for _ in 0..9 {
+            node = node.next();
+        }
+        assert_eq!(node.echo(vec![7u8; 64]).await.unwrap().len(), 64);
     }
 }
 
@@ -193,7 +216,7 @@ async fn bytes(side: &str, kib: u64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: cost_probe unary|inflight64|sequence|bytes ours|raw N";
+    let usage = "usage: cost_probe unary|inflight64|sequence|bytes|chain ours|raw N";
     let [workload, side, n] = args.as_slice() else { panic!("{usage}") };
     assert!(side == "ours" || side == "raw", "{usage}");
     let n: u64 = n.parse().expect(usage);
@@ -204,6 +227,7 @@ fn main() {
             "inflight64" => inflight64(side, n).await,
             "sequence" => sequence(side, n).await,
             "bytes" => bytes(side, n).await,
+            "chain" => chain(side, n).await,
             _ => panic!("{usage}"),
         }
     });

@@ -1,12 +1,24 @@
 //! A local object and its ordered dispatch queue.
 //!
 //! Every call to a local object, whether made in-process or arriving from
-//! any connection, goes through one unbounded queue served by one task. The
-//! task starts handlers in queue order (E-order), polling each once as it
-//! starts (most finish there, with no more bookkeeping), then polls the rest together,
-//! so handlers interleave at their await points but never start out of order.
-//! When the last handle to the object is dropped the queue closes, the task
-//! finishes the handlers still running, and the object is dropped.
+//! any connection, goes through one unbounded queue. Calls are started in
+//! queue order (E-order) by whoever holds the queue's starting token, each
+//! handler polled once as it starts (most finish there, with no more
+//! bookkeeping); handlers that wait are polled together by the object's
+//! serving task, so they interleave at their await points but never start
+//! out of order.
+//!
+//! Who starts a call depends on where it came from. A call made by a task
+//! wakes the object's serving task (spawned by the first such call). A call
+//! that a connection's reader delivers (a frame, or a reply that releases
+//! pipelined calls) is started by that reader just before it next waits for
+//! the socket: no task hop for the common call that finishes at once, and a
+//! pipelined chain resolves in one pass, its replies leaving in one write.
+//! The reader runs handlers with this collecting switched off, so calls made
+//! by user code always take the serving-task path.
+//!
+//! When the last handle to the object is dropped the queue closes, the
+//! serving task finishes the handlers still running, and the object is dropped.
 //!
 //! A handler that panics fails its own call and nothing more: the panic is
 //! caught where the task runs user code (the synchronous part of dispatch,
@@ -14,11 +26,11 @@
 //! an [`ErrorKind::HandlerPanicked`](crate::ErrorKind::HandlerPanicked) error,
 //! and the task goes on serving the object's other calls.
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -33,18 +45,18 @@ use crate::RpcError;
 
 /// The hook for an object implemented in this process.
 pub(crate) struct LocalServer {
-    object: Arc<dyn Dispatch>,
-    queue: Arc<Queue>,
-    /// The serving task was spawned (checked without the lock below).
-    serving: AtomicBool,
-    spawning: Mutex<()>,
+    shared: Arc<Shared>,
 }
 
-/// An object's calls in order: its handles push, its serving task takes.
+/// An object and its calls in order: its handles push, whoever holds the
+/// starting token (the serving task, or a connection's reader between two
+/// reads) takes them off and starts them.
 /// (A mutex and a deque rather than a tokio channel: a channel allocates a
 /// block of 32 calls up front, per object, and costs more per call.)
-struct Queue {
+struct Shared {
+    object: Arc<dyn Dispatch>,
     state: Mutex<QueueState>,
+    /// The serving task's waker.
     waker: AtomicWaker,
 }
 
@@ -53,95 +65,179 @@ struct QueueState {
     calls: VecDeque<OutgoingCall>,
     /// The object's last handle is gone: no more calls will come.
     closed: bool,
+    /// The serving task was spawned.
+    serving: bool,
+    /// Someone is starting calls (the token that keeps starts in queue
+    /// order): it takes every call queued until it finds the queue empty.
+    starting: bool,
+    /// Listed in this thread's [`COLLECTED`], not yet started.
+    listed: bool,
+    /// Handlers started by a reader that wait: the serving task adopts them.
+    handed: Vec<Running>,
 }
 
-impl Queue {
+thread_local! {
+    /// Set while a connection's reader handles frames on this thread: a
+    /// call that reaches a local object then waits in its queue, and the
+    /// object is listed in [`COLLECTED`], for the reader to start before it
+    /// next waits for the socket, with no serving task woken (and, for an
+    /// object whose handlers finish at once, none ever spawned).
+    static COLLECTING: Cell<bool> = const { Cell::new(false) };
+    static COLLECTED: RefCell<VecDeque<Arc<Shared>>> = const { RefCell::new(VecDeque::new()) };
+}
+
+/// While alive, calls that reach local objects on this thread are collected
+/// (see [`start_collected`]). Only a connection's reader takes this, around
+/// work that does not wait; no user code runs while it is set.
+pub(crate) struct Collecting {
+    was: bool,
+}
+
+impl Collecting {
+    #[inline]
+    pub(crate) fn begin() -> Collecting {
+        Collecting { was: COLLECTING.replace(true) }
+    }
+
+    /// User code runs with collecting off: the calls it makes go to their
+    /// serving tasks as always, so a reader never starts one in the middle
+    /// of another handler.
+    #[inline]
+    fn pause() -> Collecting {
+        Collecting { was: COLLECTING.replace(false) }
+    }
+}
+
+impl Drop for Collecting {
+    #[inline]
+    fn drop(&mut self) {
+        COLLECTING.set(self.was);
+    }
+}
+
+/// Whether calls collected on this thread wait to be started.
+#[inline]
+pub(crate) fn has_collected() -> bool {
+    COLLECTED.with(|list| !list.borrow().is_empty())
+}
+
+/// Starts the calls collected on this thread, in each object's queue order,
+/// and those their replies deliver in turn (a pipelined chain resolves here
+/// in one go). A connection's reader calls this before it waits: by then it
+/// has handled every frame that had arrived, so a call whose `Finish` came
+/// with it never starts.
+pub(crate) fn start_collected() {
+    while let Some(object) = COLLECTED.with(|list| list.borrow_mut().pop_front()) {
+        object.start_listed();
+    }
+}
+
+impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `call`, or gives it back if the object is shutting down.
-    fn push(&self, call: OutgoingCall) -> Result<(), OutgoingCall> {
-        {
-            let mut state = self.lock();
-            if state.closed {
-                return Err(call);
-            }
-            state.calls.push_back(call);
-        }
-        self.waker.wake();
-        Ok(())
-    }
-
-    fn close(&self) {
-        self.lock().closed = true;
-        self.waker.wake();
-    }
-
-    /// The next call; `None` once closed and empty.
-    fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<OutgoingCall>> {
-        if let Some(call) = self.lock().calls.pop_front() {
-            return Poll::Ready(Some(call));
-        }
-        // Listen first, then look again: a call pushed in between is seen.
-        self.waker.register(cx.waker());
+    /// Starts this listed object's queued calls here, unless someone else
+    /// holds the starting token (then it takes them: it empties the queue
+    /// before it lets the token go). Handlers that wait go to the serving
+    /// task, spawned now if need be, to be polled with its waker.
+    fn start_listed(self: &Arc<Self>) {
         let mut state = self.lock();
-        match state.calls.pop_front() {
-            Some(call) => Poll::Ready(Some(call)),
-            None if state.closed => Poll::Ready(None),
-            None => Poll::Pending,
+        state.listed = false;
+        if state.starting {
+            return;
+        }
+        state.starting = true;
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let mut handed = false;
+        loop {
+            let Some(call) = state.calls.pop_front() else { break };
+            drop(state);
+            let running = {
+                // A reply may deliver pipelined calls to local objects: they join the list.
+                let _collecting = Collecting::begin();
+                start(&self.object, call, &mut cx)
+            };
+            state = self.lock();
+            if let Some(running) = running {
+                state.handed.push(running);
+                handed = true;
+            }
+        }
+        state.starting = false;
+        if !handed {
+            return;
+        }
+        let spawn = !std::mem::replace(&mut state.serving, true);
+        drop(state);
+        if !spawn {
+            return self.waker.wake();
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(Serve { shared: self.clone(), running: FuturesUnordered::new() })),
+            Err(_) => {
+                // Unreachable from a reader (it runs on a runtime); fail rather than hang.
+                let handed = std::mem::take(&mut self.lock().handed);
+                for running in handed {
+                    running.reply.complete(Err(no_runtime()));
+                }
+            }
         }
     }
 }
 
+fn no_runtime() -> RpcError {
+    RpcError::new(crate::ErrorKind::Unimplemented, "calls need a Tokio runtime")
+}
+
 impl LocalServer {
     pub(crate) fn new(object: Arc<dyn Dispatch>) -> Self {
-        let queue = Arc::new(Queue { state: Mutex::default(), waker: AtomicWaker::new() });
-        LocalServer { object, queue, serving: AtomicBool::new(false), spawning: Mutex::new(()) }
-    }
-
-    /// Spawns the serving task if this is the first call.
-    #[inline]
-    fn ensure_serving(&self) -> Result<(), RpcError> {
-        if self.serving.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let _spawning = self.spawning.lock().unwrap_or_else(|e| e.into_inner());
-        if self.serving.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| RpcError::new(crate::ErrorKind::Unimplemented, "calls need a Tokio runtime"))?;
-        runtime.spawn(Serve {
-            object: self.object.clone(),
-            queue: self.queue.clone(),
-            running: FuturesUnordered::new(),
-            closed: false,
-        });
-        self.serving.store(true, Ordering::Release);
-        Ok(())
+        LocalServer { shared: Arc::new(Shared { object, state: Mutex::default(), waker: AtomicWaker::new() }) }
     }
 }
 
 impl Drop for LocalServer {
     fn drop(&mut self) {
         // The serving task finishes what runs, then ends (dropping the object).
-        self.queue.close();
+        self.shared.lock().closed = true;
+        self.shared.waker.wake();
     }
 }
 
 impl ClientHook for LocalServer {
     fn call(&self, call: OutgoingCall) {
-        if let Err(err) = self.ensure_serving() {
-            return call.reply.complete(Err(err));
+        let shared = &self.shared;
+        let mut state = shared.lock();
+        if state.closed {
+            drop(state);
+            return call.reply.complete(Err(RpcError::disconnected("the object is shutting down")));
         }
-        if let Err(call) = self.queue.push(call) {
-            call.reply.complete(Err(RpcError::disconnected("the object is shutting down")));
+        if COLLECTING.get() {
+            state.calls.push_back(call);
+            if !std::mem::replace(&mut state.listed, true) {
+                drop(state);
+                COLLECTED.with(|list| list.borrow_mut().push_back(shared.clone()));
+            }
+            return;
         }
+        if state.serving {
+            state.calls.push_back(call);
+            drop(state);
+            return shared.waker.wake();
+        }
+        // The first call that needs the serving task spawns it.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            drop(state);
+            return call.reply.complete(Err(no_runtime()));
+        };
+        state.calls.push_back(call);
+        state.serving = true;
+        drop(state);
+        drop(runtime.spawn(Serve { shared: shared.clone(), running: FuturesUnordered::new() }));
     }
 
     fn describe(&self) -> String {
-        format!("local {}", self.object.interface().name)
+        format!("local {}", self.shared.object.interface().name)
     }
 }
 
@@ -183,94 +279,113 @@ fn poll_in_span<F: Future + Unpin>(handler: &mut F, reply: &dyn ReplySink, cx: &
 /// user's, dropped where a panic cannot take the serving task down; then
 /// the reply goes.
 fn finish<H>(handler: H, reply: &dyn ReplySink, outcome: Reply) {
-    let _ = catch_unwind(AssertUnwindSafe(move || drop(handler)));
+    {
+        let _user_code = Collecting::pause();
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(handler)));
+    }
     reply.complete(outcome);
 }
 
-/// The serving task of one object.
-struct Serve {
-    object: Arc<dyn Dispatch>,
-    queue: Arc<Queue>,
-    running: FuturesUnordered<Running>,
-    closed: bool,
+/// Starts a queued call: dispatches it and polls its handler once right
+/// here. A handler that finishes at once replies and is done (no abort
+/// handle, no place among the running ones, no canceller to set: most
+/// calls); one that waits is wired for cancellation and returned to run
+/// with the others. `None` when the call is over already.
+fn start(object: &Arc<dyn Dispatch>, call: OutgoingCall, cx: &mut Context<'_>) -> Option<Running> {
+    let interface = object.interface();
+    let reply = call.reply;
+    if call.interface != interface.id {
+        let err = RpcError::unimplemented(format!(
+            "the target implements {}, not the interface the call names (id {:#x})",
+            interface.name, call.interface
+        ));
+        reply.complete(Err(err));
+        return None;
+    }
+    if let Some(span) = reply.span() {
+        span.record("interface", interface.name);
+        span.record("method", interface.methods.get(call.method as usize).copied().unwrap_or("?"));
+    }
+    let method = call.method;
+    // Given up before it started (the caller dropped the promise): the
+    // handler never runs.
+    if reply.is_cancelled() {
+        reply.complete(Err(RpcError::cancelled("the caller cancelled the call")));
+        return None;
+    }
+    let incoming = IncomingCall { method, args: call.payload };
+    // Dispatching runs user code too (argument decoding, a sync method's
+    // setup in a hand-written `Dispatch`).
+    let object = object.clone();
+    let user_code = Collecting::pause();
+    let future = match catch_unwind(AssertUnwindSafe(move || object.dispatch(incoming))) {
+        Ok(future) => future,
+        Err(panic) => {
+            drop(user_code);
+            reply.complete(Err(panic_error(interface, method, &*panic)));
+            return None;
+        }
+    };
+    let mut handler = AssertUnwindSafe(future).catch_unwind();
+    let polled = poll_in_span(&mut handler, &*reply, cx);
+    drop(user_code);
+    let outcome = match polled {
+        Poll::Ready(Ok(outcome)) => outcome,
+        Poll::Ready(Err(panic)) => Err(panic_error(interface, method, &*panic)),
+        Poll::Pending => {
+            // Still running: a cancel from the caller (even one that came
+            // already) aborts it from here on.
+            let (abort, registration) = AbortHandle::new_pair();
+            reply.set_canceller(Canceller::Abort(abort));
+            let handler = Some(Abortable::new(handler, registration));
+            return Some(Running { handler, reply, interface, method });
+        }
+    };
+    finish(handler, &*reply, outcome);
+    None
 }
 
-impl Serve {
-    /// Starts a queued call: dispatches it and polls its handler once right
-    /// here. A handler that finishes at once replies and is done (no abort
-    /// handle, no place among the running ones, no canceller to set: most
-    /// calls); one that waits is wired for cancellation and returned to run
-    /// with the others. `None` when the call is over already.
-    fn start(&self, call: OutgoingCall, cx: &mut Context<'_>) -> Option<Running> {
-        let interface = self.object.interface();
-        let reply = call.reply;
-        if call.interface != interface.id {
-            let err = RpcError::unimplemented(format!(
-                "the target implements {}, not the interface the call names (id {:#x})",
-                interface.name, call.interface
-            ));
-            reply.complete(Err(err));
-            return None;
-        }
-        if let Some(span) = reply.span() {
-            span.record("interface", interface.name);
-            span.record("method", interface.methods.get(call.method as usize).copied().unwrap_or("?"));
-        }
-        let method = call.method;
-        // Given up before it started (the caller dropped the promise): the
-        // handler never runs.
-        if reply.is_cancelled() {
-            reply.complete(Err(RpcError::cancelled("the caller cancelled the call")));
-            return None;
-        }
-        let incoming = IncomingCall { method, args: call.payload };
-        // Dispatching runs user code too (argument decoding, a sync method's
-        // setup in a hand-written `Dispatch`).
-        let object = self.object.clone();
-        let future = match catch_unwind(AssertUnwindSafe(move || object.dispatch(incoming))) {
-            Ok(future) => future,
-            Err(panic) => {
-                reply.complete(Err(panic_error(interface, method, &*panic)));
-                return None;
-            }
-        };
-        let mut handler = AssertUnwindSafe(future).catch_unwind();
-        let outcome = match poll_in_span(&mut handler, &*reply, cx) {
-            Poll::Ready(Ok(outcome)) => outcome,
-            Poll::Ready(Err(panic)) => Err(panic_error(interface, method, &*panic)),
-            Poll::Pending => {
-                // Still running: a cancel from the caller (even one that came
-                // already) aborts it from here on.
-                let (abort, registration) = AbortHandle::new_pair();
-                reply.set_canceller(Canceller::Abort(abort));
-                let handler = Some(Abortable::new(handler, registration));
-                return Some(Running { handler, reply, interface, method });
-            }
-        };
-        finish(handler, &*reply, outcome);
-        None
-    }
+/// The serving task of one object: starts queued calls when no reader has,
+/// and polls the handlers that wait.
+struct Serve {
+    shared: Arc<Shared>,
+    running: FuturesUnordered<Running>,
 }
 
 impl Future for Serve {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        this.shared.waker.register(cx.waker());
+        let mut state = this.shared.lock();
+        if !state.handed.is_empty() {
+            let handed = std::mem::take(&mut state.handed);
+            drop(state);
+            for running in handed {
+                this.running.push(running);
+            }
+            state = this.shared.lock();
+        }
         // Start every queued call, in order: each handler runs until it
         // first waits before the next one starts, so handlers start in call order.
-        while !self.closed {
-            match self.queue.poll_next(cx) {
-                Poll::Ready(Some(call)) => {
-                    if let Some(handler) = self.start(call, cx) {
-                        self.running.push(handler);
-                    }
+        if !state.starting {
+            state.starting = true;
+            while let Some(call) = state.calls.pop_front() {
+                drop(state);
+                if let Some(running) = start(&this.shared.object, call, cx) {
+                    this.running.push(running);
                 }
-                Poll::Ready(None) => self.closed = true,
-                Poll::Pending => break,
+                state = this.shared.lock();
             }
+            state.starting = false;
         }
-        while let Poll::Ready(Some(())) = self.running.poll_next_unpin(cx) {}
-        if self.closed && self.running.is_empty() {
+        // Nothing more will come: closed, nothing queued, no reader starting
+        // calls or handing handlers over.
+        let done = state.closed && state.calls.is_empty() && !state.starting && state.handed.is_empty();
+        drop(state);
+        while let Poll::Ready(Some(())) = this.running.poll_next_unpin(cx) {}
+        if done && this.running.is_empty() {
             Poll::Ready(())
         } else {
             Poll::Pending

@@ -15,7 +15,7 @@
 
 mod broken;
 pub(crate) mod dispatch;
-mod local;
+pub(crate) mod local;
 mod queued;
 
 use std::fmt;

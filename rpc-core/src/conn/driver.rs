@@ -28,6 +28,7 @@ use tracing::Instrument;
 
 use super::vectored::{write_some, Remaining};
 use super::{ConnShared, Protocol, UserRef};
+use crate::cap::local::{self as local_calls, Collecting};
 use crate::cap::Client;
 use crate::proto::PingPolicy;
 use crate::wire::{depth, frame, Hello, Message, MAGIC, PROTOCOL_VERSION};
@@ -158,6 +159,9 @@ async fn read_loop<R: AsyncRead>(shared: Arc<ConnShared>, mut reader: ReadHalf<R
     let reason = read_frames(&shared, &mut reader, &mut buf).await;
     let tell_peer = reason.kind() != crate::ErrorKind::Disconnected;
     shared.close(reason, tell_peer);
+    // Calls the last frames delivered to local objects still start (after
+    // the close, as a serving task would: nothing of theirs goes out).
+    local_calls::start_collected();
 }
 
 /// Room made in the read buffer at a time, normally. Frames handed out are
@@ -346,6 +350,7 @@ async fn read_frames<R: AsyncRead>(shared: &Arc<ConnShared>, reader: &mut ReadHa
                 // The budget is spent and the room left is too small to read
                 // into: read nothing until some is given back or this frame
                 // runs out of time.
+                local_calls::start_collected();
                 let deadline = frame_started.unwrap_or_else(Instant::now) + frame_timeout;
                 tokio::select! {
                     _ = freed => continue,
@@ -363,6 +368,21 @@ async fn read_frames<R: AsyncRead>(shared: &Arc<ConnShared>, reader: &mut ReadHa
         if let Some(deadline) = frame_deadline.filter(|d| frame_timer_at != Some(*d)) {
             frame_timer.as_mut().reset(deadline);
             frame_timer_at = Some(deadline);
+        }
+        // Calls these frames delivered to local objects start once the
+        // socket has nothing more for now, so a call's `Finish` that came
+        // right behind it is seen first (see `cap/local.rs`).
+        if local_calls::has_collected() {
+            match reader.read_buf(buf).now_or_never() {
+                None => local_calls::start_collected(),
+                Some(Ok(0)) => return RpcError::disconnected("the peer closed the connection"),
+                Some(Ok(n)) => {
+                    shared.io.read(n);
+                    chunk = next_chunk(&mut large_reads, n);
+                    continue;
+                }
+                Some(Err(err)) => return RpcError::disconnected(format!("I/O error: {err}")),
+            }
         }
         // One read (the silence timer may fire early, armed for an earlier
         // wait: it is moved to this wait's deadline and the read goes on).
@@ -409,15 +429,24 @@ async fn handle_frame(
     let trailer = frame.slice(frame.len() - rest.len()..);
     let pings =
         PingPolicy { min_interval: shared.config.ping_min_interval, max_strikes: shared.config.max_ping_strikes };
-    // One lock for the check and the message, unless output must drain first.
+    // One lock for the check and the message, unless output must drain
+    // first. Calls the message delivers to local objects are collected, to
+    // start before the reader next waits (the guard's effects deliver them,
+    // so it goes first).
     {
+        let _collecting = Collecting::begin();
         let mut state = shared.lock();
         if !(Protocol::asks_for_output(&message) && shared.owes_too_much(&state)) {
             return state.handle_message(shared, message, trailer, Instant::now().into_std(), pings);
         }
     }
+    local_calls::start_collected();
     wait_for_output_room(shared, closed).await?;
-    shared.lock().handle_message(shared, message, trailer, Instant::now().into_std(), pings)
+    let _collecting = Collecting::begin();
+    let mut state = shared.lock();
+    let handled = state.handle_message(shared, message, trailer, Instant::now().into_std(), pings);
+    drop(state);
+    handled
 }
 
 /// Waits until the output we owe the peer is back within the bound. If the
