@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -29,6 +30,8 @@ use crate::{CallError, RpcError};
 /// Shared between the caller's handles and wherever the call runs.
 pub(crate) struct CallState {
     inner: Mutex<Inner>,
+    /// Live [`CallHandle`]s: when the last goes, the call is abandoned.
+    handles: AtomicUsize,
     /// This state, for registering as a dependent of the call it was pipelined on.
     me: Weak<CallState>,
 }
@@ -60,7 +63,11 @@ struct Inner {
 
 impl CallState {
     pub(crate) fn new() -> Arc<CallState> {
-        Arc::new_cyclic(|me| CallState { inner: Mutex::new(Inner::default()), me: me.clone() })
+        Arc::new_cyclic(|me| CallState {
+            inner: Mutex::new(Inner::default()),
+            handles: AtomicUsize::new(0),
+            me: me.clone(),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -321,26 +328,39 @@ impl ReplySink for CallState {
     }
 }
 
-/// The caller's hold on a call; when the last one drops, the call is cancelled.
-#[derive(Clone)]
-pub(crate) struct CallHandle(Arc<HandleInner>);
+/// The caller's hold on a call; when the last one drops, the call is
+/// cancelled. (Counted in the state itself, so a call costs one allocation
+/// for both.)
+pub(crate) struct CallHandle(Arc<CallState>);
 
-struct HandleInner(Arc<CallState>);
+impl Clone for CallHandle {
+    fn clone(&self) -> Self {
+        self.0.handles.fetch_add(1, Ordering::Relaxed);
+        CallHandle(self.0.clone())
+    }
+}
 
-impl Drop for HandleInner {
+impl Drop for CallHandle {
     fn drop(&mut self) {
-        self.0.abandon();
+        if self.0.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.abandon();
+        }
     }
 }
 
 impl CallHandle {
+    fn new(state: Arc<CallState>) -> CallHandle {
+        state.handles.fetch_add(1, Ordering::Relaxed);
+        CallHandle(state)
+    }
+
     /// The connection the call went out on, if it went out on one.
     pub(crate) fn conn(&self) -> Option<Arc<ConnShared>> {
-        self.0 .0.route().map(|(conn, _)| conn)
+        self.0.route().map(|(conn, _)| conn)
     }
 
     fn state(&self) -> &Arc<CallState> {
-        &self.0 .0
+        &self.0
     }
 
     /// Capability `cap` of the outcome, or why there is none (for a call no
@@ -421,11 +441,11 @@ pub struct Promise<T, E = RpcError> {
 
 impl<T, E> Promise<T, E> {
     pub(crate) fn new(state: Arc<CallState>) -> Self {
-        Promise { handle: CallHandle(Arc::new(HandleInner(state))), _result: PhantomData }
+        Promise { handle: CallHandle::new(state), _result: PhantomData }
     }
 
     fn state(&self) -> &Arc<CallState> {
-        &self.handle.0 .0
+        &self.handle.0
     }
 }
 
