@@ -437,14 +437,14 @@ async fn handle_frame(
         let _collecting = Collecting::begin();
         let mut state = shared.lock();
         if !(Protocol::asks_for_output(&message) && shared.owes_too_much(&state)) {
-            return state.handle_message(shared, message, trailer, Instant::now().into_std(), pings);
+            return state.handle_message(shared, message, trailer, || Instant::now().into_std(), pings);
         }
     }
     local_calls::start_collected();
     wait_for_output_room(shared, closed).await?;
     let _collecting = Collecting::begin();
     let mut state = shared.lock();
-    let handled = state.handle_message(shared, message, trailer, Instant::now().into_std(), pings);
+    let handled = state.handle_message(shared, message, trailer, || Instant::now().into_std(), pings);
     drop(state);
     handled
 }

@@ -23,15 +23,17 @@ impl Protocol {
         matches!(message, Message::Call { .. } | Message::Ping(_) | Message::Disembargo { .. })
     }
 
-    /// Applies one message from the peer, read at `now`; `trailer` is the
-    /// frame's raw bytes after the header. An error is a protocol violation
+    /// Applies one message from the peer, read at `now()` (asked only by
+    /// the messages that need the time: reading the clock costs more than
+    /// handling most frames); `trailer` is the frame's raw bytes after the
+    /// header. An error is a protocol violation
     /// (or a broken limit): the owner closes the connection with it.
     pub(crate) fn handle_message(
         &mut self,
         shell: &dyn Shell,
         message: Message,
         trailer: Bytes,
-        now: Instant,
+        now: impl FnOnce() -> Instant,
         pings: PingPolicy,
     ) -> Result<(), Violation> {
         if self.is_closed().is_some() {
@@ -46,9 +48,9 @@ impl Protocol {
             Message::Release { export, count } => self.handle_release(export, count),
             Message::Disembargo { target, id } => self.handle_disembargo(target, id),
             Message::DisembargoReply { id } => self.handle_disembargo_reply(id),
-            Message::Ping(nonce) => self.handle_ping(nonce, now, pings.min_interval, pings.max_strikes),
+            Message::Ping(nonce) => self.handle_ping(nonce, now(), pings.min_interval, pings.max_strikes),
             Message::Pong(nonce) => {
-                self.handle_pong(nonce, now);
+                self.handle_pong(nonce, now());
                 Ok(())
             }
             Message::Abort(reason) => {

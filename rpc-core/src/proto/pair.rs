@@ -364,7 +364,7 @@ impl Pair {
         let applied = match depth::from_postcard_bytes::<Message>(&frame, limits.max_depth, limits.max_decoded_size) {
             Ok((message, rest)) => {
                 let trailer = frame.slice(frame.len() - rest.len()..);
-                end.proto.handle_message(&end.shell, message, trailer, now, end.pings)
+                end.proto.handle_message(&end.shell, message, trailer, || now, end.pings)
             }
             Err(e) => Err(RpcError::protocol(format!("malformed frame ({e})"))),
         };
