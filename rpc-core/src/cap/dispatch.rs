@@ -126,8 +126,8 @@ pub(crate) fn panic_error(interface: &'static InterfaceInfo, method: u16, payloa
 /// Runs `handler`, turning a panic in any of its polls into `panic_error`.
 ///
 /// Generated stubs use it where a panic must reach more than the reply (a
-/// returned stream's writer); every other panic is caught by the object's
-/// serving task.
+/// returned stream's writer); every other panic is caught where the handler
+/// is polled (`cap/local.rs`).
 pub async fn catch_panic<F: Future>(
     interface: &'static InterfaceInfo,
     method: u16,
