@@ -85,7 +85,7 @@ where
     let shared = Arc::new_cyclic(|me| ConnShared {
         state: Mutex::new(state),
         me: me.clone(),
-        wake_writer: Notify::new(),
+        wake_writer: Default::default(),
         staging: Default::default(),
         owed_in_flight: AtomicUsize::new(0),
         output_drained: Notify::new(),
@@ -575,7 +575,7 @@ async fn write_loop<W: AsyncWrite>(shared: Arc<ConnShared>, mut writer: WriteHal
         if !more {
             tokio::select! {
                 biased;
-                _ = shared.wake_writer.notified() => {}
+                () = shared.wake_writer.wait() => {}
                 () = &mut ping_timer => {
                     let due = last_write + interval;
                     let now = Instant::now();

@@ -76,7 +76,7 @@ impl Host for ConnShared {
         if self.staging.list(id) {
             // The first lane listed: the writer task locks the connection
             // (taking it in) and emits its items.
-            self.wake_writer.notify_one();
+            self.wake_writer.notify();
         }
     }
 
