@@ -86,6 +86,7 @@ where
         state: Mutex::new(state),
         me: me.clone(),
         wake_writer: Default::default(),
+        wake_reader_on_close: Default::default(),
         staging: Default::default(),
         owed_in_flight: AtomicUsize::new(0),
         output_drained: Notify::new(),
@@ -313,9 +314,6 @@ async fn read_frames<R: AsyncRead>(shared: &Arc<ConnShared>, reader: &mut ReadHa
     let frame_timer = sleep_until(waiting_since + frame_timeout);
     tokio::pin!(frame_timer);
     let mut frame_timer_at = None;
-    let mut closed_rx = shared.closed.subscribe();
-    let closed_wait = closed_rx.wait_for(Option::is_some);
-    tokio::pin!(closed_wait);
     loop {
         let mut completed = false;
         loop {
@@ -408,7 +406,7 @@ async fn read_frames<R: AsyncRead>(shared: &Arc<ConnShared>, reader: &mut ReadHa
                     }
                     silence.as_mut().reset(deadline);
                 }
-                _ = &mut closed_wait => {
+                () = shared.wake_reader_on_close.wait() => {
                     return shared.closed_reason().unwrap_or_else(|| RpcError::disconnected("closed"));
                 }
             }
