@@ -371,28 +371,24 @@ async fn read_frames<R: AsyncRead>(shared: &Arc<ConnShared>, reader: &mut ReadHa
             frame_timer.as_mut().reset(deadline);
             frame_timer_at = Some(deadline);
         }
-        // Calls these frames delivered to local objects start once the
-        // socket has nothing more for now, so a call's `Finish` that came
-        // right behind it is seen first (see `cap/local.rs`).
-        if local_calls::has_collected() {
-            match reader.read_buf(buf).now_or_never() {
-                None => local_calls::start_collected(),
-                Some(Ok(0)) => return RpcError::disconnected("the peer closed the connection"),
-                Some(Ok(n)) => {
-                    shared.io.read(n);
-                    chunk = next_chunk(&mut large_reads, n);
-                    continue;
-                }
-                Some(Err(err)) => return RpcError::disconnected(format!("I/O error: {err}")),
-            }
-        }
         // One read (the silence timer may fire early, armed for an earlier
         // wait: it is moved to this wait's deadline and the read goes on).
+        // Calls these frames delivered to local objects start once the
+        // socket has nothing more for now, so a call's `Finish` that came
+        // right behind it is seen first (see `cap/local.rs`); the time they
+        // take is not the peer's silence.
         loop {
             tokio::select! {
                 biased;
                 () = &mut frame_timer, if frame_deadline.is_some() => return frame_timeout_reason(buf, frame_timeout),
-                read = reader.read_buf(buf) => match read {
+                read = poll_fn(|cx| {
+                    let read = std::pin::pin!(reader.read_buf(&mut *buf)).poll(cx);
+                    if read.is_pending() && local_calls::has_collected() {
+                        local_calls::start_collected();
+                        waiting_since = Instant::now();
+                    }
+                    read
+                }) => match read {
                     Ok(0) => return RpcError::disconnected("the peer closed the connection"),
                     Ok(n) => {
                         shared.io.read(n);
