@@ -166,6 +166,14 @@ impl Shared {
         }
         state.starting = false;
         if !handed {
+            // A serving task that found the object closed while this held
+            // the token did not end (it ends only once no one starts calls):
+            // it looks again.
+            let wake = state.closed && state.serving;
+            drop(state);
+            if wake {
+                self.waker.wake();
+            }
             return;
         }
         let spawn = !std::mem::replace(&mut state.serving, true);
