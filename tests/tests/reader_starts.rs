@@ -4,11 +4,13 @@
 //! its own task: the calls a handler makes go to their objects' tasks, so a
 //! handler may even block its thread on one.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rpc_core::{eventual, Config};
 use rpc_tests::{connect_pair, DropCounter, DropToken};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tokio::sync::Notify;
 use tokio::time::timeout;
 
 #[eventual]
@@ -79,7 +81,7 @@ pub trait Door {
 }
 
 struct Held {
-    entered: tokio::sync::mpsc::UnboundedSender<()>,
+    entered: UnboundedSender<()>,
     _drop: DropToken,
 }
 
@@ -124,7 +126,7 @@ async fn dropped_within(drops: &DropCounter, n: usize, limit: Duration) -> bool 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
 async fn an_object_closed_while_a_reader_starts_its_call_is_still_dropped() {
     let drops = DropCounter::default();
-    let (entered, mut entered_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (entered, mut entered_rx) = unbounded_channel();
     let gate = GateProxy::new(Held { entered, _drop: drops.token() });
     let door = DoorProxy::new(Keeper(Mutex::new(Some(gate))));
     let (a, b) = tokio::io::duplex(1 << 16);
@@ -144,3 +146,128 @@ async fn an_object_closed_while_a_reader_starts_its_call_is_still_dropped() {
 }
 
 const LIMIT: Duration = Duration::from_secs(2);
+
+// ----- one starter at a time ---------------------------------------------------------
+
+type Log = Arc<Mutex<Vec<(u32, &'static str)>>>;
+
+#[eventual]
+pub trait Order {
+    /// Records its start, holds its thread for `ms`, records its end.
+    fn slow(&self, tag: u32, ms: u64);
+    /// Records its start.
+    fn quick(&self, tag: u32);
+}
+
+struct Orderly {
+    log: Log,
+    entered: UnboundedSender<u32>,
+}
+
+impl Order for Orderly {
+    fn slow(&self, tag: u32, ms: u64) {
+        self.log.lock().unwrap().push((tag, "start"));
+        let _ = self.entered.send(tag);
+        std::thread::sleep(Duration::from_millis(ms));
+        self.log.lock().unwrap().push((tag, "end"));
+    }
+    fn quick(&self, tag: u32) {
+        self.log.lock().unwrap().push((tag, "start"));
+    }
+}
+
+/// A call starts only once the call before it has been polled once, whoever
+/// starts each: a reader holds the starting token while a task's call
+/// arrives (the serving task must leave it to the reader), and the serving
+/// task holds it while a peer's call arrives (the reader must leave it to
+/// the task).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_and_the_serving_task_never_start_calls_at_once() {
+    for reader_first in [true, false] {
+        let log = Log::default();
+        let (entered, mut entered_rx) = unbounded_channel();
+        let local = OrderProxy::new(Orderly { log: log.clone(), entered });
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (_server, _client, remote) = connect_pair(a, b, local.clone(), Config::default()).await.expect("connect");
+        // Both paths warm: the serving task exists, the peer's calls flow.
+        remote.quick(0).await.expect("warm remote");
+        local.quick(0).await.expect("warm local");
+        log.lock().unwrap().clear();
+        let (first, second) =
+            if reader_first { (remote.clone(), local.clone()) } else { (local.clone(), remote.clone()) };
+        let slow = tokio::spawn(async move { first.slow(1, 200).await });
+        assert_eq!(timeout(LIMIT, entered_rx.recv()).await.expect("slow never started"), Some(1));
+        timeout(LIMIT, second.quick(2)).await.expect("quick timed out").expect("quick");
+        timeout(LIMIT, slow).await.expect("slow timed out").expect("slow task").expect("slow");
+        let log = log.lock().unwrap().clone();
+        assert_eq!(
+            log,
+            [(1, "start"), (1, "end"), (2, "start")],
+            "reader first: {reader_first}: a call started while the one before it ran its first poll"
+        );
+    }
+}
+
+// ----- handlers a reader hands over ---------------------------------------------------
+
+#[eventual]
+pub trait Waiter {
+    /// Waits a moment (so the serving task is spawned for it).
+    async fn settle(&self);
+    /// Tells the test it started, then waits for `go`.
+    async fn wait(&self) -> u32;
+    /// Tells the test it started, then waits forever; its future holds a drop token.
+    async fn park(&self) -> u32;
+}
+
+struct Patient {
+    entered: UnboundedSender<()>,
+    go: Arc<Notify>,
+    drops: DropCounter,
+}
+
+impl Waiter for Patient {
+    async fn settle(&self) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    async fn wait(&self) -> u32 {
+        let _ = self.entered.send(());
+        self.go.notified().await;
+        5
+    }
+    async fn park(&self) -> u32 {
+        let _token = self.drops.token();
+        let _ = self.entered.send(());
+        std::future::pending::<()>().await;
+        0
+    }
+}
+
+/// A handler the reader started waits, its first poll made with a waker
+/// that wakes nothing: the object's serving task (idle, spawned earlier)
+/// must adopt it and poll it again, or what it waits for never wakes it.
+/// And once it runs there, the caller dropping its promise aborts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_a_reader_starts_that_wait_are_adopted_and_can_be_cancelled() {
+    let (entered, mut entered_rx) = unbounded_channel();
+    let go = Arc::new(Notify::new());
+    let drops = DropCounter::default();
+    let local = WaiterProxy::new(Patient { entered, go: go.clone(), drops: drops.clone() });
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let (_server, _client, remote) = connect_pair(a, b, local, Config::default()).await.expect("connect");
+    timeout(LIMIT, remote.settle()).await.expect("settle timed out").expect("settle");
+    // The serving task is idle now.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let waiting = remote.wait();
+    timeout(LIMIT, entered_rx.recv()).await.expect("wait never started");
+    // Well after the reader handed it over.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    go.notify_one();
+    assert_eq!(timeout(LIMIT, waiting).await.expect("a handed-over handler was never polled again").unwrap(), 5);
+
+    let parked = remote.park();
+    timeout(LIMIT, entered_rx.recv()).await.expect("park never started");
+    drop(parked);
+    assert!(dropped_within(&drops, 1, LIMIT).await, "a cancelled handler the reader started was not aborted");
+}
