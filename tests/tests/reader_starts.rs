@@ -271,3 +271,115 @@ async fn handlers_a_reader_starts_that_wait_are_adopted_and_can_be_cancelled() {
     drop(parked);
     assert!(dropped_within(&drops, 1, LIMIT).await, "a cancelled handler the reader started was not aborted");
 }
+
+// ----- a handler that blocks on its own connection ------------------------------------
+
+#[eventual]
+pub trait Asker {
+    /// Asks `answerer` (the caller's object, across the same connection),
+    /// blocking this thread until it answers; 0 if it does not in time.
+    fn ask(&self, answerer: AnswererProxy) -> u32;
+}
+
+#[eventual]
+pub trait Answerer {
+    fn answer(&self) -> u32;
+}
+
+struct Blocking;
+
+impl Asker for Blocking {
+    fn ask(&self, answerer: AnswererProxy) -> u32 {
+        let answer = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(timeout(LIMIT, answerer.answer()))
+        });
+        match answer {
+            Ok(Ok(n)) => n,
+            _ => 0,
+        }
+    }
+}
+
+struct Seven;
+
+impl Answerer for Seven {
+    fn answer(&self) -> u32 {
+        7
+    }
+}
+
+/// A handler blocks its thread on a call back to its caller over the same
+/// connection. Its answer comes in through that connection's reader, so the
+/// reader must not be the thread it blocks. Passed while every call went
+/// to its object's serving task; fails since the reader polls a handler
+/// once as it starts it (the reader is the blocked thread), with no cheap
+/// fix: ignored until the design settles whether handlers may block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a handler the reader starts that blocks on its own connection deadlocks (see the doc comment)"]
+async fn a_handler_started_by_the_reader_can_block_on_a_call_over_its_connection() {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let (_server, _client, asker) =
+        connect_pair(a, b, AskerProxy::new(Blocking), Config::default()).await.expect("connect");
+    let answered = timeout(LIMIT * 2, asker.ask(AnswererProxy::new(Seven))).await.expect("ask timed out").expect("ask");
+    assert_eq!(answered, 7, "the callback's answer never reached the blocked handler");
+}
+
+// ----- an object dropped by the reader ------------------------------------------------
+
+struct Farewell {
+    back: BackProxy,
+    said: Arc<Mutex<Option<u32>>>,
+}
+
+impl Front for Farewell {
+    fn relay(&self, n: u32) -> u32 {
+        n
+    }
+}
+
+impl Drop for Farewell {
+    fn drop(&mut self) {
+        let back = self.back.clone();
+        let answer =
+            tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(timeout(LIMIT, back.double(21))));
+        *self.said.lock().unwrap() = Some(answer.ok().and_then(Result::ok).unwrap_or(0));
+    }
+}
+
+#[eventual]
+pub trait Shop {
+    /// Gives its front away (once).
+    fn front(&self) -> Option<FrontProxy>;
+}
+
+struct OneFront(Mutex<Option<FrontProxy>>);
+
+impl Shop for OneFront {
+    fn front(&self) -> Option<FrontProxy> {
+        self.0.lock().unwrap().take()
+    }
+}
+
+/// An object whose calls all finished where the reader started them has no
+/// serving task: the peer's release drops it on the reader's thread. Its
+/// destructor is user code and may block on a local call, as a handler may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_the_reader_drops_can_block_on_a_local_call_as_it_goes() {
+    let said = Arc::new(Mutex::new(None));
+    let front = FrontProxy::new(Farewell { back: BackProxy::new(Doubler), said: said.clone() });
+    let shop = ShopProxy::new(OneFront(Mutex::new(Some(front))));
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let (_server, _client, shop) = connect_pair(a, b, shop, Config::default()).await.expect("connect");
+    let front = shop.front().await.expect("front").expect("the front, once");
+    assert_eq!(front.relay(3).await.expect("relay"), 3);
+    drop(front);
+    let deadline = std::time::Instant::now() + LIMIT * 2;
+    loop {
+        if let Some(answer) = *said.lock().unwrap() {
+            assert_eq!(answer, 42, "the call the destructor blocked on never answered");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the object's destructor never got its answer");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
