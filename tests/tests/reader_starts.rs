@@ -383,3 +383,34 @@ async fn an_object_the_reader_drops_can_block_on_a_local_call_as_it_goes() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+struct Brittle;
+
+impl Front for Brittle {
+    fn relay(&self, n: u32) -> u32 {
+        n
+    }
+}
+
+impl Drop for Brittle {
+    fn drop(&mut self) {
+        panic!("a destructor that panics (on purpose)");
+    }
+}
+
+/// An object whose destructor panics, dropped in the reader as the peer
+/// releases it (its one call finished where the reader started it): the
+/// panic takes down nothing else, so the connection keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_whose_destructor_panics_in_the_reader_leaves_the_connection_up() {
+    let shop = ShopProxy::new(OneFront(Mutex::new(Some(FrontProxy::new(Brittle)))));
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let (_server, _client, shop) = connect_pair(a, b, shop, Config::default()).await.expect("connect");
+    let front = shop.front().await.expect("front").expect("the front, once");
+    assert_eq!(front.relay(3).await.expect("relay"), 3);
+    drop(front);
+    for round in 0..3 {
+        let again = timeout(LIMIT, shop.front()).await;
+        assert!(matches!(again, Ok(Ok(None))), "round {round}: the connection stopped answering: {again:?}");
+    }
+}

@@ -204,9 +204,12 @@ impl Drop for Shared {
         // with collecting off (an object whose calls all finished where a
         // reader started them has no serving task, and goes wherever its
         // last handle does: often in a reader, as the peer releases it).
+        // A destructor that panics takes nothing else down (a handle may go
+        // in a connection's reader), as with a handler's panic.
         let _user_code = Collecting::pause();
+        let object = &mut self.object;
         // SAFETY: dropped once, here; `self.object` is not used again.
-        unsafe { ManuallyDrop::drop(&mut self.object) }
+        let _ = catch_unwind(AssertUnwindSafe(|| unsafe { ManuallyDrop::drop(object) }));
     }
 }
 
