@@ -414,3 +414,68 @@ async fn an_object_whose_destructor_panics_in_the_reader_leaves_the_connection_u
         assert!(matches!(again, Ok(Ok(None))), "round {round}: the connection stopped answering: {again:?}");
     }
 }
+
+// ----- E-order across readers and tasks -----------------------------------------------
+
+#[eventual]
+pub trait Journal {
+    /// Records `(source, seq)` as it starts, then yields.
+    async fn note(&self, source: u32, seq: u32);
+}
+
+struct Notes(Arc<Mutex<Vec<(u32, u32)>>>);
+
+impl Journal for Notes {
+    async fn note(&self, source: u32, seq: u32) {
+        self.0.lock().unwrap().push((source, seq));
+        tokio::task::yield_now().await;
+    }
+}
+
+/// One object, called at once by two peers (two connections, so two readers
+/// that may run on different threads) and two local tasks: each source's
+/// calls start in the order it made them (in rounds: a broken order shows
+/// only now and then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_from_two_connections_and_local_tasks_start_in_each_sources_order() {
+    for round in 0..10 {
+        journal_round(round).await;
+    }
+}
+
+async fn journal_round(round: u32) {
+    const CALLS: u32 = 300;
+    let notes = Arc::new(Mutex::new(Vec::new()));
+    let local = JournalProxy::new(Notes(notes.clone()));
+    let mut sources = Vec::new();
+    let mut conns = Vec::new();
+    for _ in 0..2 {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let (server, client, remote) = connect_pair(a, b, local.clone(), Config::default()).await.expect("connect");
+        conns.push((server, client));
+        sources.push(remote);
+    }
+    sources.push(local.clone());
+    sources.push(local);
+    let tasks: Vec<_> = sources
+        .into_iter()
+        .enumerate()
+        .map(|(source, journal)| {
+            tokio::spawn(async move {
+                // All made before any is awaited: the peer's calls travel together.
+                let calls: Vec<_> = (0..CALLS).map(|seq| journal.note(source as u32, seq)).collect();
+                for call in calls {
+                    call.await.expect("note");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        timeout(LIMIT * 5, task).await.expect("notes timed out").expect("task");
+    }
+    let notes = notes.lock().unwrap().clone();
+    for source in 0..4 {
+        let seqs: Vec<u32> = notes.iter().filter(|(s, _)| *s == source).map(|(_, q)| *q).collect();
+        assert_eq!(seqs, (0..CALLS).collect::<Vec<_>>(), "round {round}: source {source} started out of order");
+    }
+}
