@@ -18,7 +18,9 @@
 //! by user code always take the serving-task path.
 //!
 //! When the last handle to the object is dropped the queue closes, the
-//! serving task finishes the handlers still running, and the object is dropped.
+//! serving task finishes the handlers still running, and the object is
+//! dropped (an object that never needed its serving task goes with its last
+//! handle; either way its destructor runs with collecting off, as user code).
 //!
 //! A handler that panics fails its own call and nothing more: the panic is
 //! caught where the task runs user code (the synchronous part of dispatch,
@@ -29,6 +31,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -54,7 +57,8 @@ pub(crate) struct LocalServer {
 /// (A mutex and a deque rather than a tokio channel: a channel allocates a
 /// block of 32 calls up front, per object, and costs more per call.)
 struct Shared {
-    object: Arc<dyn Dispatch>,
+    /// Dropped by hand (see `Drop for Shared`).
+    object: ManuallyDrop<Arc<dyn Dispatch>>,
     state: Mutex<QueueState>,
     /// The serving task's waker.
     waker: AtomicWaker,
@@ -166,6 +170,14 @@ impl Shared {
         }
         state.starting = false;
         if !handed {
+            // A serving task that found the object closed while this held
+            // the token did not end (it ends only once no one starts calls):
+            // it looks again.
+            let wake = state.closed && state.serving;
+            drop(state);
+            if wake {
+                self.waker.wake();
+            }
             return;
         }
         let spawn = !std::mem::replace(&mut state.serving, true);
@@ -186,12 +198,28 @@ impl Shared {
     }
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The object is the user's, and its destructor user code: it runs
+        // with collecting off (an object whose calls all finished where a
+        // reader started them has no serving task, and goes wherever its
+        // last handle does: often in a reader, as the peer releases it).
+        // A destructor that panics takes nothing else down (a handle may go
+        // in a connection's reader), as with a handler's panic.
+        let _user_code = Collecting::pause();
+        let object = &mut self.object;
+        // SAFETY: dropped once, here; `self.object` is not used again.
+        let _ = catch_unwind(AssertUnwindSafe(|| unsafe { ManuallyDrop::drop(object) }));
+    }
+}
+
 fn no_runtime() -> RpcError {
     RpcError::new(crate::ErrorKind::Unimplemented, "calls need a Tokio runtime")
 }
 
 impl LocalServer {
     pub(crate) fn new(object: Arc<dyn Dispatch>) -> Self {
+        let object = ManuallyDrop::new(object);
         LocalServer { shared: Arc::new(Shared { object, state: Mutex::default(), waker: AtomicWaker::new() }) }
     }
 }
