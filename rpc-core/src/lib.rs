@@ -229,15 +229,16 @@
 //!   keeps serving its later calls, and its connection (a bootstrap object
 //!   included), other objects and other connections are unaffected. The
 //!   panic hook still runs, so the panic is logged as usual.
-//! * A handler starts where its call lands: a call that arrives over a
-//!   connection starts on that connection's reader task, once the frames
-//!   that had arrived are handled (so a call whose caller already gave up
-//!   never starts), and runs there until it first waits; a call made by a
-//!   task in this process wakes the object's own task. Either way, what a
-//!   handler does after its first await runs on the object's task. A
-//!   handler that computes for long before its first await holds up its
-//!   connection's reading meanwhile: give such work to
-//!   `tokio::task::spawn_blocking` (and await it) or its own task.
+//! * A handler starts where its call lands. On a current-thread runtime, a
+//!   call that arrives over a connection starts on that connection's reader
+//!   task, once the frames that had arrived are handled (so a call whose
+//!   caller already gave up never starts), and runs there until it first
+//!   waits: everything shares the one thread anyway, and this saves a task
+//!   switch per call. On a multi-thread runtime, and for calls made by
+//!   tasks, the object's own task starts it, so a handler that computes or
+//!   blocks runs beside the connection's reader (which keeps answering
+//!   pings and other calls). After its first await, a handler always runs
+//!   on its object's task.
 #![warn(missing_docs, unreachable_pub)]
 
 extern crate self as rpc_core;

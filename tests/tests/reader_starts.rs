@@ -1,17 +1,78 @@
 //! Calls a connection's reader delivers to local objects are started by the
-//! reader itself, once it has handled every frame that arrived (see
-//! `rpc-core/src/cap/local.rs`). User code still runs as if each object had
-//! its own task: the calls a handler makes go to their objects' tasks, so a
-//! handler may even block its thread on one.
+//! reader itself when it runs on a current-thread runtime, once it has
+//! handled every frame that arrived (see `rpc-core/src/cap/local.rs`). User
+//! code still runs as if each object had its own task: the calls a handler
+//! (or a destructor) makes go to their objects' tasks, so it may even block
+//! its thread on one. On a multi-thread runtime the reader leaves every call
+//! to the objects' tasks.
+//!
+//! The serving side of most pairs here runs on a current-thread runtime of
+//! its own thread ([`pair_on_reader_thread`]), the test's multi-thread
+//! runtime on the others: so a reader starting calls races the objects'
+//! serving tasks for real.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rpc_core::{eventual, Config};
+use rpc_core::{eventual, Capability, Config, Connection, RpcError};
 use rpc_tests::{connect_pair, DropCounter, DropToken};
+use tokio::runtime::Handle;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::sync::Notify;
 use tokio::time::timeout;
+
+/// The serving side's thread of a [`pair_on_reader_thread`]: stops its
+/// runtime (and with it the connection's tasks there) when dropped.
+struct ReaderThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for ReaderThread {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A pair over an in-memory pipe whose serving side (bootstrap `cap`) runs
+/// on a current-thread runtime of a thread of its own, and whose client side
+/// runs on the caller's runtime. Returns the thread, both connections and
+/// the client's proxy for `cap`.
+async fn pair_on_reader_thread<C: Capability>(cap: C, buffer: usize) -> (ReaderThread, Connection, Connection, C) {
+    let (a, b) = tokio::io::duplex(buffer);
+    let (opened, server) = tokio::sync::oneshot::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async move {
+            let _ = opened.send(Connection::builder().bootstrap(cap).open(a).await);
+            let _ = stopped.await;
+        });
+    });
+    let thread = ReaderThread { stop: Some(stop), thread: Some(thread) };
+    let client = timeout(LIMIT, Connection::builder().open(b)).await.expect("open timed out").expect("client");
+    let server = timeout(LIMIT, server).await.expect("open timed out").expect("server thread").expect("server");
+    let remote = client.bootstrap();
+    (thread, server, client, remote)
+}
+
+/// Runs `promise` to its end on `runtime` while this thread blocks for it
+/// (bounded): how a handler or destructor on a reader's thread can wait for
+/// a call without that thread's runtime. `None` if it fails or takes too long.
+fn block_on_elsewhere<T: Send + 'static>(
+    runtime: &Handle,
+    promise: impl Future<Output = Result<T, RpcError>> + Send + 'static,
+) -> Option<T> {
+    let (done, result) = std::sync::mpsc::channel();
+    runtime.spawn(async move {
+        let _ = done.send(promise.await);
+    });
+    result.recv_timeout(LIMIT).ok()?.ok()
+}
 
 #[eventual]
 pub trait Front {
@@ -26,19 +87,16 @@ pub trait Back {
 
 struct Relay {
     back: BackProxy,
+    /// Where `back`'s calls are awaited while the handler blocks.
+    elsewhere: Handle,
 }
 
 impl Front for Relay {
     fn relay(&self, n: u32) -> u32 {
-        let back = self.back.clone();
-        // Bounded, so a broken build fails here instead of hanging the runtime.
-        let answer = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(tokio::time::timeout(Duration::from_secs(2), back.double(n)))
-        });
-        match answer {
-            Ok(Ok(doubled)) => doubled,
-            _ => 0,
-        }
+        // The call is made here, in the handler: it must go to `back`'s own
+        // task, not wait for the reader this handler blocks.
+        let doubled = self.back.double(n);
+        block_on_elsewhere(&self.elsewhere, doubled).unwrap_or(0)
     }
 }
 
@@ -50,16 +108,19 @@ impl Back for Doubler {
     }
 }
 
-/// The reader starts `relay`, whose handler blocks on a call to a local
-/// neighbour. Were that call collected for the reader too, it would wait for
-/// the blocked handler to return: it must go to the neighbour's own task.
+/// The reader starts `relay`, whose handler blocks its thread on a call to
+/// a local neighbour. Were that call collected for the reader too, it would
+/// wait for the blocked handler to return: it must go to the neighbour's own
+/// task (here on the test's runtime).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_started_by_the_reader_can_block_on_a_local_call() {
-    let (a, b) = tokio::io::duplex(1 << 16);
-    let front = FrontProxy::new(Relay { back: BackProxy::new(Doubler) });
-    let (_server, _client, front) = connect_pair(a, b, front, Config::default()).await.expect("connect");
+    let back = BackProxy::new(Doubler);
+    // Its serving task starts here, away from the reader's thread.
+    assert_eq!(back.double(0).await.unwrap(), 0);
+    let front = FrontProxy::new(Relay { back, elsewhere: Handle::current() });
+    let (_thread, _server, _client, front) = pair_on_reader_thread(front, 1 << 16).await;
     for n in 1..=3 {
-        assert_eq!(front.relay(n).await.unwrap(), 2 * n, "call {n}");
+        assert_eq!(timeout(LIMIT * 2, front.relay(n)).await.expect("relay timed out").unwrap(), 2 * n, "call {n}");
     }
 }
 
@@ -128,11 +189,12 @@ async fn an_object_closed_while_a_reader_starts_its_call_is_still_dropped() {
     let drops = DropCounter::default();
     let (entered, mut entered_rx) = unbounded_channel();
     let gate = GateProxy::new(Held { entered, _drop: drops.token() });
+    // Its serving task starts here, away from the reader's thread.
+    timeout(LIMIT, gate.settle()).await.expect("settle timed out").expect("settle");
     let door = DoorProxy::new(Keeper(Mutex::new(Some(gate))));
-    let (a, b) = tokio::io::duplex(1 << 16);
-    let (server, _client, door) = connect_pair(a, b, door, Config::default()).await.expect("connect");
+    let (_thread, server, _client, door) = pair_on_reader_thread(door, 1 << 16).await;
     let gate = door.gate().await.expect("gate").expect("the gate, once");
-    // The gate's serving task exists from here on (idle).
+    // Through the reader too, handed to the serving task (idle after).
     timeout(LIMIT, gate.settle()).await.expect("settle timed out").expect("settle");
     let held = tokio::spawn(async move { gate.hold().await });
     timeout(LIMIT, entered_rx.recv()).await.expect("hold never started");
@@ -187,11 +249,11 @@ async fn a_reader_and_the_serving_task_never_start_calls_at_once() {
         let log = Log::default();
         let (entered, mut entered_rx) = unbounded_channel();
         let local = OrderProxy::new(Orderly { log: log.clone(), entered });
-        let (a, b) = tokio::io::duplex(1 << 16);
-        let (_server, _client, remote) = connect_pair(a, b, local.clone(), Config::default()).await.expect("connect");
-        // Both paths warm: the serving task exists, the peer's calls flow.
-        remote.quick(0).await.expect("warm remote");
+        let (_thread, _server, _client, remote) = pair_on_reader_thread(local.clone(), 1 << 16).await;
+        // Both paths warm: the serving task exists (on the test's runtime),
+        // the peer's calls flow.
         local.quick(0).await.expect("warm local");
+        remote.quick(0).await.expect("warm remote");
         log.lock().unwrap().clear();
         let (first, second) =
             if reader_first { (remote.clone(), local.clone()) } else { (local.clone(), remote.clone()) };
@@ -253,8 +315,7 @@ async fn handlers_a_reader_starts_that_wait_are_adopted_and_can_be_cancelled() {
     let go = Arc::new(Notify::new());
     let drops = DropCounter::default();
     let local = WaiterProxy::new(Patient { entered, go: go.clone(), drops: drops.clone() });
-    let (a, b) = tokio::io::duplex(1 << 16);
-    let (_server, _client, remote) = connect_pair(a, b, local, Config::default()).await.expect("connect");
+    let (_thread, _server, _client, remote) = pair_on_reader_thread(local, 1 << 16).await;
     timeout(LIMIT, remote.settle()).await.expect("settle timed out").expect("settle");
     // The serving task is idle now.
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -308,15 +369,14 @@ impl Answerer for Seven {
     }
 }
 
-/// A handler blocks its thread on a call back to its caller over the same
-/// connection. Its answer comes in through that connection's reader, so the
-/// reader must not be the thread it blocks. Passed while every call went
-/// to its object's serving task; fails since the reader polls a handler
-/// once as it starts it (the reader is the blocked thread), with no cheap
-/// fix: ignored until the design settles whether handlers may block.
+/// On a multi-thread runtime a handler may block its thread on a call back
+/// to its caller over the same connection: the answer comes in through that
+/// connection's reader, so the reader must not be the thread it blocks. It
+/// is not: there the reader leaves every call to the objects' tasks. (Were
+/// the reader to start this call, it would wait for itself until the
+/// handler's timeout.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a handler the reader starts that blocks on its own connection deadlocks (see the doc comment)"]
-async fn a_handler_started_by_the_reader_can_block_on_a_call_over_its_connection() {
+async fn on_a_multi_thread_runtime_a_handler_can_block_on_a_call_over_its_connection() {
     let (a, b) = tokio::io::duplex(1 << 16);
     let (_server, _client, asker) =
         connect_pair(a, b, AskerProxy::new(Blocking), Config::default()).await.expect("connect");
@@ -329,6 +389,7 @@ async fn a_handler_started_by_the_reader_can_block_on_a_call_over_its_connection
 struct Farewell {
     back: BackProxy,
     said: Arc<Mutex<Option<u32>>>,
+    elsewhere: Handle,
 }
 
 impl Front for Farewell {
@@ -339,10 +400,8 @@ impl Front for Farewell {
 
 impl Drop for Farewell {
     fn drop(&mut self) {
-        let back = self.back.clone();
-        let answer =
-            tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(timeout(LIMIT, back.double(21))));
-        *self.said.lock().unwrap() = Some(answer.ok().and_then(Result::ok).unwrap_or(0));
+        let doubled = self.back.double(21);
+        *self.said.lock().unwrap() = Some(block_on_elsewhere(&self.elsewhere, doubled).unwrap_or(0));
     }
 }
 
@@ -366,10 +425,12 @@ impl Shop for OneFront {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_the_reader_drops_can_block_on_a_local_call_as_it_goes() {
     let said = Arc::new(Mutex::new(None));
-    let front = FrontProxy::new(Farewell { back: BackProxy::new(Doubler), said: said.clone() });
+    let back = BackProxy::new(Doubler);
+    // Its serving task starts here, away from the reader's thread.
+    assert_eq!(back.double(0).await.unwrap(), 0);
+    let front = FrontProxy::new(Farewell { back, said: said.clone(), elsewhere: Handle::current() });
     let shop = ShopProxy::new(OneFront(Mutex::new(Some(front))));
-    let (a, b) = tokio::io::duplex(1 << 16);
-    let (_server, _client, shop) = connect_pair(a, b, shop, Config::default()).await.expect("connect");
+    let (_thread, _server, _client, shop) = pair_on_reader_thread(shop, 1 << 16).await;
     let front = shop.front().await.expect("front").expect("the front, once");
     assert_eq!(front.relay(3).await.expect("relay"), 3);
     drop(front);
@@ -404,8 +465,7 @@ impl Drop for Brittle {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_whose_destructor_panics_in_the_reader_leaves_the_connection_up() {
     let shop = ShopProxy::new(OneFront(Mutex::new(Some(FrontProxy::new(Brittle)))));
-    let (a, b) = tokio::io::duplex(1 << 16);
-    let (_server, _client, shop) = connect_pair(a, b, shop, Config::default()).await.expect("connect");
+    let (_thread, _server, _client, shop) = pair_on_reader_thread(shop, 1 << 16).await;
     let front = shop.front().await.expect("front").expect("the front, once");
     assert_eq!(front.relay(3).await.expect("relay"), 3);
     drop(front);
@@ -432,8 +492,8 @@ impl Journal for Notes {
     }
 }
 
-/// One object, called at once by two peers (two connections, so two readers
-/// that may run on different threads) and two local tasks: each source's
+/// One object, called at once by two peers (two connections, their readers
+/// on two threads of their own) and two local tasks: each source's
 /// calls start in the order it made them (in rounds: a broken order shows
 /// only now and then).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -450,9 +510,8 @@ async fn journal_round(round: u32) {
     let mut sources = Vec::new();
     let mut conns = Vec::new();
     for _ in 0..2 {
-        let (a, b) = tokio::io::duplex(1 << 20);
-        let (server, client, remote) = connect_pair(a, b, local.clone(), Config::default()).await.expect("connect");
-        conns.push((server, client));
+        let (thread, server, client, remote) = pair_on_reader_thread(local.clone(), 1 << 20).await;
+        conns.push((thread, server, client));
         sources.push(remote);
     }
     sources.push(local.clone());

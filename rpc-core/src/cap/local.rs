@@ -10,10 +10,13 @@
 //!
 //! Who starts a call depends on where it came from. A call made by a task
 //! wakes the object's serving task (spawned by the first such call). A call
-//! that a connection's reader delivers (a frame, or a reply that releases
-//! pipelined calls) is started by that reader just before it next waits for
-//! the socket: no task hop for the common call that finishes at once, and a
-//! pipelined chain resolves in one pass, its replies leaving in one write.
+//! that a connection's reader on a current-thread runtime delivers (a
+//! frame, or a reply that releases pipelined calls) is started by that
+//! reader just before it next waits for the socket: no task hop for the
+//! common call that finishes at once, and a pipelined chain resolves in one
+//! pass, its replies leaving in one write. (On a multi-thread runtime the
+//! reader leaves them to the serving task, so a handler that computes or
+//! blocks runs beside the reader, not in its way; `ConnShared::reader_starts_calls`.)
 //! The reader runs handlers with this collecting switched off, so calls made
 //! by user code always take the serving-task path.
 //!

@@ -99,6 +99,8 @@ where
         users: AtomicUsize::new(0),
         writer_done: watch::channel(false).0,
         config,
+        reader_starts_calls: tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread,
         peer_limits: theirs.limits,
         span,
         io,
@@ -446,7 +448,7 @@ async fn handle_frame(
     // start before the reader next waits (the guard's effects deliver them,
     // so it goes first).
     {
-        let _collecting = Collecting::begin();
+        let _collecting = shared.reader_starts_calls.then(Collecting::begin);
         let mut state = shared.lock();
         if !(Protocol::asks_for_output(&message) && shared.owes_too_much(&state)) {
             return state.handle_message(shared, message, trailer, || Instant::now().into_std(), pings);
@@ -454,7 +456,7 @@ async fn handle_frame(
     }
     local_calls::start_collected();
     wait_for_output_room(shared, closed).await?;
-    let _collecting = Collecting::begin();
+    let _collecting = shared.reader_starts_calls.then(Collecting::begin);
     let mut state = shared.lock();
     let handled = state.handle_message(shared, message, trailer, || Instant::now().into_std(), pings);
     drop(state);
