@@ -14,11 +14,12 @@
 //! frame, or a reply that releases pipelined calls) is started by that
 //! reader just before it next waits for the socket: no task hop for the
 //! common call that finishes at once, and a pipelined chain resolves in one
-//! pass, its replies leaving in one write. (On a multi-thread runtime the
+//! pass, its replies leaving in one write. On a multi-thread runtime the
 //! reader leaves them to the serving task, so a handler that computes or
-//! blocks runs beside the reader, not in its way; `ConnShared::reader_starts_calls`.)
-//! The reader runs handlers with this collecting switched off, so calls made
-//! by user code always take the serving-task path.
+//! blocks runs beside the reader, not in its way
+//! (`ConnShared::reader_starts_calls`). User code (handlers, destructors)
+//! runs with collecting switched off, so the calls it makes always take the
+//! serving-task path.
 //!
 //! When the last handle to the object is dropped the queue closes, the
 //! serving task finishes the handlers still running, and the object is
@@ -26,8 +27,9 @@
 //! handle; either way its destructor runs with collecting off, as user code).
 //!
 //! A handler that panics fails its own call and nothing more: the panic is
-//! caught where the task runs user code (the synchronous part of dispatch,
-//! every poll of a handler, and dropping a finished handler), the caller gets
+//! caught wherever user code runs, in the serving task or in a reader (the
+//! synchronous part of dispatch, every poll of a handler, dropping a
+//! finished handler, and the object's destructor), the caller gets
 //! an [`ErrorKind::HandlerPanicked`](crate::ErrorKind::HandlerPanicked) error,
 //! and the task goes on serving the object's other calls.
 

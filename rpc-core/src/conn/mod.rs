@@ -53,7 +53,7 @@ pub(crate) struct Signal {
 impl Signal {
     #[inline]
     pub(crate) fn notify(&self) {
-        // Already pending: the writer has been woken, or will see it.
+        // Already pending: the task has been woken, or will look again.
         if !self.pending.swap(true, Ordering::AcqRel) {
             self.waker.wake();
         }
