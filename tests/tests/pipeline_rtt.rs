@@ -81,10 +81,11 @@ async fn a_pipelined_chain_of_ten_calls_costs_one_round_trip() {
     assert!(elapsed >= RTT, "faster than light: {elapsed:?}");
 }
 
-/// The server resolves a pipelined chain in one pass: every hop's call is
-/// started by the connection's reader as the previous reply releases it, so
-/// the ten replies leave in one write (they used to leave one per write, the
-/// writer task running between the hops' serving tasks).
+/// On a current-thread runtime (as here) the server resolves a pipelined
+/// chain in one pass: every hop's call is started by the connection's
+/// reader as the previous reply releases it, so the ten replies leave in one
+/// write (they used to leave in five, the writer task running between the
+/// hops' serving tasks).
 #[tokio::test(start_paused = true)]
 async fn the_replies_of_a_pipelined_chain_leave_the_server_in_one_write() {
     let (a, b) = latency_pipe(ONE_WAY);

@@ -110,7 +110,7 @@ pub(crate) struct ConnShared {
     /// local objects are started by the reader itself (see `cap/local.rs`).
     /// On a multi-thread runtime they go to the objects' tasks, so a handler
     /// that computes or blocks runs beside the reader, not in its way.
-    pub(crate) reader_starts_calls: bool,
+    reader_starts_calls: bool,
     pub(crate) peer_limits: Limits,
     /// `rpc.connection`: calls and streams of this connection are its children.
     pub(crate) span: tracing::Span,
