@@ -104,14 +104,21 @@ impl CallState {
 
     /// Every caller handle is gone: cancel the call where it runs.
     fn abandon(&self) {
-        let (canceller, outcome, parent) = {
+        let (canceller, outcome, parent, returned) = {
             let mut inner = self.lock();
             inner.abandoned = true;
-            (inner.canceller.take(), inner.outcome.take(), inner.parent.take())
+            // Came back with no capabilities: the question holds nothing
+            // whose release the peer waits for.
+            let returned =
+                inner.done && !inner.given_up && matches!(&inner.result_caps, Some(Ok(caps)) if caps.is_empty());
+            (inner.canceller.take(), inner.outcome.take(), inner.parent.take(), returned)
         };
         drop((outcome, parent));
-        if let Some(canceller) = canceller {
-            canceller.cancel();
+        match canceller {
+            // Nothing to cancel: the connection forgets the question when next locked.
+            Some(Canceller::Question(question)) if returned => question.release_returned(),
+            Some(canceller) => canceller.cancel(),
+            None => {}
         }
     }
 

@@ -538,3 +538,82 @@ async fn journal_round(round: u32) {
         assert_eq!(seqs, (0..CALLS).collect::<Vec<_>>(), "round {round}: source {source} started out of order");
     }
 }
+
+#[eventual]
+pub trait Counted {
+    /// Counts that a handler started.
+    fn bump(&self) -> u32;
+}
+
+struct Counter(Arc<std::sync::atomic::AtomicU32>);
+
+impl Counted for Counter {
+    fn bump(&self) -> u32 {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+    }
+}
+
+/// A call whose connection closes before it starts never starts: the peer
+/// sends the call and an `Abort` in one write, so the reader (which starts
+/// calls only once nothing more is readable) closes first. Without a close
+/// counting as every waiting call's cancellation, the handler ran after the
+/// close.
+#[tokio::test]
+async fn a_call_whose_connection_closed_before_it_started_runs_no_handler() {
+    use rpc_tests::raw_peer::{framed, CLIENT_LIMITS};
+    use rpc_tests::wire_mirror::{call, encode, Kind, Msg, WireError, WireHello, BOOTSTRAP, MAGIC};
+    use tokio::io::AsyncWriteExt;
+
+    let starts = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let (mut peer, server_end) = tokio::io::duplex(1 << 16);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let object = CountedProxy::new(Counter(starts.clone()));
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async move {
+            let _server = Connection::builder().bootstrap(object).open(server_end).await;
+            let _ = stopped.await;
+        });
+    });
+    let _thread = ReaderThread { stop: Some(stop), thread: Some(thread) };
+    let hello = WireHello {
+        magic: MAGIC,
+        version: rpc_core::PROTOCOL_VERSION,
+        limits: CLIENT_LIMITS,
+        offers_bootstrap: false,
+        nonce: 0x5eed,
+    };
+    peer.write_all(&framed(&encode(&hello))).await.expect("hello");
+    timeout(LIMIT, read_frame(&mut peer)).await.expect("no Hello").expect("the server's Hello");
+    let interface = rpc_core::__private::interface_id("Counted");
+
+    // The control: the same call alone starts its handler.
+    peer.write_all(&framed(&encode(&call(0, BOOTSTRAP, interface, 0)))).await.expect("call");
+    let reply = timeout(LIMIT, read_frame(&mut peer)).await.expect("no Return").expect("a Return");
+    let (message, _) = postcard::take_from_bytes::<Msg>(&reply).expect("a message");
+    assert!(matches!(message, Msg::Return { question: 0, result: Ok(_) }), "{message:?}");
+    assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    let mut both = framed(&encode(&call(1, BOOTSTRAP, interface, 0)));
+    let abort = WireError { kind: Kind::Disconnected, message: "bye".into(), payload: None };
+    both.extend(framed(&encode(&Msg::Abort(abort))));
+    peer.write_all(&both).await.expect("call and abort");
+    // The server closes: nothing more comes (its writer shuts down).
+    for _ in 0..16 {
+        if timeout(LIMIT, read_frame(&mut peer)).await.expect("the server did not close").is_none() {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 1, "a call started after its connection closed");
+}
+
+/// One frame's body from a raw peer's end, or `None` at its end.
+async fn read_frame(peer: &mut tokio::io::DuplexStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut prefix = [0u8; 4];
+    peer.read_exact(&mut prefix).await.ok()?;
+    let mut body = vec![0u8; u32::from_le_bytes(prefix) as usize];
+    peer.read_exact(&mut body).await.ok()?;
+    Some(body)
+}

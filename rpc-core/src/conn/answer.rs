@@ -13,6 +13,8 @@ pub(crate) struct RemoteAnswer {
     id: u32,
     /// `rpc.call`, a child of the connection's span: the handler runs in it.
     span: tracing::Span,
+    /// The connection's `cancellations` when the call came.
+    cancellations_before: u64,
 }
 
 impl RemoteAnswer {
@@ -26,7 +28,8 @@ impl RemoteAnswer {
             interface = tracing::field::Empty,
             method = tracing::field::Empty,
         );
-        RemoteAnswer { conn, id, span }
+        let cancellations_before = conn.cancellations.load(std::sync::atomic::Ordering::Acquire);
+        RemoteAnswer { conn, id, span, cancellations_before }
     }
 }
 
@@ -65,6 +68,11 @@ impl ReplySink for RemoteAnswer {
     }
 
     fn is_cancelled(&self) -> bool {
+        // No `Finish` and no close since the call came: not cancelled,
+        // known without a lock (most calls).
+        if self.conn.cancellations.load(std::sync::atomic::Ordering::Acquire) == self.cancellations_before {
+            return false;
+        }
         // Reads only: nothing can ask for the connection while it is held.
         self.conn.lock_leaf().answer_cancelled(self.id)
     }

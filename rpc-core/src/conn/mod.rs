@@ -25,7 +25,7 @@ mod staging;
 mod vectored;
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{watch, Notify};
@@ -101,6 +101,15 @@ pub(crate) struct ConnShared {
     abandon_output: AtomicBool,
     /// Set once, with the reason, when the connection closes.
     closed: watch::Sender<Option<RpcError>>,
+    /// Questions whose callers let go after the answer came back (see
+    /// [`QuestionRef::release_returned`]): forgotten at the next lock.
+    released: Mutex<Vec<u32>>,
+    /// `released` is not empty.
+    any_released: AtomicBool,
+    /// `Finish`es of the peer's questions handled, plus one when the
+    /// connection closes: an answer made when this was n, while it is still
+    /// n, has been cancelled by neither (see `RemoteAnswer::is_cancelled`).
+    cancellations: AtomicU64,
     /// Handles that keep the connection open (see [`UserRef`]).
     users: AtomicUsize,
     /// Set when the writer task has ended: everything it will write is written.
@@ -279,7 +288,29 @@ impl ConnShared {
                 guard.producer_absorb(id);
             }
         }
+        if self.any_released.load(Ordering::Acquire) {
+            let released = {
+                let mut list = self.released.lock().unwrap_or_else(|e| e.into_inner());
+                self.any_released.store(false, Ordering::Release);
+                std::mem::take(&mut *list)
+            };
+            for id in released {
+                guard.release_question(id);
+            }
+        }
         guard
+    }
+
+    /// Lists returned question `id` to be released at the next lock;
+    /// false, listing nothing, if the list is full.
+    fn defer_release(&self, id: u32) -> bool {
+        let mut released = self.released.lock().unwrap_or_else(|e| e.into_inner());
+        if released.len() >= MAX_DEFERRED_RELEASES {
+            return false;
+        }
+        released.push(id);
+        self.any_released.store(true, Ordering::Release);
+        true
     }
 
     /// Locks the state for a command that runs no code of a handle or a user
@@ -312,6 +343,14 @@ impl ConnShared {
         }
     }
 
+    /// Counts a `Finish` about to be handled (see `cancellations`).
+    #[inline]
+    fn note_cancellation(&self, message: &crate::wire::Message) {
+        if let crate::wire::Message::Finish { .. } = message {
+            self.cancellations.fetch_add(1, Ordering::Release);
+        }
+    }
+
     fn key(&self) -> usize {
         self as *const ConnShared as usize
     }
@@ -319,6 +358,7 @@ impl ConnShared {
     /// Closes the connection with `reason`, failing everything pending.
     pub(crate) fn close(&self, reason: RpcError, tell_peer: bool) {
         let mut state = self.lock();
+        self.cancellations.fetch_add(1, Ordering::Release);
         if state.close(reason.clone(), tell_peer) {
             drop(state);
             metrics::trace_close(&self.span, &reason, tell_peer);
@@ -377,14 +417,33 @@ impl Drop for UserRef {
     }
 }
 
+/// Returned questions released without a lock of their own, at most, before
+/// a release takes the lock (memory for ids, not more).
+const MAX_DEFERRED_RELEASES: usize = 1024;
+
 /// The caller's hold on a question: dropping it tells the connection the
 /// answer is no longer wanted (a `Finish`).
 pub(crate) struct QuestionRef {
     user: UserRef,
     pub(crate) id: u32,
+    /// Released by [`QuestionRef::release_returned`].
+    returned: bool,
 }
 
 impl QuestionRef {
+    pub(crate) fn new(user: UserRef, id: u32) -> QuestionRef {
+        QuestionRef { user, id, returned: false }
+    }
+
+    /// Lets go of a question whose answer came back holding no
+    /// capabilities. Nothing waits on that (no handler to cancel, no
+    /// `Finish` to send, no import to release), so the connection forgets
+    /// it at its next lock instead of in a lock of its own now (about 300
+    /// instructions a call). Every frame read, write and call takes one.
+    pub(crate) fn release_returned(mut self) {
+        self.returned = true;
+    }
+
     pub(crate) fn conn(&self) -> &Arc<ConnShared> {
         self.user.shared()
     }
@@ -393,6 +452,9 @@ impl QuestionRef {
 impl Drop for QuestionRef {
     fn drop(&mut self) {
         let id = self.id;
+        if self.returned && self.user.shared().defer_release(id) {
+            return;
+        }
         self.user.shared().with_state(move |state| state.release_question(id));
     }
 }

@@ -25,7 +25,7 @@ impl Shell for Arc<ConnShared> {
     }
 
     fn question_canceller(&self, id: u32) -> Canceller {
-        Canceller::Question(QuestionRef { user: self.user_ref(), id })
+        Canceller::Question(QuestionRef::new(self.user_ref(), id))
     }
 
     fn peer_ref(&self, client: &Client) -> Option<PeerRef> {
