@@ -180,21 +180,29 @@ fn decoding_from<R>(table: &[CapEntry], deserialize: impl FnOnce() -> R) -> R {
 impl Payload {
     /// Serializes `value`, collecting the capabilities it holds.
     pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload, RpcError> {
+        Payload::encode_then(value, |mut payload, encoded| {
+            payload.bytes = take_encoded(encoded);
+            payload
+        })
+    }
+
+    /// Serializes `value` into this thread's scratch buffer and hands `then`
+    /// the payload without its bytes (its capabilities) and the buffer with
+    /// them: a caller that copies them out at once (a call over a
+    /// connection) needs no buffer of its own; others take it with
+    /// [`take_encoded`].
+    pub(crate) fn encode_then<T: Serialize + ?Sized, R>(
+        value: &T,
+        then: impl FnOnce(Payload, &mut BytesMut) -> R,
+    ) -> Result<R, RpcError> {
         let mut caps = Vec::new();
-        // A small payload is copied out of the scratch buffer at its exact
-        // size: one allocation, where freezing a buffer of its own costs two.
-        let (encoded, bytes) = with_scratch(|scratch| {
-            let encoded = encoding_into(&mut caps, || to_bytes_mut(value, scratch));
-            let bytes = if scratch.len() <= SMALL_PAYLOAD {
-                Bytes::from(scratch.to_vec())
-            } else {
-                // A large one keeps the buffer it was written into (no copy).
-                scratch.split().freeze()
-            };
-            (encoded, bytes)
-        });
-        encoded.map_err(|e| RpcError::serialization(format!("cannot encode value: {e}")))?;
-        Ok(Payload { bytes, caps, max_depth: DEFAULT_MAX_DEPTH, max_decoded: LOCAL_MAX_DECODED })
+        with_scratch(|scratch| {
+            encoding_into(&mut caps, || to_bytes_mut(value, scratch))
+                .map_err(|e| RpcError::serialization(format!("cannot encode value: {e}")))?;
+            let payload =
+                Payload { bytes: Bytes::new(), caps, max_depth: DEFAULT_MAX_DEPTH, max_decoded: LOCAL_MAX_DECODED };
+            Ok(then(payload, scratch))
+        })
     }
 
     /// A payload received from a peer, to be decoded within our `limits`.
@@ -208,6 +216,18 @@ impl Payload {
             depth::from_postcard_bytes::<T>(&self.bytes, self.max_depth, self.max_decoded)
         });
         result.map(|(value, _rest)| value).map_err(|e| e.to_rpc("cannot decode value"))
+    }
+}
+
+/// The bytes [`Payload::encode_then`] encoded, as a buffer of their own. A
+/// small payload is copied out at its exact size: one allocation, where
+/// freezing a buffer of its own costs two; a large one keeps the buffer it
+/// was written into (no copy).
+pub(crate) fn take_encoded(encoded: &mut BytesMut) -> Bytes {
+    if encoded.len() <= SMALL_PAYLOAD {
+        Bytes::from(encoded.to_vec())
+    } else {
+        encoded.split().freeze()
     }
 }
 

@@ -156,14 +156,13 @@ impl Client {
         E: Send + 'static,
     {
         let state = CallState::new();
-        match Payload::encode(args) {
-            Ok(payload) => self.hook.call(OutgoingCall {
-                interface: method.interface.id,
-                method: method.index,
-                payload,
-                reply: state.clone(),
-            }),
-            Err(err) => state.complete(Err(err)),
+        let sent = Payload::encode_then(args, |payload, encoded| {
+            let call =
+                OutgoingCall { interface: method.interface.id, method: method.index, payload, reply: state.clone() };
+            self.hook.call_encoded(call, encoded);
+        });
+        if let Err(err) = sent {
+            state.complete(Err(err));
         }
         Promise::new(state)
     }
@@ -300,6 +299,14 @@ impl Canceller {
 pub(crate) trait ClientHook: Send + Sync + 'static {
     /// Sends a call. Never blocks; never called with a connection lock held.
     fn call(&self, call: OutgoingCall);
+    /// [`ClientHook::call`] for a call whose argument bytes are still in
+    /// the buffer they were encoded into (`call.payload` has none): a hook
+    /// that copies them out before returning (a connection's) overrides
+    /// this and spares the call a buffer of its own.
+    fn call_encoded(&self, mut call: OutgoingCall, encoded: &mut bytes::BytesMut) {
+        call.payload.bytes = crate::payload::take_encoded(encoded);
+        self.call(call);
+    }
     /// If this capability lives at the far end of `conn`, how that peer names it.
     fn peer_ref(&self, _conn: &ConnShared) -> Option<PeerRef> {
         None

@@ -19,15 +19,19 @@ pub(crate) struct RemoteAnswer {
 
 impl RemoteAnswer {
     pub(crate) fn new(conn: Arc<ConnShared>, id: u32, interface: u64, method: u16) -> Self {
-        let span = tracing::debug_span!(
-            parent: &conn.span,
-            "rpc.call",
-            question = id,
-            interface_id = interface,
-            method_id = method,
-            interface = tracing::field::Empty,
-            method = tracing::field::Empty,
-        );
+        let span = if crate::proto::debug_spans() {
+            tracing::debug_span!(
+                parent: &conn.span,
+                "rpc.call",
+                question = id,
+                interface_id = interface,
+                method_id = method,
+                interface = tracing::field::Empty,
+                method = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let cancellations_before = conn.cancellations.load(std::sync::atomic::Ordering::Acquire);
         RemoteAnswer { conn, id, span, cancellations_before }
     }

@@ -22,6 +22,11 @@ impl ClientHook for ImportClient {
         shared.lock().send_call(shared, PeerRef::Export(self.id), call);
     }
 
+    fn call_encoded(&self, call: OutgoingCall, encoded: &mut bytes::BytesMut) {
+        let shared = self.user.shared();
+        shared.lock().send_call_with(shared, PeerRef::Export(self.id), call, encoded);
+    }
+
     fn peer_ref(&self, conn: &super::ConnShared) -> Option<PeerRef> {
         std::ptr::eq(&**self.user.shared(), conn).then_some(PeerRef::Export(self.id))
     }

@@ -17,7 +17,14 @@ impl Protocol {
 
     /// Sends `call` to the peer's capability `target`. A call too large for
     /// the peer's frame limit fails alone, before anything is sent.
-    pub(crate) fn send_call(&mut self, shell: &dyn Shell, target: PeerRef, call: OutgoingCall) {
+    pub(crate) fn send_call(&mut self, shell: &dyn Shell, target: PeerRef, mut call: OutgoingCall) {
+        let args = std::mem::take(&mut call.payload.bytes);
+        self.send_call_with(shell, target, call, &args);
+    }
+
+    /// [`Self::send_call`] with the argument bytes apart from the call
+    /// (whose payload holds only its capabilities).
+    pub(crate) fn send_call_with(&mut self, shell: &dyn Shell, target: PeerRef, call: OutgoingCall, args: &[u8]) {
         if let Err(err) = self.check_can_call() {
             return self.fail_call(call, err);
         }
@@ -26,10 +33,10 @@ impl Protocol {
             Err(err) => return self.fail_call(call, err),
         };
         let max = self.peer_limits.max_frame_size as usize;
-        if call.payload.bytes.len() >= max {
+        if args.len() >= max {
             // Too large whatever the header. Exporting first (and taking it
             // back now) ends the payload's stream ends with this error.
-            let err = too_large("call", "arguments", call.payload.bytes.len(), max);
+            let err = too_large("call", "arguments", args.len(), max);
             self.unexport(&caps, &err);
             return self.fail_call(call, err);
         }
@@ -43,7 +50,7 @@ impl Protocol {
         };
         let header =
             Message::Call { question: id, target: wire_target, interface: call.interface, method: call.method, caps };
-        if let Some(len) = self.oversized(&header, call.payload.bytes.len()) {
+        if let Some(len) = self.oversized(&header, args.len()) {
             self.awaiting_returns -= 1;
             let q = self.questions.remove(id);
             self.defer_drop(q);
@@ -59,7 +66,7 @@ impl Protocol {
                 q.pipes.entry(cap).or_default().sent = true;
             }
         }
-        self.send(&header, &call.payload.bytes);
+        self.send(&header, args);
         self.effects.push(Effect::SetCanceller(call.reply, shell.question_canceller(id)));
         self.defer_drop(call.payload);
     }
@@ -109,6 +116,9 @@ impl Protocol {
     /// Opens the caller's `rpc.question` span of call `id` (kept only if
     /// tracing wants it); its `Return` closes it.
     pub(super) fn trace_question(&mut self, id: u32, interface: u64, method: u16) {
+        if !super::debug_spans() {
+            return;
+        }
         let span = tracing::debug_span!(parent: &self.span, "rpc.question", question = id, interface_id = interface, method_id = method);
         if !span.is_disabled() {
             tracing::trace!(parent: &span, "call sent");

@@ -167,6 +167,9 @@ impl Protocol {
 
     /// Opens stream `id`'s `rpc.stream` span (kept only if tracing wants it).
     fn trace_stream_open(&mut self, id: u32, role: &'static str, bytes: bool) {
+        if !super::debug_spans() {
+            return;
+        }
         let kind = if bytes { "bytes" } else { "sequence" };
         let span = tracing::debug_span!(parent: &self.span, "rpc.stream", id, role, kind);
         if !span.is_disabled() {
