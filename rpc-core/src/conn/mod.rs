@@ -289,12 +289,11 @@ impl ConnShared {
             }
         }
         if self.any_released.load(Ordering::Acquire) {
-            let released = {
-                let mut list = self.released.lock().unwrap_or_else(|e| e.into_inner());
-                self.any_released.store(false, Ordering::Release);
-                std::mem::take(&mut *list)
-            };
-            for id in released {
+            // Drained in place, keeping the list's capacity (releasing
+            // defers anything that could lock again).
+            let mut released = self.released.lock().unwrap_or_else(|e| e.into_inner());
+            self.any_released.store(false, Ordering::Release);
+            for id in released.drain(..) {
                 guard.release_question(id);
             }
         }
