@@ -4,8 +4,7 @@ use std::sync::Arc;
 
 use super::ConnShared;
 use crate::cap::{Canceller, Reply, ReplySink};
-use crate::payload::CapEntry;
-use crate::proto::Effect;
+use crate::proto::reply_cap;
 
 /// The reply sink of the peer's question `id`.
 pub(crate) struct RemoteAnswer {
@@ -45,24 +44,12 @@ impl ReplySink for RemoteAnswer {
         }
         // Forward calls pipelined on this answer before the Return can reach
         // the caller, so the caller's later direct calls cannot overtake them.
+        // The queues forward their calls when the guard goes; calls they
+        // forward may pipeline on this answer again, so look once more.
         loop {
             let mut state = self.conn.lock();
-            let pending = state.take_unresolved_pipes(self.id);
-            if pending.is_empty() {
-                state.finish_answer(&self.conn, self.id, reply);
-                return;
-            }
-            for (cap, queue) in pending {
-                let target = match &reply {
-                    Ok(payload) => match payload.caps.get(cap as usize) {
-                        Some(CapEntry::Object(client)) => Ok(client.clone()),
-                        Some(CapEntry::Stream(_)) | None => Err(crate::RpcError::unimplemented(format!(
-                            "the result holds no capability at index {cap}"
-                        ))),
-                    },
-                    Err(err) => Err(err.clone()),
-                };
-                state.effects.push(Effect::Resolve(queue, target));
+            if !state.resolve_pipes(self.id, |cap| reply_cap(&reply, cap)) {
+                return state.finish_answer(&self.conn, self.id, reply);
             }
         }
     }

@@ -53,7 +53,7 @@ impl Protocol {
         if let Some(len) = self.oversized(&header, args.len()) {
             self.awaiting_returns -= 1;
             let q = self.questions.remove(id);
-            self.defer_drop(q);
+            self.defer_drop_question(q);
             let err = too_large("call", "frame", len, max);
             if let Message::Call { caps, .. } = &header {
                 self.unexport(caps, &err);
@@ -202,7 +202,7 @@ impl Protocol {
         }
         if !awaiting || self.closed.is_some() {
             let q = self.questions.remove(id);
-            self.defer_drop(q);
+            self.defer_drop_question(q);
         }
     }
 
@@ -238,7 +238,7 @@ impl Protocol {
                 self.send(&Message::Finish { question: id }, &[]);
             }
             let q = self.questions.remove(id);
-            self.defer_drop(q);
+            self.defer_drop_question(q);
         }
         match sink {
             Some(sink) => self.effects.push(Effect::Complete(sink, reply)),
@@ -367,16 +367,21 @@ impl Protocol {
 
     /// Pipelined queues of answer `id` not yet resolved, marked resolved now.
     /// The caller resolves them before calling [`Self::finish_answer`].
-    pub(crate) fn take_unresolved_pipes(&mut self, id: u32) -> Vec<(u32, Arc<QueuedClient>)> {
-        let Some(answer) = self.answers.get_mut(&id) else { return Vec::new() };
-        let mut pending = Vec::new();
-        for (cap, (queue, resolved)) in answer.pipes.iter_mut() {
+    /// Resolves the pipelined queues of answer `id` not yet resolved, each
+    /// to `target(cap)` (effects: the queues forward their calls once the
+    /// lock is released). Returns whether there were any; the caller runs
+    /// those effects before calling [`Self::finish_answer`].
+    pub(crate) fn resolve_pipes(&mut self, id: u32, target: impl Fn(u32) -> Result<Client, RpcError>) -> bool {
+        let Some(answer) = self.answers.get_mut(&id) else { return false };
+        let mut any = false;
+        for (&cap, (queue, resolved)) in answer.pipes.iter_mut() {
             if !*resolved {
                 *resolved = true;
-                pending.push((*cap, queue.clone()));
+                any = true;
+                self.effects.push(Effect::Resolve(queue.clone(), target(cap)));
             }
         }
-        pending
+        any
     }
 
     /// Writes the `Return` for answer `id` and keeps what pipelining needs.
@@ -386,7 +391,7 @@ impl Protocol {
         self.running_answers = self.running_answers.saturating_sub(1);
         if answer.finished || self.closed.is_some() {
             let answer = self.answers.remove(&id);
-            self.defer_drop(answer);
+            self.defer_drop_answer(answer);
             self.send_owed(
                 &Message::Return { question: id, result: Err(RpcError::cancelled("the caller cancelled the call")) },
                 &[],
@@ -410,7 +415,7 @@ impl Protocol {
             }
         } else {
             let answer = self.answers.remove(&id);
-            self.defer_drop(answer);
+            self.defer_drop_answer(answer);
         }
     }
 
@@ -483,7 +488,7 @@ impl Protocol {
             }
             Some(_) => {
                 let answer = self.answers.remove(&id);
-                self.defer_drop(answer);
+                self.defer_drop_answer(answer);
             }
             // An answer that returned without capabilities is gone already: a
             // Finish sent before the caller saw the Return is a harmless race.
@@ -516,7 +521,7 @@ impl Protocol {
         if export.refs == 0 && !export.permanent {
             let export = self.exports.remove(id).expect("present");
             self.export_ids.remove(&export.client.identity());
-            self.defer_drop(export.client);
+            self.effects.push(Effect::DropClient(export.client));
         }
     }
 
@@ -548,6 +553,14 @@ pub(super) fn needs_finish(result: &Result<Vec<CapEntry>, RpcError>) -> bool {
     match result {
         Ok(caps) => !caps.is_empty(),
         Err(_) => true,
+    }
+}
+
+/// Capability `cap` of a call's outcome, for the calls pipelined on it.
+pub(crate) fn reply_cap(reply: &crate::cap::Reply, cap: u32) -> Result<Client, RpcError> {
+    match reply {
+        Ok(payload) => cap_at(&payload.caps, cap),
+        Err(err) => Err(err.clone()),
     }
 }
 

@@ -19,6 +19,10 @@ pub(crate) enum Effect {
     Resolve(Arc<QueuedClient>, Result<Client, RpcError>),
     /// Values whose drop may re-enter a connection.
     Drop(Box<dyn Send>),
+    /// The same for the values dropped most often (inline: no box each).
+    DropQuestion(Question),
+    DropAnswer(Answer),
+    DropClient(Client),
     /// A call carrying these failed: its stream ends end with the error.
     FailStreams(Vec<CapEntry>, RpcError),
     /// A task waiting on a stream can go on.
@@ -35,6 +39,9 @@ impl Effect {
             Effect::Cancel(canceller) => canceller.cancel(),
             Effect::Resolve(queued, target) => queued.resolve(target),
             Effect::Drop(value) => drop(value),
+            Effect::DropQuestion(question) => drop(question),
+            Effect::DropAnswer(answer) => drop(answer),
+            Effect::DropClient(client) => drop(client),
             Effect::FailStreams(caps, err) => crate::payload::fail_streams(caps, &err),
             Effect::Wake(waker) => waker.wake(),
         }

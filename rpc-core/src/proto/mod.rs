@@ -33,6 +33,7 @@ use crate::wire::{frame, Message};
 use crate::{Limits, RpcError};
 
 mod calls;
+pub(crate) use calls::reply_cap;
 mod caps;
 mod consume;
 mod consumer;
@@ -110,12 +111,13 @@ fn later_on(host: &Option<Arc<dyn Host>>, work: impl FnOnce(&mut Protocol) + Sen
     }
 }
 
-/// How the shell finds an import's hook again without keeping it alive.
-pub(crate) trait ImportSlot: Send {
-    /// The hook, if some handle still holds it.
-    fn upgrade(&self) -> Option<Arc<dyn ClientHook>>;
-    /// The hook's address, as [`Protocol::drop_import`] is told it.
-    fn addr(&self) -> usize;
+/// How the protocol finds an import's hook again without keeping it alive
+/// (a `Weak` of its own: no box per import).
+pub(crate) type ImportSlot = std::sync::Weak<dyn ClientHook>;
+
+/// The address of an import's hook, as [`Protocol::drop_import`] is told it.
+pub(crate) fn slot_addr(slot: &ImportSlot) -> usize {
+    slot.as_ptr() as *const () as usize
 }
 
 /// What a [`Protocol`] asks of its owner: handles for the ids it names.
@@ -126,7 +128,7 @@ pub(crate) trait Shell {
     /// The hook for the peer's export `id`, and a slot that finds it again
     /// while it lives (without keeping it alive). Its last drop must reach
     /// [`Protocol::drop_import`] with the hook's address.
-    fn import_hook(&self, id: u32) -> (Arc<dyn ClientHook>, Box<dyn ImportSlot>);
+    fn import_hook(&self, id: u32) -> (Arc<dyn ClientHook>, ImportSlot);
     /// Where the outcome of the peer's call `id` goes.
     fn answer_sink(&self, id: u32, interface: u64, method: u16) -> Arc<dyn ReplySink>;
     /// The caller's hold on our question `id`: cancelling it must reach
@@ -147,7 +149,7 @@ pub(crate) trait Shell {
 }
 
 /// A call we made, awaiting or holding its answer.
-struct Question {
+pub(crate) struct Question {
     sink: Option<Arc<dyn crate::cap::ReplySink>>,
     /// The result's capabilities (or error), kept for pipelined calls.
     returned: Option<Result<Vec<CapEntry>, RpcError>>,
@@ -166,7 +168,7 @@ struct Pipe {
 }
 
 /// A call the peer made, running or holding its result for pipelining.
-struct Answer {
+pub(crate) struct Answer {
     canceller: Option<Canceller>,
     /// The peer sent `Finish` while the handler was running.
     finished: bool,
@@ -196,7 +198,7 @@ struct Export {
 struct Import {
     /// The shell's weak hold on the hook: several descriptors for one id
     /// become one capability while it lives.
-    slot: Box<dyn ImportSlot>,
+    slot: ImportSlot,
     /// Descriptors received for this id: what we release when we drop it.
     count: u32,
 }
@@ -437,6 +439,20 @@ impl Protocol {
         self.effects.push(Effect::Drop(Box::new(value)));
     }
 
+    /// [`Self::defer_drop`] for a question, unboxed.
+    pub(super) fn defer_drop_question(&mut self, question: Option<Question>) {
+        if let Some(question) = question.filter(Question::may_reenter) {
+            self.effects.push(Effect::DropQuestion(question));
+        }
+    }
+
+    /// [`Self::defer_drop`] for an answer, unboxed.
+    pub(super) fn defer_drop_answer(&mut self, answer: Option<Answer>) {
+        if let Some(answer) = answer.filter(Answer::may_reenter) {
+            self.effects.push(Effect::DropAnswer(answer));
+        }
+    }
+
     // ----- shutdown ------------------------------------------------------
 
     /// Fails everything pending. Returns false if already closed.
@@ -463,7 +479,7 @@ impl Protocol {
             for (_, (queue, _)) in answer.pipes.drain() {
                 self.effects.push(Effect::Resolve(queue, Err(reason.clone())));
             }
-            self.defer_drop(answer);
+            self.defer_drop_answer(Some(answer));
         }
         for (_, span) in self.question_spans.drain() {
             tracing::debug!(parent: &span, "call failed: the connection closed");

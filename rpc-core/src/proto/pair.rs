@@ -474,7 +474,7 @@ impl Endpoint {
     fn drop_unheld_imports(&mut self) {
         let unheld: Vec<(u32, usize)> = (self.proto.imports.iter())
             .filter(|(_, import)| import.slot.upgrade().is_none())
-            .map(|(&id, import)| (id, import.slot.addr()))
+            .map(|(&id, import)| (id, super::slot_addr(&import.slot)))
             .collect();
         for (id, address) in unheld {
             self.proto.drop_import(id, address);
@@ -515,23 +515,10 @@ impl Endpoint {
     /// What a connection's answer sink does: forward the calls pipelined on
     /// the answer first, then write its `Return`.
     fn complete_answer(&mut self, id: u32, reply: Reply) {
-        loop {
-            let pending = self.proto.take_unresolved_pipes(id);
-            if pending.is_empty() {
-                return self.proto.finish_answer(&self.shell, id, reply);
-            }
-            for (cap, queue) in pending {
-                let target = match &reply {
-                    Ok(payload) => match payload.caps.get(cap as usize) {
-                        Some(CapEntry::Object(client)) => Ok(client.clone()),
-                        _ => Err(RpcError::unimplemented(format!("the result holds no capability at index {cap}"))),
-                    },
-                    Err(err) => Err(err.clone()),
-                };
-                self.proto.effects.push(super::Effect::Resolve(queue, target));
-            }
+        while self.proto.resolve_pipes(id, |cap| super::reply_cap(&reply, cap)) {
             self.run_effects();
         }
+        self.proto.finish_answer(&self.shell, id, reply);
     }
 }
 
