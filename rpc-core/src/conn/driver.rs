@@ -481,6 +481,9 @@ fn handle_buffered_frames(
 
 /// The message in `frame` and the frame's raw bytes after it.
 fn decode_frame(shared: &ConnShared, frame: &Bytes) -> Result<(Message, Bytes), RpcError> {
+    if let Some((message, header)) = crate::wire::fast::decode(frame) {
+        return Ok((message, frame.slice(header..)));
+    }
     let limits = &shared.config.limits;
     let (message, rest) = depth::from_postcard_bytes::<Message>(frame, limits.max_depth, limits.max_decoded_size)
         .map_err(|e| RpcError::protocol(format!("malformed frame ({e})")))?;

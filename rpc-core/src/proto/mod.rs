@@ -382,6 +382,9 @@ impl Protocol {
     }
 
     pub(super) fn send(&mut self, message: &Message, trailer: &[u8]) {
+        if let Some(header) = crate::wire::fast::encode(message) {
+            return frame::encode_raw(&mut self.out, header.as_slice(), trailer);
+        }
         if let Err(err) = frame::encode(&mut self.out, message, trailer) {
             tracing::error!("dropping unencodable frame: {err}");
         }

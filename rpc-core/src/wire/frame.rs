@@ -13,6 +13,14 @@ use crate::RpcError;
 /// Bytes of the length prefix.
 pub(crate) const PREFIX: usize = 4;
 
+/// Appends one frame of `header`'s bytes (encoded already) and `trailer`.
+pub(crate) fn encode_raw(out: &mut BytesMut, header: &[u8], trailer: &[u8]) {
+    out.reserve(PREFIX + header.len() + trailer.len());
+    out.put_u32_le((header.len() + trailer.len()) as u32);
+    out.extend_from_slice(header);
+    out.extend_from_slice(trailer);
+}
+
 /// Appends one frame holding `header` followed by `trailer`.
 pub(crate) fn encode<H: Serialize>(out: &mut BytesMut, header: &H, trailer: &[u8]) -> Result<(), RpcError> {
     encode_with(out, header, trailer.len(), |out| out.extend_from_slice(trailer))

@@ -11,6 +11,7 @@
 mod decode;
 pub(crate) mod depth;
 pub(crate) mod encode;
+pub(crate) mod fast;
 pub(crate) mod frame;
 mod limits;
 mod window;
