@@ -14,9 +14,9 @@ use crate::proto::{Host, ImportSlot, Protocol, RemoteConsumer, RemoteProducer, S
 use crate::RpcError;
 
 impl Shell for Arc<ConnShared> {
-    fn import_hook(&self, id: u32) -> (Arc<dyn ClientHook>, ImportSlot) {
-        let hook: Arc<dyn ClientHook> = Arc::new(ImportClient::new(self.user_ref(), id));
-        let slot = Arc::downgrade(&hook);
+    fn import_hook(&self, id: u32) -> (Arc<dyn ClientHook>, Box<dyn ImportSlot>) {
+        let hook = Arc::new(ImportClient::new(self.user_ref(), id));
+        let slot = Box::new(Arc::downgrade(&hook));
         (hook, slot)
     }
 
@@ -82,5 +82,16 @@ impl Host for ConnShared {
 
     fn push_slice(&self, id: u32, data: &[u8]) -> Result<(), RpcError> {
         self.lock_leaf().producer_push_slice(id, data)
+    }
+}
+
+/// The connection keeps a weak reference to each import's hook.
+impl ImportSlot for std::sync::Weak<ImportClient> {
+    fn upgrade(&self) -> Option<Arc<dyn ClientHook>> {
+        std::sync::Weak::upgrade(self).map(|hook| hook as Arc<dyn ClientHook>)
+    }
+
+    fn addr(&self) -> usize {
+        self.as_ptr() as usize
     }
 }

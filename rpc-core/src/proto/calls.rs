@@ -365,8 +365,6 @@ impl Protocol {
         }
     }
 
-    /// Pipelined queues of answer `id` not yet resolved, marked resolved now.
-    /// The caller resolves them before calling [`Self::finish_answer`].
     /// Resolves the pipelined queues of answer `id` not yet resolved, each
     /// to `target(cap)` (effects: the queues forward their calls once the
     /// lock is released). Returns whether there were any; the caller runs

@@ -140,7 +140,7 @@ impl Protocol {
     /// id (made while the old one was dropping) is not released by the old one.
     pub(crate) fn drop_import(&mut self, id: u32, hook: usize) {
         let Some(entry) = self.imports.get(&id) else { return };
-        if super::slot_addr(&entry.slot) != hook {
+        if entry.slot.addr() != hook {
             return;
         }
         let count = entry.count;

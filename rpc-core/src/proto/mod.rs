@@ -111,13 +111,12 @@ fn later_on(host: &Option<Arc<dyn Host>>, work: impl FnOnce(&mut Protocol) + Sen
     }
 }
 
-/// How the protocol finds an import's hook again without keeping it alive
-/// (a `Weak` of its own: no box per import).
-pub(crate) type ImportSlot = std::sync::Weak<dyn ClientHook>;
-
-/// The address of an import's hook, as [`Protocol::drop_import`] is told it.
-pub(crate) fn slot_addr(slot: &ImportSlot) -> usize {
-    slot.as_ptr() as *const () as usize
+/// How the shell finds an import's hook again without keeping it alive.
+pub(crate) trait ImportSlot: Send {
+    /// The hook, if some handle still holds it.
+    fn upgrade(&self) -> Option<Arc<dyn ClientHook>>;
+    /// The hook's address, as [`Protocol::drop_import`] is told it.
+    fn addr(&self) -> usize;
 }
 
 /// What a [`Protocol`] asks of its owner: handles for the ids it names.
@@ -128,7 +127,7 @@ pub(crate) trait Shell {
     /// The hook for the peer's export `id`, and a slot that finds it again
     /// while it lives (without keeping it alive). Its last drop must reach
     /// [`Protocol::drop_import`] with the hook's address.
-    fn import_hook(&self, id: u32) -> (Arc<dyn ClientHook>, ImportSlot);
+    fn import_hook(&self, id: u32) -> (Arc<dyn ClientHook>, Box<dyn ImportSlot>);
     /// Where the outcome of the peer's call `id` goes.
     fn answer_sink(&self, id: u32, interface: u64, method: u16) -> Arc<dyn ReplySink>;
     /// The caller's hold on our question `id`: cancelling it must reach
@@ -198,7 +197,7 @@ struct Export {
 struct Import {
     /// The shell's weak hold on the hook: several descriptors for one id
     /// become one capability while it lives.
-    slot: ImportSlot,
+    slot: Box<dyn ImportSlot>,
     /// Descriptors received for this id: what we release when we drop it.
     count: u32,
 }

@@ -474,7 +474,7 @@ impl Endpoint {
     fn drop_unheld_imports(&mut self) {
         let unheld: Vec<(u32, usize)> = (self.proto.imports.iter())
             .filter(|(_, import)| import.slot.upgrade().is_none())
-            .map(|(&id, import)| (id, super::slot_addr(&import.slot)))
+            .map(|(&id, import)| (id, import.slot.addr()))
             .collect();
         for (id, address) in unheld {
             self.proto.drop_import(id, address);

@@ -102,10 +102,14 @@ impl TestShell {
 }
 
 impl Shell for TestShell {
-    fn import_hook(&self, id: u32) -> (Arc<dyn ClientHook>, ImportSlot) {
-        let client = self.mint(PeerRef::Export(id), None, |handle| Arc::new(TestImport { id, handle }));
-        let slot = Arc::downgrade(&client.hook);
-        (client.hook, slot)
+    fn import_hook(&self, id: u32) -> (Arc<dyn ClientHook>, Box<dyn ImportSlot>) {
+        let mut slot = None;
+        let client = self.mint(PeerRef::Export(id), None, |handle| {
+            let hook = Arc::new(TestImport { id, handle });
+            slot = Some(TestImportSlot(hook.clone()));
+            hook
+        });
+        (client.hook, Box::new(slot.expect("minted")))
     }
 
     fn answer_sink(&self, id: u32, _interface: u64, _method: u16) -> Arc<dyn ReplySink> {
@@ -189,6 +193,30 @@ impl ClientHook for TestImport {
 
     fn describe(&self) -> String {
         format!("pair import #{}", self.id)
+    }
+}
+
+/// The protocol's hold on an import's hook. It keeps the hook (the
+/// harness names no weak reference) but gives it out only while some
+/// handle besides itself holds it; the harness polls for hooks nobody else
+/// holds and drops those imports (`Endpoint::drop_unheld_imports`), as a
+/// connection's import does when its last handle goes.
+pub(super) struct TestImportSlot(Arc<TestImport>);
+
+impl TestImportSlot {
+    /// Whether a handle besides this slot holds the hook.
+    pub(super) fn is_held(&self) -> bool {
+        Arc::strong_count(&self.0) > 1
+    }
+}
+
+impl ImportSlot for TestImportSlot {
+    fn upgrade(&self) -> Option<Arc<dyn ClientHook>> {
+        self.is_held().then(|| self.0.clone() as Arc<dyn ClientHook>)
+    }
+
+    fn addr(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
     }
 }
 
