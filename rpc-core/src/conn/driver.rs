@@ -30,7 +30,7 @@ use tokio::time::{sleep_until, timeout, Instant, Sleep};
 use tracing::Instrument;
 
 use super::vectored::{write_some, Remaining};
-use super::{ConnShared, Protocol, UserRef};
+use super::{ConnShared, Protocol, StateGuard, UserRef};
 use crate::cap::local::{self as local_calls, Collecting};
 use crate::cap::Client;
 use crate::proto::PingPolicy;
@@ -465,8 +465,7 @@ fn handle_buffered_frames(
         if Protocol::asks_for_output(&message) && shared.owes_too_much(locked) {
             return Ok(Some((message, trailer)));
         }
-        shared.note_cancellation(&message);
-        locked.handle_message(shared, message, trailer, || Instant::now().into_std(), ping_policy(shared))?;
+        apply(shared, locked, message, trailer)?;
         held += 1;
         if held == FRAMES_PER_HOLD {
             held = 0;
@@ -491,8 +490,18 @@ fn decode_frame(shared: &ConnShared, frame: &Bytes) -> Result<(Message, Bytes), 
     Ok((message, trailer))
 }
 
-fn ping_policy(shared: &ConnShared) -> PingPolicy {
-    PingPolicy { min_interval: shared.config.ping_min_interval, max_strikes: shared.config.max_ping_strikes }
+/// Applies one message from the peer to the locked state (a `Finish`
+/// counted first, see `ConnShared::cancellations`).
+fn apply(
+    shared: &Arc<ConnShared>,
+    state: &mut StateGuard<'_>,
+    message: Message,
+    trailer: Bytes,
+) -> Result<(), RpcError> {
+    shared.note_cancellation(&message);
+    let pings =
+        PingPolicy { min_interval: shared.config.ping_min_interval, max_strikes: shared.config.max_ping_strikes };
+    state.handle_message(shared, message, trailer, || Instant::now().into_std(), pings)
 }
 
 /// Handles a message that asks for output once the output we owe the peer
@@ -507,8 +516,7 @@ async fn handle_after_room(
     wait_for_output_room(shared, closed).await?;
     let _collecting = shared.reader_starts_calls.then(Collecting::begin);
     let mut state = shared.lock();
-    shared.note_cancellation(&message);
-    let handled = state.handle_message(shared, message, trailer, || Instant::now().into_std(), ping_policy(shared));
+    let handled = apply(shared, &mut state, message, trailer);
     drop(state);
     handled
 }
