@@ -23,13 +23,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::FutureExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::sync::{watch, Notify};
 use tokio::time::{sleep_until, timeout, Instant, Sleep};
 use tracing::Instrument;
 
-use super::vectored::{write_some, Remaining};
 use super::{ConnShared, Protocol, StateGuard, UserRef};
 use crate::cap::local::{self as local_calls, Collecting};
 use crate::cap::Client;
@@ -89,6 +87,7 @@ where
         state: Mutex::new(state),
         me: me.clone(),
         wake_writer: Default::default(),
+        write_slot: super::writer::WriteSlot::new(Box::new(writer)),
         wake_reader_on_close: Default::default(),
         staging: Default::default(),
         owed_in_flight: AtomicUsize::new(0),
@@ -113,7 +112,7 @@ where
     let span = shared.span.clone();
     tokio::spawn(read_loop(shared.clone(), reader, incoming).instrument(span.clone()));
     let writer_task = async move {
-        write_loop(shared.clone(), writer).await;
+        super::writer::write_loop(shared.clone()).await;
         shared.writer_done.send_replace(true);
     };
     tokio::spawn(writer_task.instrument(span));
@@ -389,7 +388,8 @@ async fn read_frames<R: AsyncRead>(shared: &Arc<ConnShared>, reader: &mut ReadHa
                 read = poll_fn(|cx| {
                     let read = std::pin::pin!(reader.read_buf(&mut *buf)).poll(cx);
                     if read.is_pending() && local_calls::has_collected() {
-                        local_calls::start_collected();
+                        // Their replies leave together, written by this task.
+                        shared.holding_output(local_calls::start_collected);
                         waiting_since = Instant::now();
                     }
                     read
@@ -425,7 +425,7 @@ async fn read_frames<R: AsyncRead>(shared: &Arc<ConnShared>, reader: &mut ReadHa
 /// once tokio reports it elapsed (the timer wakes the task when it fires).
 /// Polling the reader's and the writer's timers in every `select!` cost
 /// about 130 instructions each time, two to four times per call.
-fn poll_when_due(timer: Pin<&mut Sleep>, unpolled: &mut bool, cx: &mut Context<'_>) -> Poll<()> {
+pub(super) fn poll_when_due(timer: Pin<&mut Sleep>, unpolled: &mut bool, cx: &mut Context<'_>) -> Poll<()> {
     if !*unpolled && !timer.is_elapsed() {
         return Poll::Pending;
     }
@@ -554,180 +554,4 @@ async fn wait_for_output_room(
              over the limit of {max} bytes (max_unsent_output)"
         ),
     ))
-}
-
-/// How writing one batch ended.
-enum Written {
-    All,
-    /// The connection closed and the rest of the output is dropped.
-    Abandoned,
-    Failed(std::io::Error),
-}
-
-/// Writes `parts` (one batch, in order), of which up to `owed` bytes are
-/// output we owe the peer, keeping `owed_in_flight` current. Once the
-/// connection is closed, the rest gets until `linger` (set here on first
-/// sight of the close), or nothing if the peer stopped reading.
-async fn write_batch<W: AsyncWrite>(
-    shared: &ConnShared,
-    writer: &mut WriteHalf<W>,
-    parts: &[&[u8]],
-    owed: usize,
-    closed: &mut watch::Receiver<Option<RpcError>>,
-    linger: &mut Option<Instant>,
-) -> Written {
-    let total = parts.iter().map(|part| part.len()).sum::<usize>();
-    let mut left = Remaining::new(parts);
-    let mut written = 0;
-    shared.owed_in_flight.store(owed.min(total), Ordering::Release);
-    let result = loop {
-        if written == total {
-            break Written::All;
-        }
-        if shared.abandon_output.load(Ordering::Acquire) {
-            break Written::Abandoned;
-        }
-        // The socket usually takes the batch at once: try it first, with
-        // no close watch and no timer made (a `select!` makes every branch's
-        // future, enabled or not, each time round).
-        let attempt = if linger.is_none() { write_some(writer, &left).now_or_never() } else { None };
-        let attempt = match attempt {
-            Some(result) => result,
-            None => {
-                let until = linger.unwrap_or_else(Instant::now);
-                tokio::select! {
-                    biased;
-                    result = write_some(writer, &left) => result,
-                    _ = closed.wait_for(Option::is_some), if linger.is_none() => {
-                        *linger = Some(Instant::now() + shared.config.write_stall_timeout);
-                        continue;
-                    }
-                    _ = sleep_until(until), if linger.is_some() => break Written::Abandoned,
-                }
-            }
-        };
-        match attempt {
-            Ok(0) => break Written::Failed(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                written += n;
-                left.advance(n);
-                shared.io.wrote(n);
-                if written < total {
-                    shared.owed_in_flight.store(owed.min(total - written), Ordering::Release);
-                    shared.output_drained.notify_one();
-                }
-            }
-            Err(err) => break Written::Failed(err),
-        }
-    };
-    shared.owed_in_flight.store(0, Ordering::Release);
-    if owed > 0 || !matches!(result, Written::All) {
-        // A reader waiting for room in the unsent output looks again.
-        shared.output_drained.notify_one();
-    }
-    result
-}
-
-async fn write_loop<W: AsyncWrite>(shared: Arc<ConnShared>, mut writer: WriteHalf<W>) {
-    let mut spare = BytesMut::with_capacity(8 << 10);
-    let mut chunks = Vec::new();
-    let interval = shared.config.keepalive_interval;
-    // Pings go out after `interval` without a write. The timer is armed once
-    // per interval, not per batch: when it fires early it moves to the real time.
-    let mut last_write = Instant::now();
-    let ping_timer = sleep_until(last_write + interval);
-    tokio::pin!(ping_timer);
-    let mut ping_timer_unpolled = true;
-    let mut nonce = 0u64;
-    let mut closed = shared.closed.subscribe();
-    // Set once the connection is closed: the last moment to finish writing.
-    let mut linger = None;
-    // Streams still had data to emit after the last round: go again at once.
-    let mut more = false;
-    loop {
-        if !more {
-            tokio::select! {
-                biased;
-                () = shared.wake_writer.wait() => {}
-                () = poll_fn(|cx| poll_when_due(ping_timer.as_mut(), &mut ping_timer_unpolled, cx)) => {
-                    let due = last_write + interval;
-                    let now = Instant::now();
-                    if now >= due {
-                        nonce += 1;
-                        shared.lock().send_ping(nonce, now.into_std());
-                        last_write = now;
-                    }
-                    ping_timer.as_mut().reset(last_write + interval);
-                    ping_timer_unpolled = true;
-                }
-            }
-        }
-        if let Some(delay) = shared.config.stream_nagle {
-            let only_streams = {
-                let state = shared.lock();
-                state.out.is_empty() && !state.ready.is_empty()
-            };
-            if only_streams {
-                tokio::time::sleep(delay).await;
-            }
-        }
-        let (batch, owed, closing) = {
-            let mut state = shared.lock();
-            state.emit_streams(&shared);
-            more = !state.ready.is_empty();
-            std::mem::swap(&mut state.out, &mut spare);
-            std::mem::swap(&mut state.out_chunks, &mut chunks);
-            let owed = std::mem::take(&mut state.owed);
-            let idle = shared.users.load(Ordering::Acquire) == 0 && state.is_idle();
-            (std::mem::take(&mut spare), owed, state.is_closed().is_some() || idle)
-        };
-        if !batch.is_empty() {
-            last_write = Instant::now();
-            let written = if chunks.is_empty() {
-                write_batch(&shared, &mut writer, &[&batch], owed, &mut closed, &mut linger).await
-            } else {
-                // Large stream chunks go in place, between the frames around them.
-                let mut parts = Vec::with_capacity(2 * chunks.len() + 1);
-                let mut at = 0;
-                for (offset, chunk) in &chunks {
-                    parts.push(&batch[at..*offset]);
-                    parts.push(&chunk[..]);
-                    at = *offset;
-                }
-                parts.push(&batch[at..]);
-                write_batch(&shared, &mut writer, &parts, owed, &mut closed, &mut linger).await
-            };
-            chunks.clear();
-            match written {
-                Written::All => {}
-                Written::Abandoned => break,
-                Written::Failed(err) => return write_failed(&shared, err, &mut closed).await,
-            }
-        }
-        spare = batch;
-        spare.clear();
-        if closing {
-            let until = linger.unwrap_or_else(|| Instant::now() + shared.config.write_stall_timeout);
-            let _ = tokio::time::timeout_at(until, async {
-                let _ = writer.flush().await;
-                let _ = writer.shutdown().await;
-            })
-            .await;
-            shared.close(RpcError::disconnected("the connection was closed"), false);
-            break;
-        }
-    }
-}
-
-/// Our write failed, most likely because the peer closed the connection. If
-/// it said why (an `Abort`), that frame is already on its way to our reader,
-/// which closes the connection with the peer's reason: give it the time to
-/// read it, and close with the I/O error only if it does not.
-async fn write_failed(shared: &ConnShared, err: std::io::Error, closed: &mut watch::Receiver<Option<RpcError>>) {
-    let err = RpcError::disconnected(format!("I/O error: {err}"));
-    shared.write_failed.store(true, Ordering::Release);
-    shared.output_drained.notify_one();
-    let grace = shared.config.keepalive_timeout;
-    let _ = timeout(grace, closed.wait_for(Option::is_some)).await;
-    shared.close(err, false);
 }

@@ -23,6 +23,7 @@ mod received;
 mod shell;
 mod staging;
 mod vectored;
+mod writer;
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -83,6 +84,8 @@ pub(crate) struct ConnShared {
     me: std::sync::Weak<ConnShared>,
     /// Wakes the writer when the outgoing buffer becomes non-empty.
     wake_writer: Signal,
+    /// The transport's write half, with whoever writes (see `writer.rs`).
+    write_slot: writer::WriteSlot,
     /// Wakes the reader when the connection closes.
     wake_reader_on_close: Signal,
     /// Producers whose lanes hold items written without the lock, taken in
@@ -135,6 +138,9 @@ pub(crate) struct StateGuard<'a> {
     was_empty: bool,
     /// Registered in the thread's held set (see [`ConnShared::lock_leaf`]).
     tracked: bool,
+    /// Write the output in place when the guard goes, if the writer task is
+    /// idle (see `writer.rs`), instead of waking it.
+    pub(crate) write_in_place: bool,
 }
 
 impl std::ops::Deref for StateGuard<'_> {
@@ -165,6 +171,10 @@ thread_local! {
     /// Work that asked for a connection's state while this thread held it (a
     /// handle dropped under the lock): runs once no state is held.
     static LATE: RefCell<Vec<LateWork>> = const { RefCell::new(Vec::new()) };
+    /// The connection whose writer is not woken for output made on this
+    /// thread right now (see [`ConnShared::holding_output`]), and whether
+    /// some was made.
+    static OUTPUT_HELD: Cell<(usize, bool)> = const { Cell::new((0, false)) };
 }
 
 type LateWork = Box<dyn FnOnce()>;
@@ -223,11 +233,16 @@ impl Drop for StateGuard<'_> {
         // SAFETY: taken once, here; `self.guard` is not used again.
         let mut guard = unsafe { std::mem::ManuallyDrop::take(&mut self.guard) };
         let effects = (!guard.effects.is_empty()).then(|| std::mem::replace(&mut guard.effects, SPARE_DEFERRED.take()));
-        let wake = self.was_empty && !(guard.out.is_empty() && guard.ready.is_empty());
+        let in_place = if self.write_in_place { self.shared.take_in_place(&mut guard) } else { None };
+        let wake = in_place.is_none()
+            && (self.was_empty || self.write_in_place)
+            && !(guard.out.is_empty() && guard.ready.is_empty());
         drop(guard);
         let nothing_held = self.tracked && HELD.with(|held| held.remove(self.shared.key()) && held.has_late.get());
-        if wake {
-            self.shared.wake_writer.notify();
+        if let Some(output) = in_place {
+            self.shared.write_in_place(output);
+        } else if wake {
+            self.shared.wake_writer_unless_held();
         }
         if let Some(mut effects) = effects {
             for work in effects.drain(..) {
@@ -282,7 +297,13 @@ impl ConnShared {
     #[inline]
     fn guard<'a>(&'a self, guard: MutexGuard<'a, Protocol>, tracked: bool) -> StateGuard<'a> {
         let was_empty = guard.out.is_empty() && guard.ready.is_empty();
-        let mut guard = StateGuard { guard: std::mem::ManuallyDrop::new(guard), shared: self, was_empty, tracked };
+        let mut guard = StateGuard {
+            guard: std::mem::ManuallyDrop::new(guard),
+            shared: self,
+            was_empty,
+            tracked,
+            write_in_place: false,
+        };
         if self.staging.any() {
             for id in self.staging.take() {
                 guard.producer_absorb(id);
@@ -324,6 +345,41 @@ impl ConnShared {
         HELD.with(|held| assert!(!held.contains(me), "a connection's state was locked again by the thread holding it"));
         let guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
         self.guard(guard, false)
+    }
+
+    /// Wakes the writer for new output, unless this thread is holding this
+    /// connection's output back (it then writes it itself, see
+    /// [`Self::holding_output`]).
+    #[inline]
+    fn wake_writer_unless_held(&self) {
+        let (held, _) = OUTPUT_HELD.get();
+        if held == self.key() {
+            OUTPUT_HELD.set((held, true));
+        } else {
+            self.wake_writer.notify();
+        }
+    }
+
+    /// Runs `work` (the calls a reader starts) holding back the output it
+    /// makes on this connection, then writes that output in place in one
+    /// write if the writer task is idle, or wakes it: the replies of a batch
+    /// of calls leave together, without a turn of the writer task.
+    pub(crate) fn holding_output(&self, work: impl FnOnce()) {
+        struct Hold<'a> {
+            shared: &'a ConnShared,
+            outer: (usize, bool),
+        }
+        impl Drop for Hold<'_> {
+            fn drop(&mut self) {
+                let (_, made) = OUTPUT_HELD.replace(self.outer);
+                if made {
+                    let mut state = self.shared.lock();
+                    state.write_in_place = true;
+                }
+            }
+        }
+        let _hold = Hold { shared: self, outer: OUTPUT_HELD.replace((self.key(), false)) };
+        work();
     }
 
     /// Runs `work` on the locked state: now, or, if this thread holds the

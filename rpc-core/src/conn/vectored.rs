@@ -2,13 +2,13 @@
 //! in the writer's buffer, and between them large byte-stream chunks that
 //! were never copied there (`Protocol::out_chunks`).
 
-use tokio::io::{AsyncWrite, WriteHalf};
+use tokio::io::AsyncWrite;
 
 /// One write of what is left: a plain write while one part is, a vectored
 /// one otherwise (the slices are made on the stack inside each poll, so the
 /// future stays small: it is made for every batch).
-pub(super) fn write_some<'a, W: AsyncWrite>(
-    writer: &'a mut WriteHalf<W>,
+pub(super) fn write_some<'a, W: AsyncWrite + Unpin + ?Sized>(
+    writer: &'a mut W,
     left: &'a Remaining<'_>,
 ) -> impl std::future::Future<Output = std::io::Result<usize>> + 'a {
     std::future::poll_fn(move |cx| {
