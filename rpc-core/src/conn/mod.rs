@@ -364,7 +364,7 @@ impl ConnShared {
     /// makes on this connection, then writes that output in place in one
     /// write if the writer task is idle, or wakes it: the replies of a batch
     /// of calls leave together, without a turn of the writer task.
-    pub(crate) fn holding_output(&self, work: impl FnOnce()) {
+    pub(super) fn holding_output(&self, work: impl FnOnce()) {
         struct Hold<'a> {
             shared: &'a ConnShared,
             outer: (usize, bool),

@@ -112,6 +112,7 @@ impl ConnShared {
             || !state.ready.is_empty()
             || state.is_closed().is_some()
             || self.write_failed.load(Ordering::Acquire)
+            || self.abandon_output.load(Ordering::Acquire)
         {
             return None;
         }
