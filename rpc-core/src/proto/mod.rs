@@ -381,7 +381,8 @@ impl Protocol {
     }
 
     pub(super) fn send(&mut self, message: &Message, trailer: &[u8]) {
-        if let Some(header) = crate::wire::fast::encode(message) {
+        let mut header = crate::wire::fast::Header::new();
+        if crate::wire::fast::encode(message, &mut header).is_some() {
             return frame::encode_raw(&mut self.out, header.as_slice(), trailer);
         }
         if let Err(err) = frame::encode(&mut self.out, message, trailer) {

@@ -1,16 +1,23 @@
-//! The two headers nearly every call sends, a `Call` and an `Ok` `Return`
-//! without capabilities, written and read by hand: the same bytes serde
-//! and postcard make (varint variant indexes and integers, a zero-length
-//! capability list), at a fraction of the cost. Going through serde's
-//! derived code took about 500 instructions a call on each side. Anything
-//! else (and anything unusual in these two) takes the serde path, which
-//! stays the definition: the tests here check that both agree.
+//! The headers nearly every call and pipelined hop sends, written and read
+//! by hand: a `Call` and an `Ok` `Return` whose capability lists hold at
+//! most [`MAX_CAPS`] plain descriptors (an export, an import or a promised
+//! answer: no stream end), a `Finish` and a `Release`. The same bytes serde
+//! and postcard make (varint variant indexes and integers, a varint list
+//! length), at a fraction of the cost: going through serde's derived code
+//! took about 500 instructions a call on each side, and a returned
+//! capability, a `Finish` or a `Release` about as much again. Anything else
+//! (and anything unusual in these) takes the serde path, which stays the
+//! definition: the tests here check that both agree.
 
-use super::{Message, Target};
+use super::{CapDescriptor, Message, Target};
+
+/// Capability descriptors in a header written or read here, at most.
+pub(crate) const MAX_CAPS: usize = 4;
 
 /// Room for the longest header written here: a variant index, a question,
-/// a target (index and two ids), an interface, a method and an empty list.
-const MAX_HEADER: usize = 1 + 5 + 1 + 5 + 5 + 10 + 3 + 1;
+/// a target (index and two ids), an interface, a method and a list of
+/// [`MAX_CAPS`] descriptors (index and two ids each).
+const MAX_HEADER: usize = 1 + 5 + 1 + 5 + 5 + 10 + 3 + 1 + MAX_CAPS * (1 + 5 + 5);
 
 /// A header written here, on the stack.
 pub(crate) struct Header {
@@ -19,6 +26,10 @@ pub(crate) struct Header {
 }
 
 impl Header {
+    pub(crate) fn new() -> Header {
+        Header { bytes: [0; MAX_HEADER], len: 0 }
+    }
+
     pub(crate) fn as_slice(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
@@ -32,14 +43,54 @@ impl Header {
         self.bytes[self.len] = value as u8;
         self.len += 1;
     }
+
+    /// A list of plain descriptors; `None` if one is not plain or the list
+    /// is longer than [`MAX_CAPS`]. (The empty list, the common case, stays
+    /// inline; the rest is out of line so that it does not weigh on it.)
+    #[inline(always)]
+    fn caps(&mut self, caps: &[CapDescriptor]) -> Option<()> {
+        if caps.is_empty() {
+            self.varint(0);
+            return Some(());
+        }
+        self.some_caps(caps)
+    }
+
+    #[inline(never)]
+    fn some_caps(&mut self, caps: &[CapDescriptor]) -> Option<()> {
+        if caps.len() > MAX_CAPS {
+            return None;
+        }
+        self.varint(caps.len() as u64);
+        for cap in caps {
+            match *cap {
+                CapDescriptor::SenderHosted(id) => {
+                    self.varint(SENDER_HOSTED);
+                    self.varint(u64::from(id));
+                }
+                CapDescriptor::ReceiverHosted(id) => {
+                    self.varint(RECEIVER_HOSTED);
+                    self.varint(u64::from(id));
+                }
+                CapDescriptor::ReceiverAnswer { question, cap } => {
+                    self.varint(RECEIVER_ANSWER);
+                    self.varint(u64::from(question));
+                    self.varint(u64::from(cap));
+                }
+                _ => return None,
+            }
+        }
+        Some(())
+    }
 }
 
-/// `message`'s header, if it is one of the two written here.
+/// Writes `message`'s header into `header` (empty), if it is one of those
+/// written here. (Filled in place: the header is large enough that moving
+/// it out of a return value showed in a call's cost.)
 #[inline]
-pub(crate) fn encode(message: &Message) -> Option<Header> {
-    let mut header = Header { bytes: [0; MAX_HEADER], len: 0 };
+pub(crate) fn encode(message: &Message, header: &mut Header) -> Option<()> {
     match message {
-        Message::Call { question, target, interface, method, caps } if caps.is_empty() => {
+        Message::Call { question, target, interface, method, caps } => {
             header.varint(CALL);
             header.varint(u64::from(*question));
             match *target {
@@ -55,21 +106,30 @@ pub(crate) fn encode(message: &Message) -> Option<Header> {
             }
             header.varint(*interface);
             header.varint(u64::from(*method));
-            header.varint(0);
+            header.caps(caps)?;
         }
-        Message::Return { question, result: Ok(caps) } if caps.is_empty() => {
+        Message::Return { question, result: Ok(caps) } => {
             header.varint(RETURN);
             header.varint(u64::from(*question));
             header.varint(OK);
-            header.varint(0);
+            header.caps(caps)?;
+        }
+        Message::Finish { question } => {
+            header.varint(FINISH);
+            header.varint(u64::from(*question));
+        }
+        Message::Release { export, count } => {
+            header.varint(RELEASE);
+            header.varint(u64::from(*export));
+            header.varint(u64::from(*count));
         }
         _ => return None,
     }
-    Some(header)
+    Some(())
 }
 
 /// The message at the front of `frame` and the header's length, if it is
-/// one of the two read here, written the plain way; `None` for anything
+/// one of those read here, written the plain way; `None` for anything
 /// else, well-formed or not (the serde path then decides).
 #[inline]
 pub(crate) fn decode(frame: &[u8]) -> Option<(Message, usize)> {
@@ -84,26 +144,33 @@ pub(crate) fn decode(frame: &[u8]) -> Option<(Message, usize)> {
             };
             let interface = reader.u64()?;
             let method = reader.u16()?;
-            (reader.small()? == 0).then_some(())?;
-            Message::Call { question, target, interface, method, caps: Vec::new() }
+            let caps = reader.caps()?;
+            Message::Call { question, target, interface, method, caps }
         }
         RETURN => {
             let question = reader.u32()?;
             (reader.small()? == OK).then_some(())?;
-            (reader.small()? == 0).then_some(())?;
-            Message::Return { question, result: Ok(Vec::new()) }
+            Message::Return { question, result: Ok(reader.caps()?) }
         }
+        FINISH => Message::Finish { question: reader.u32()? },
+        RELEASE => Message::Release { export: reader.u32()?, count: reader.u32()? },
         _ => return None,
     };
     Some((message, reader.at))
 }
 
-/// Variant indexes, in declaration order (`Message`, `Target`, `Result`).
+/// Variant indexes, in declaration order (`Message`, `Target`, `Result`,
+/// `CapDescriptor`).
 const CALL: u64 = 0;
 const RETURN: u64 = 1;
+const FINISH: u64 = 2;
+const RELEASE: u64 = 3;
 const EXPORT: u64 = 0;
 const ANSWER: u64 = 1;
 const OK: u64 = 0;
+const SENDER_HOSTED: u64 = 0;
+const RECEIVER_HOSTED: u64 = 1;
+const RECEIVER_ANSWER: u64 = 2;
 
 struct Reader<'a> {
     bytes: &'a [u8],
@@ -147,6 +214,33 @@ impl Reader<'_> {
     fn small(&mut self) -> Option<u64> {
         self.varint(1, 0x7f)
     }
+
+    /// A list of at most [`MAX_CAPS`] plain descriptors (`None` otherwise:
+    /// serde reads the rest). The empty list stays inline.
+    #[inline(always)]
+    fn caps(&mut self) -> Option<Vec<CapDescriptor>> {
+        match self.small()? {
+            0 => Some(Vec::new()),
+            count => self.some_caps(count as usize),
+        }
+    }
+
+    #[inline(never)]
+    fn some_caps(&mut self, count: usize) -> Option<Vec<CapDescriptor>> {
+        if count > MAX_CAPS {
+            return None;
+        }
+        let mut caps = Vec::with_capacity(count);
+        for _ in 0..count {
+            caps.push(match self.small()? {
+                SENDER_HOSTED => CapDescriptor::SenderHosted(self.u32()?),
+                RECEIVER_HOSTED => CapDescriptor::ReceiverHosted(self.u32()?),
+                RECEIVER_ANSWER => CapDescriptor::ReceiverAnswer { question: self.u32()?, cap: self.u32()? },
+                _ => return None,
+            });
+        }
+        Some(caps)
+    }
 }
 
 #[cfg(test)]
@@ -183,14 +277,38 @@ mod tests {
                 }
             }
             messages.push(Message::Return { question: id, result: Ok(Vec::new()) });
+            messages.push(Message::Finish { question: id });
+            messages.push(Message::Release { export: id, count: id / 5 });
+            for caps in plain_lists(id) {
+                messages.push(Message::Return { question: id, result: Ok(caps.clone()) });
+                messages.push(Message::Call {
+                    question: id,
+                    target: Target::Answer { question: id / 3, cap: 0 },
+                    interface: u64::MAX - u64::from(id),
+                    method: 1,
+                    caps,
+                });
+            }
         }
         messages
+    }
+
+    /// Lists of 1 to `MAX_CAPS` plain descriptors with ids around `id`.
+    fn plain_lists(id: u32) -> Vec<Vec<CapDescriptor>> {
+        let all = [
+            CapDescriptor::SenderHosted(id),
+            CapDescriptor::ReceiverHosted(id / 2),
+            CapDescriptor::ReceiverAnswer { question: id, cap: id % 11 },
+            CapDescriptor::SenderHosted(u32::MAX - id),
+        ];
+        (1..=MAX_CAPS).map(|n| all[..n].to_vec()).collect()
     }
 
     #[test]
     fn writes_what_serde_writes() {
         for message in samples() {
-            let header = encode(&message).expect("one of the two");
+            let mut header = Header::new();
+            encode(&message, &mut header).expect("one of those written here");
             assert_eq!(header.as_slice(), &serde_bytes(&message)[..], "{message:?}");
         }
     }
@@ -201,7 +319,7 @@ mod tests {
             let mut frame = serde_bytes(&message);
             let header_len = frame.len();
             frame.extend_from_slice(b"payload");
-            let (read, len) = decode(&frame).expect("one of the two");
+            let (read, len) = decode(&frame).expect("one of those read here");
             assert_eq!(read, message);
             assert_eq!(len, header_len);
             let (by_serde, rest) = depth::from_postcard_bytes::<Message>(&frame, 64, 1 << 20).expect("serde reads it");
@@ -212,21 +330,23 @@ mod tests {
 
     #[test]
     fn leaves_everything_else_to_serde() {
+        let window = crate::wire::Window { capacity: 8, batch: 2 };
+        let stream_end = CapDescriptor::SequenceReader { stream: 3, window };
+        let too_many = vec![CapDescriptor::SenderHosted(4); MAX_CAPS + 1];
         let others = [
-            Message::Call {
+            Message::Call { question: 1, target: Target::Export(0), interface: 2, method: 3, caps: too_many.clone() },
+            Message::Call { question: 1, target: Target::Export(0), interface: 2, method: 3, caps: vec![stream_end] },
+            Message::Return { question: 1, result: Ok(too_many) },
+            Message::Return {
                 question: 1,
-                target: Target::Export(0),
-                interface: 2,
-                method: 3,
-                caps: vec![CapDescriptor::SenderHosted(4)],
+                result: Ok(vec![CapDescriptor::SenderHosted(1), stream_end, CapDescriptor::SenderHosted(2)]),
             },
-            Message::Return { question: 1, result: Ok(vec![CapDescriptor::ReceiverHosted(2)]) },
             Message::Return { question: 1, result: Err(RpcError::cancelled("no")) },
-            Message::Finish { question: 1 },
+            Message::DisembargoReply { id: 1 },
             Message::Ping(5),
         ];
         for message in others {
-            assert!(encode(&message).is_none(), "{message:?}");
+            assert!(encode(&message, &mut Header::new()).is_none(), "{message:?}");
             assert!(decode(&serde_bytes(&message)).is_none(), "{message:?}");
         }
     }
