@@ -8,21 +8,25 @@
 //! lock may ask a promise whether it has resolved): calls made while the
 //! queue is being forwarded join it, so none overtakes another.
 
-use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use futures::channel::oneshot;
 use futures::future::BoxFuture;
+use smallvec::SmallVec;
 
 use super::{Client, ClientHook, OutgoingCall};
 use crate::RpcError;
 
+/// Queued calls, in order. Most promises get one pipelined call at most
+/// (a chain's every hop does): it waits inline, without an allocation.
+type Queue = SmallVec<[OutgoingCall; 1]>;
+
 enum State {
     /// Calls to forward, and who waits to learn the target (`when_broken`).
-    Waiting(VecDeque<OutgoingCall>, Vec<oneshot::Sender<Client>>),
+    Waiting(Queue, Vec<oneshot::Sender<Client>>),
     /// The target is known and the queue is being forwarded to it, outside
     /// the lock; calls made meanwhile join the queue, behind the others.
-    Forwarding(Client, VecDeque<OutgoingCall>),
+    Forwarding(Client, Queue),
     Resolved(Client),
 }
 
@@ -33,7 +37,7 @@ pub(crate) struct QueuedClient {
 
 impl QueuedClient {
     pub(crate) fn new() -> Self {
-        QueuedClient { state: Mutex::new(State::Waiting(VecDeque::new(), Vec::new())) }
+        QueuedClient { state: Mutex::new(State::Waiting(Queue::new(), Vec::new())) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -51,7 +55,7 @@ impl QueuedClient {
         let target = target.unwrap_or_else(Client::broken);
         let (mut batch, waiters) = {
             let mut state = self.lock();
-            let forwarding = State::Forwarding(target.clone(), VecDeque::new());
+            let forwarding = State::Forwarding(target.clone(), Queue::new());
             match std::mem::replace(&mut *state, forwarding) {
                 State::Waiting(queue, waiters) => (queue, waiters),
                 other => return *state = other,
@@ -79,7 +83,7 @@ impl ClientHook for QueuedClient {
         let target = {
             let mut state = self.lock();
             match &mut *state {
-                State::Waiting(queue, _) | State::Forwarding(_, queue) => return queue.push_back(call),
+                State::Waiting(queue, _) | State::Forwarding(_, queue) => return queue.push(call),
                 State::Resolved(target) => target.clone(),
             }
         };
