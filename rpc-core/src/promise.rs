@@ -89,11 +89,7 @@ impl CallState {
         }
         let mut inner = self.lock();
         match &inner.result_caps {
-            Some(Ok(caps)) => match caps.get(cap as usize) {
-                Some(CapEntry::Object(client)) => client.clone(),
-                Some(CapEntry::Stream(_)) | None => Client::broken(no_cap(cap)),
-            },
-            Some(Err(err)) => Client::broken(err.clone()),
+            Some(caps) => pipe_target(caps, cap).unwrap_or_else(Client::broken),
             None => {
                 let queue = Arc::new(QueuedClient::new());
                 inner.waiting_pipes.push((cap, queue.clone()));
@@ -193,13 +189,7 @@ impl CallState {
 
     /// Capability `cap` of the outcome, once there is one.
     fn settled_cap(&self, cap: u32) -> Option<Result<Client, RpcError>> {
-        match self.lock().result_caps.as_ref()? {
-            Ok(caps) => Some(match caps.get(cap as usize) {
-                Some(CapEntry::Object(client)) => Ok(client.clone()),
-                Some(CapEntry::Stream(_)) | None => Err(no_cap(cap)),
-            }),
-            Err(err) => Some(Err(err.clone())),
-        }
+        self.lock().result_caps.as_ref().map(|caps| pipe_target(caps, cap))
     }
 
     /// Resolves when capability `cap` of the result is broken: at once with
@@ -265,6 +255,17 @@ pub(crate) fn push_pruned<T>(list: &mut Vec<T>, item: T, live: impl FnMut(&T) ->
     list.push(item);
 }
 
+/// Capability `cap` of a call's result (its capabilities, or its error).
+fn pipe_target(caps: &Result<Vec<CapEntry>, RpcError>, cap: u32) -> Result<Client, RpcError> {
+    match caps {
+        Ok(caps) => match caps.get(cap as usize) {
+            Some(CapEntry::Object(client)) => Ok(client.clone()),
+            Some(CapEntry::Stream(_)) | None => Err(no_cap(cap)),
+        },
+        Err(err) => Err(err.clone()),
+    }
+}
+
 fn no_cap(cap: u32) -> RpcError {
     RpcError::unimplemented(format!("the result holds no capability at index {cap}"))
 }
@@ -277,10 +278,15 @@ impl ReplySink for CallState {
         }
         inner.done = true;
         let caps = reply.as_ref().map(|p| p.caps.clone()).map_err(Clone::clone);
-        let pipes = std::mem::take(&mut inner.waiting_pipes);
+        // Where each waiting local pipeline goes, looked up before the caps
+        // are kept for later pipelining (so the list is not copied again).
+        let pipes: Vec<_> = std::mem::take(&mut inner.waiting_pipes)
+            .into_iter()
+            .map(|(cap, queue)| (queue, pipe_target(&caps, cap)))
+            .collect();
+        inner.result_caps = Some(caps);
         let waker = inner.waker.take();
         let abandoned = inner.abandoned;
-        inner.result_caps = Some(caps.clone());
         let leftover = if abandoned { Some(reply) } else { inner.outcome.replace(reply) };
         let parent = inner.parent.take();
         let timer = inner.deadline.take();
@@ -294,14 +300,7 @@ impl ReplySink for CallState {
         for waiter in waiters {
             let _ = waiter.send(());
         }
-        for (cap, queue) in pipes {
-            let target = match &caps {
-                Ok(caps) => match caps.get(cap as usize) {
-                    Some(CapEntry::Object(client)) => Ok(client.clone()),
-                    Some(CapEntry::Stream(_)) | None => Err(no_cap(cap)),
-                },
-                Err(err) => Err(err.clone()),
-            };
+        for (queue, target) in pipes {
             queue.resolve(target);
         }
         if let Some(waker) = waker {
