@@ -280,10 +280,14 @@ impl ReplySink for CallState {
         let caps = reply.as_ref().map(|p| p.caps.clone()).map_err(Clone::clone);
         // Where each waiting local pipeline goes, looked up before the caps
         // are kept for later pipelining (so the list is not copied again).
-        let pipes: Vec<_> = std::mem::take(&mut inner.waiting_pipes)
-            .into_iter()
-            .map(|(cap, queue)| (queue, pipe_target(&caps, cap)))
-            .collect();
+        let waiting = std::mem::take(&mut inner.waiting_pipes);
+        // (Not through an iterator when none wait, the common case: that
+        // cost 80 instructions a call.)
+        let pipes: Vec<_> = if waiting.is_empty() {
+            Vec::new()
+        } else {
+            waiting.into_iter().map(|(cap, queue)| (queue, pipe_target(&caps, cap))).collect()
+        };
         inner.result_caps = Some(caps);
         let waker = inner.waker.take();
         let abandoned = inner.abandoned;
