@@ -258,16 +258,9 @@ pub(crate) fn push_pruned<T>(list: &mut Vec<T>, item: T, live: impl FnMut(&T) ->
 /// Capability `cap` of a call's result (its capabilities, or its error).
 fn pipe_target(caps: &Result<Vec<CapEntry>, RpcError>, cap: u32) -> Result<Client, RpcError> {
     match caps {
-        Ok(caps) => match caps.get(cap as usize) {
-            Some(CapEntry::Object(client)) => Ok(client.clone()),
-            Some(CapEntry::Stream(_)) | None => Err(no_cap(cap)),
-        },
+        Ok(caps) => crate::proto::cap_at(caps, cap),
         Err(err) => Err(err.clone()),
     }
-}
-
-fn no_cap(cap: u32) -> RpcError {
-    RpcError::unimplemented(format!("the result holds no capability at index {cap}"))
 }
 
 impl ReplySink for CallState {

@@ -140,7 +140,7 @@ pub(crate) struct StateGuard<'a> {
     tracked: bool,
     /// Write the output in place when the guard goes, if the writer task is
     /// idle (see `writer.rs`), instead of waking it.
-    pub(crate) write_in_place: bool,
+    write_in_place: bool,
 }
 
 impl std::ops::Deref for StateGuard<'_> {

@@ -58,7 +58,6 @@ pub(crate) struct Unsent {
 }
 
 /// The parts, when nobody is writing.
-#[derive(Default)]
 pub(crate) struct WriteSlot {
     /// Boxed: taken and put back around every batch, a pointer moves.
     parts: Mutex<Option<Box<WriterParts>>>,

@@ -562,7 +562,8 @@ pub(crate) fn reply_cap(reply: &crate::cap::Reply, cap: u32) -> Result<Client, R
     }
 }
 
-pub(super) fn cap_at(caps: &[CapEntry], index: u32) -> Result<Client, RpcError> {
+/// Capability `index` of a result's capabilities, or why it is none.
+pub(crate) fn cap_at(caps: &[CapEntry], index: u32) -> Result<Client, RpcError> {
     match caps.get(index as usize) {
         Some(CapEntry::Object(client)) => Ok(client.clone()),
         Some(CapEntry::Stream(_)) | None => {

@@ -33,7 +33,7 @@ use crate::wire::{frame, Message};
 use crate::{Limits, RpcError};
 
 mod calls;
-pub(crate) use calls::reply_cap;
+pub(crate) use calls::{cap_at, reply_cap};
 mod caps;
 mod consume;
 mod consumer;
