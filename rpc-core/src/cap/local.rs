@@ -93,6 +93,9 @@ thread_local! {
     /// object whose handlers finish at once, none ever spawned).
     static COLLECTING: Cell<bool> = const { Cell::new(false) };
     static COLLECTED: RefCell<VecDeque<Arc<Shared>>> = const { RefCell::new(VecDeque::new()) };
+    /// How many more collected calls this thread starts before it stops
+    /// (see [`start_collected_some`]).
+    static START_BUDGET: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
 /// While alive, calls that reach local objects on this thread are collected
@@ -136,9 +139,21 @@ pub(crate) fn has_collected() -> bool {
 /// has handled every frame that had arrived, so a call whose `Finish` came
 /// with it never starts.
 pub(crate) fn start_collected() {
-    while let Some(object) = COLLECTED.with(|list| list.borrow_mut().pop_front()) {
+    start_collected_some(usize::MAX);
+}
+
+/// [`start_collected`], stopping once `budget` calls have started (the
+/// rest stay collected, in order); returns whether any are left. A reader
+/// starts a large batch this way, writing each part's replies before it
+/// starts the next (`conn/driver.rs`).
+pub(crate) fn start_collected_some(budget: usize) -> bool {
+    let outer = START_BUDGET.replace(budget);
+    while START_BUDGET.get() > 0 {
+        let Some(object) = COLLECTED.with(|list| list.borrow_mut().pop_front()) else { break };
         object.start_listed();
     }
+    START_BUDGET.set(outer);
+    has_collected()
 }
 
 impl Shared {
@@ -159,8 +174,17 @@ impl Shared {
         state.starting = true;
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
         let mut handed = false;
+        let mut relist = false;
         loop {
+            let budget = START_BUDGET.get();
+            if budget == 0 {
+                // This thread's budget is spent: the rest start in its next
+                // turn, this object first (listed again at the front).
+                relist = !state.calls.is_empty() && !std::mem::replace(&mut state.listed, true);
+                break;
+            }
             let Some(call) = state.calls.pop_front() else { break };
+            START_BUDGET.set(budget - 1);
             drop(state);
             let running = {
                 // A reply may deliver pipelined calls to local objects: they join the list.
@@ -174,6 +198,9 @@ impl Shared {
             }
         }
         state.starting = false;
+        if relist {
+            COLLECTED.with(|list| list.borrow_mut().push_front(self.clone()));
+        }
         if !handed {
             // A serving task that found the object closed while this held
             // the token did not end (it ends only once no one starts calls):

@@ -5,12 +5,14 @@
 //! When the reader runs on a current-thread runtime it starts the calls it
 //! delivered to local objects itself, once nothing more is readable (see
 //! `cap/local.rs`); their replies are held back from the writer
-//! ([`ConnShared::holding_output`]) and, once all have run, written by the
-//! reader in one write, in place, if the writer task is idle (it holds the
-//! parts otherwise, and is woken as before). The write is one non-blocking
-//! attempt: whatever the socket does not take at once (or an error) goes
-//! back to the writer task, which writes it before anything newer. Whoever
-//! holds the parts is the only writer, so output stays in order.
+//! ([`ConnShared::holding_output`]) and, once they have run (a large batch:
+//! every 12 of them, see `driver.rs`), written by the reader in one write,
+//! in place, if the writer task is idle (it holds the parts otherwise, and
+//! is woken as before). The write is one non-blocking attempt: whatever the
+//! socket does not take at once (or an error) goes back to the writer task,
+//! which writes it before anything newer; until it has, no write in place
+//! starts. Whoever holds the parts is the only writer, so output stays in
+//! order.
 //!
 //! Calls we make are not written in place: what a caller does right after a
 //! call (a pipelined call on its result, a window set on a stream it
@@ -116,7 +118,14 @@ impl ConnShared {
             return None;
         }
         // A leaf lock, held for a moment: never wait for it under the state.
-        let mut parts = self.write_slot.parts.try_lock().ok()?.take()?;
+        let mut slot = self.write_slot.parts.try_lock().ok()?;
+        if slot.as_ref()?.unsent.is_some() {
+            // The rest of an earlier write in place goes first, by the
+            // writer task (woken for it): this output waits behind it.
+            return None;
+        }
+        let mut parts = slot.take()?;
+        drop(slot);
         let batch = std::mem::replace(&mut state.out, std::mem::take(&mut parts.spare));
         let owed = std::mem::take(&mut state.owed);
         self.owed_in_flight.store(owed, Ordering::Release);
