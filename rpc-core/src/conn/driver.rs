@@ -180,6 +180,8 @@ const READ_CHUNK: usize = 64 << 10;
 /// faulting them back in. Measured on bulk transfers: 64 KiB chunks give 0.33x
 /// raw TCP throughput, 512 KiB about 0.5x, 4 MiB 0.6-1.0x; 512 KiB keeps a
 /// slow consumer's connection within its memory bound (window + 1 MiB).
+/// The reader yields after reading each such chunk's worth (see
+/// `read_frames`), so chunks are reused rather than new ones taken.
 const BULK_READ_CHUNK: usize = 512 << 10;
 
 /// Sustained large reads mean bulk traffic: switch to large chunks after this
@@ -306,6 +308,7 @@ async fn read_frames<R: AsyncRead>(shared: &Arc<ConnShared>, reader: &mut ReadHa
     let mut closed = shared.closed.subscribe();
     let mut chunk = READ_CHUNK;
     let mut large_reads = 0u32;
+    let mut read_since_yield = 0usize;
     let mut charge = PartialCharge::default();
     // When the incomplete frame at the front of `buf` began to arrive.
     let mut frame_started: Option<Instant> = None;
@@ -339,6 +342,14 @@ async fn read_frames<R: AsyncRead>(shared: &Arc<ConnShared>, reader: &mut ReadHa
         if completed {
             // The frame that grew the buffer is whole: its memory is the payload's now.
             charge.release();
+        }
+        if chunk == BULK_READ_CHUNK && read_since_yield >= BULK_READ_CHUNK {
+            // A bulk transfer: let the tasks reading what arrived run before
+            // reading on, so the chunks they are done with are free again for
+            // the next reads (reused in place, instead of new chunks whose
+            // pages fault in while the consumer catches up on a window's worth).
+            read_since_yield = 0;
+            tokio::task::yield_now().await;
         }
         if buf.is_empty() {
             frame_started = None;
@@ -397,6 +408,7 @@ async fn read_frames<R: AsyncRead>(shared: &Arc<ConnShared>, reader: &mut ReadHa
                     Ok(n) => {
                         shared.io.read(n);
                         chunk = next_chunk(&mut large_reads, n);
+                        read_since_yield += n;
                         break;
                     }
                     Err(err) => return RpcError::disconnected(format!("I/O error: {err}")),
