@@ -105,8 +105,9 @@ pub(crate) struct InPlace {
 
 impl ConnShared {
     /// Under the lock: takes the state's output to write in place, if the
-    /// writer task is idle and the output is plain frames (no stream to
-    /// emit, no chunk to write beside them) on an open connection.
+    /// writer task is idle, no rest of an earlier write in place waits for
+    /// it, and the output is plain frames (no stream to emit, no chunk to
+    /// write beside them) on an open connection.
     pub(super) fn take_in_place(&self, state: &mut Protocol) -> Option<InPlace> {
         if state.out.is_empty()
             || !state.out_chunks.is_empty()
