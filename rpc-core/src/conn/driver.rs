@@ -117,9 +117,9 @@ where
     };
     if span.is_disabled() {
         // Nothing records the connection's span: entering and leaving it at
-        // every poll of both tasks would only cost (with tracing's `log`
-        // feature on, as some dependencies turn it, about 90 instructions a
-        // poll).
+        // every poll of both tasks would only cost time (about 90
+        // instructions a poll when a dependency turns on tracing's `log`
+        // feature).
         tokio::spawn(reader_task);
         tokio::spawn(writer_task);
     } else {
